@@ -1,0 +1,79 @@
+//! The public event contract, as any downstream consumer reads it from
+//! Kafka: the JSON envelope and the data of each event type this crate
+//! needs. Declared here with serde, independently of the write side.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// One account event: the message value on `accountable.user.events`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Envelope {
+    /// Stable across re-deliveries: `<user id>/<sequence>`.
+    pub id: String,
+    /// Versioned CloudEvents type, e.g. `accountable.user.registered.v1`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The user id; also the message key.
+    pub subject: Uuid,
+    pub time: DateTime<Utc>,
+    /// The event's number in its user's stream, from 1 without gaps.
+    pub sequence: i64,
+    /// The event's place in the global order of the store.
+    pub position: i64,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("malformed envelope: {0}")]
+    Envelope(serde_json::Error),
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("malformed data of {event_type}: {source}")]
+    Data {
+        event_type: String,
+        source: serde_json::Error,
+    },
+}
+
+impl Envelope {
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ContractError> {
+        serde_json::from_slice(bytes).map_err(ContractError::Envelope)
+    }
+
+    /// The typed event this envelope carries.
+    pub fn event(&self) -> Result<AccountEvent, ContractError> {
+        let data = |source| ContractError::Data {
+            event_type: self.event_type.clone(),
+            source,
+        };
+        match self.event_type.as_str() {
+            REGISTERED_V1 => serde_json::from_value(self.data.clone())
+                .map(AccountEvent::Registered)
+                .map_err(data),
+            other => Err(ContractError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+pub const REGISTERED_V1: &str = "accountable.user.registered.v1";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountEvent {
+    Registered(Registered),
+}
+
+/// Fields that identify a person.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Personal {
+    pub email: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Registered {
+    pub personal: Personal,
+    pub roles: Vec<String>,
+    pub status: String,
+}

@@ -1,0 +1,188 @@
+//! The `users` read table: one row per account, current state only.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::contract::{AccountEvent, Envelope};
+
+/// A row of `users`. `version` is the sequence of the last event applied.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub status: String,
+    pub roles: Vec<String>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What applying one event to a row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Already applied (`sequence <= version`): a re-delivery.
+    Duplicate,
+    /// Events between the row's version and this one are missing.
+    Gap { after: i64 },
+}
+
+/// The reducer: applies one event to the row of its user, if it is the next.
+pub fn reduce(
+    row: &mut Option<UserRow>,
+    envelope: &Envelope,
+    event: &AccountEvent,
+) -> Outcome {
+    let version = row.as_ref().map_or(0, |r| r.version);
+    if envelope.sequence <= version {
+        return Outcome::Duplicate;
+    }
+    if envelope.sequence > version + 1 {
+        return Outcome::Gap { after: version };
+    }
+    match event {
+        AccountEvent::Registered(e) => {
+            *row = Some(UserRow {
+                id: envelope.subject,
+                email: e.personal.email.clone(),
+                display_name: e.personal.display_name.clone(),
+                status: e.status.clone(),
+                roles: e.roles.clone(),
+                version: envelope.sequence,
+                created_at: envelope.time,
+                updated_at: envelope.time,
+            });
+        }
+    }
+    Outcome::Applied
+}
+
+const SELECT_FOR_UPDATE: &str = "
+SELECT id, email, display_name, status, roles, version, created_at, updated_at
+  FROM users WHERE id = ANY($1) FOR UPDATE";
+
+/// Writes a row unless the table already holds the same or a later version,
+/// so that concurrent or repeated writers can never move a row backwards.
+const UPSERT: &str = "
+INSERT INTO users (id, email, display_name, status, roles, version, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE SET
+    email = EXCLUDED.email,
+    display_name = EXCLUDED.display_name,
+    status = EXCLUDED.status,
+    roles = EXCLUDED.roles,
+    version = EXCLUDED.version,
+    updated_at = EXCLUDED.updated_at
+WHERE users.version < EXCLUDED.version";
+
+const SELECT_ONE: &str = "
+SELECT id, email, display_name, status, roles, version, created_at, updated_at
+  FROM users WHERE id = $1";
+
+pub async fn load_for_update(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as(SELECT_FOR_UPDATE)
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn save(conn: &mut PgConnection, row: &UserRow) -> Result<(), sqlx::Error> {
+    sqlx::query(UPSERT)
+        .bind(row.id)
+        .bind(&row.email)
+        .bind(&row.display_name)
+        .bind(&row.status)
+        .bind(&row.roles)
+        .bind(row.version)
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(SELECT_ONE)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn envelope(sequence: i64, value: serde_json::Value) -> Envelope {
+        let mut raw = json!({
+            "id": format!("0190a3c2-0000-7000-8000-000000000001/{sequence}"),
+            "type": "accountable.user.registered.v1",
+            "subject": "0190a3c2-0000-7000-8000-000000000001",
+            "time": "2026-11-21T10:00:00Z",
+            "sequence": sequence,
+            "position": 7,
+            "data": {
+                "personal": {"email": "ada@example.com", "display_name": "Ada"},
+                "roles": ["USER"],
+                "status": "ACTIVE"
+            }
+        });
+        if let (Some(raw), Some(extra)) = (raw.as_object_mut(), value.as_object()) {
+            raw.extend(extra.clone());
+        }
+        Envelope::from_slice(raw.to_string().as_bytes()).unwrap()
+    }
+
+    fn apply(row: &mut Option<UserRow>, env: &Envelope) -> Outcome {
+        reduce(row, env, &env.event().unwrap())
+    }
+
+    #[test]
+    fn registered_creates_the_row_at_version_one() {
+        let mut row = None;
+        let env = envelope(1, json!({}));
+        assert_eq!(apply(&mut row, &env), Outcome::Applied);
+        let row = row.unwrap();
+        assert_eq!(row.email, "ada@example.com");
+        assert_eq!(row.display_name, "Ada");
+        assert_eq!(row.status, "ACTIVE");
+        assert_eq!(row.roles, vec!["USER"]);
+        assert_eq!(row.version, 1);
+        assert_eq!(row.created_at, env.time);
+    }
+
+    #[test]
+    fn a_redelivered_event_is_a_duplicate_and_changes_nothing() {
+        let mut row = None;
+        let env = envelope(1, json!({}));
+        apply(&mut row, &env);
+        let before = row.clone();
+        let again = envelope(1, json!({"data": {
+            "personal": {"email": "other@example.com", "display_name": "Other"},
+            "roles": ["USER"], "status": "ACTIVE"}}));
+        assert_eq!(apply(&mut row, &again), Outcome::Duplicate);
+        assert_eq!(row, before);
+    }
+
+    #[test]
+    fn an_event_past_the_next_sequence_is_a_gap() {
+        let mut row = None;
+        assert_eq!(apply(&mut row, &envelope(3, json!({}))), Outcome::Gap { after: 0 });
+        assert!(row.is_none());
+    }
+
+    #[test]
+    fn unknown_types_and_malformed_data_are_contract_errors() {
+        let unknown = envelope(1, json!({"type": "accountable.user.teleported.v1"}));
+        assert!(matches!(unknown.event(), Err(crate::contract::ContractError::UnknownType(_))));
+        let malformed = envelope(1, json!({"data": {"roles": "USER"}}));
+        assert!(matches!(malformed.event(), Err(crate::contract::ContractError::Data { .. })));
+        assert!(Envelope::from_slice(b"{not json").is_err());
+    }
+}

@@ -1,0 +1,295 @@
+//! The projection worker: a Kafka consumer group whose batches are applied
+//! to PostgreSQL in one transaction each, with offsets committed to Kafka
+//! only after the database commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::contract::{AccountEvent, ContractError, Envelope};
+use crate::users::{self, Outcome, UserRow};
+
+/// The name of the `users` projection: its consumer group suffix and its
+/// key in `projection_checkpoints`.
+pub const USERS: &str = "users";
+
+/// The NOTIFY channel on which a committed batch announces itself, so that
+/// readers waiting for a version can look again.
+pub const PROJECTED_CHANNEL: &str = "accountable_projected";
+
+/// The event store, seen from a projection: the source of events that did
+/// not arrive (a gap in a user's sequence).
+#[async_trait]
+pub trait EventHistory: Send + Sync {
+    /// The user's events with `after < sequence < before`, in order, in the
+    /// public envelope form.
+    async fn between(&self, user_id: Uuid, after: i64, before: i64)
+        -> anyhow::Result<Vec<Envelope>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub group_id: String,
+    /// Most messages applied in one database transaction.
+    pub max_batch: usize,
+    /// How long a batch waits for more messages once it has one.
+    pub batch_window: Duration,
+    /// How soon the group gives the partitions of a silent member to others.
+    pub session_timeout: Duration,
+}
+
+struct Parsed {
+    envelope: Envelope,
+    event: AccountEvent,
+}
+
+struct DeadLetter<'a> {
+    message: &'a OwnedMessage,
+    error: ContractError,
+}
+
+pub struct Worker {
+    pool: PgPool,
+    config: WorkerConfig,
+    history: Arc<dyn EventHistory>,
+    consumer: StreamConsumer,
+}
+
+impl Worker {
+    pub fn new(
+        pool: PgPool,
+        config: WorkerConfig,
+        history: Arc<dyn EventHistory>,
+    ) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .create()?;
+        consumer.subscribe(&[&config.topic])?;
+        Ok(Self {
+            pool,
+            config,
+            history,
+            consumer,
+        })
+    }
+
+    /// Consumes until `shutdown`; the batch in hand is finished and
+    /// committed first.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(topic = %self.config.topic, group = %self.config.group_id, "projection worker started");
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                message = self.consumer.recv() => message?.detach(),
+            };
+            let batch = self.fill_batch(first).await?;
+            if !self.apply_with_retry(&batch, &shutdown).await {
+                break;
+            }
+            self.commit_offsets(&batch, CommitMode::Async)?;
+        }
+        tracing::info!("projection worker stopped");
+        Ok(())
+    }
+
+    async fn fill_batch(&self, first: OwnedMessage) -> anyhow::Result<Vec<OwnedMessage>> {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.config.batch_window;
+        while batch.len() < self.config.max_batch {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(message) => batch.push(message?.detach()),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Applies the batch, retrying with backoff on infrastructure failures.
+    /// Returns `false` when shut down before it could be applied.
+    async fn apply_with_retry(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.apply(batch).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_in = ?backoff, "projection batch failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn apply(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let mut parsed = Vec::with_capacity(batch.len());
+        let mut dead = Vec::new();
+        for message in batch {
+            match parse(message) {
+                Ok(p) => parsed.push(p),
+                Err(error) => dead.push(DeadLetter { message, error }),
+            }
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = parsed
+            .iter()
+            .map(|p| p.envelope.subject)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut rows: HashMap<Uuid, Option<UserRow>> = ids.iter().map(|id| (*id, None)).collect();
+        for row in users::load_for_update(&mut tx, &ids).await? {
+            rows.insert(row.id, Some(row));
+        }
+        let mut changed = HashSet::new();
+        for Parsed { envelope, event } in &parsed {
+            let row = rows.entry(envelope.subject).or_default();
+            if self.reduce_filling_gaps(row, envelope, event).await? {
+                changed.insert(envelope.subject);
+            }
+        }
+        for id in &changed {
+            if let Some(Some(row)) = rows.get(id) {
+                users::save(&mut tx, row).await?;
+            }
+        }
+        for letter in &dead {
+            tracing::error!(
+                partition = letter.message.partition(),
+                offset = letter.message.offset(),
+                error = %letter.error,
+                "parking an unreadable message"
+            );
+            park(&mut tx, USERS, letter).await?;
+        }
+        save_checkpoints(&mut tx, batch).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(PROJECTED_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies `envelope` to `row`, first fetching from the event store any
+    /// events the row is missing. Returns whether the row changed.
+    async fn reduce_filling_gaps(
+        &self,
+        row: &mut Option<UserRow>,
+        envelope: &Envelope,
+        event: &AccountEvent,
+    ) -> anyhow::Result<bool> {
+        match users::reduce(row, envelope, event) {
+            Outcome::Applied => Ok(true),
+            Outcome::Duplicate => Ok(false),
+            Outcome::Gap { after } => {
+                tracing::info!(user = %envelope.subject, after, before = envelope.sequence, "filling a gap from the event store");
+                let missing = self
+                    .history
+                    .between(envelope.subject, after, envelope.sequence)
+                    .await?;
+                for earlier in missing.iter().chain(std::iter::once(envelope)) {
+                    let earlier_event = earlier.event()?;
+                    if users::reduce(row, earlier, &earlier_event) != Outcome::Applied {
+                        anyhow::bail!(
+                            "the event store does not fill the gap before {}",
+                            envelope.id
+                        );
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn commit_offsets(&self, batch: &[OwnedMessage], mode: CommitMode) -> anyhow::Result<()> {
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in next_offsets(batch) {
+            offsets.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+        }
+        if let Err(error) = self.consumer.commit(&offsets, mode) {
+            // The rows are committed; a lost offset commit only means a
+            // harmless re-delivery.
+            tracing::warn!(error = %error, "offset commit failed");
+        }
+        Ok(())
+    }
+}
+
+fn parse(message: &OwnedMessage) -> Result<Parsed, ContractError> {
+    let envelope = Envelope::from_slice(message.payload().unwrap_or_default())?;
+    let event = envelope.event()?;
+    Ok(Parsed { envelope, event })
+}
+
+/// The offset after the last message of each partition in the batch.
+fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
+    let mut next = BTreeMap::new();
+    for message in batch {
+        let entry = next
+            .entry((message.topic().to_owned(), message.partition()))
+            .or_insert(0);
+        *entry = (*entry).max(message.offset() + 1);
+    }
+    next
+}
+
+async fn save_checkpoints(conn: &mut PgConnection, batch: &[OwnedMessage]) -> sqlx::Result<()> {
+    for ((topic, partition), next) in next_offsets(batch) {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, topic, partition, next_offset)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (projection, topic, partition) DO UPDATE
+                SET next_offset = GREATEST(projection_checkpoints.next_offset, EXCLUDED.next_offset),
+                    updated_at = now()",
+        )
+        .bind(USERS)
+        .bind(&topic)
+        .bind(partition)
+        .bind(next)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn park(conn: &mut PgConnection, projection: &str, letter: &DeadLetter<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO projection_dead_letters (projection, topic, partition, \"offset\", key, payload, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (projection, topic, partition, \"offset\") DO NOTHING",
+    )
+    .bind(projection)
+    .bind(letter.message.topic())
+    .bind(letter.message.partition())
+    .bind(letter.message.offset())
+    .bind(letter.message.key())
+    .bind(letter.message.payload())
+    .bind(letter.error.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Typed configuration, read from the environment (or flags), with
+//! defaults that work on a developer's machine. Never printed whole: the
+//! database URL may carry a password.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use accountable_projections::worker::WorkerConfig;
+use clap::{Parser, ValueEnum};
+
+use crate::relay::RelayConfig;
+use crate::users::password::HashCost;
+use crate::users::values::Password;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Parser)]
+pub struct Config {
+    /// PostgreSQL: event store and read tables.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/accountable",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Most connections in the PostgreSQL pool of each process.
+    #[arg(long, env = "ACCOUNTABLE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    pub db_max_connections: u32,
+
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092", global = true)]
+    pub kafka_bootstrap_servers: String,
+
+    #[arg(long, env = "ACCOUNTABLE_HTTP_ADDR", default_value = "127.0.0.1:8080", global = true)]
+    pub http_addr: SocketAddr,
+
+    /// The topic of account events.
+    #[arg(long, env = "ACCOUNTABLE_EVENTS_TOPIC", default_value = "accountable.user.events", global = true)]
+    pub events_topic: String,
+
+    /// Partitions of the events topic when the relay creates it.
+    #[arg(long, env = "ACCOUNTABLE_TOPIC_PARTITIONS", default_value_t = 6, global = true)]
+    pub topic_partitions: i32,
+
+    /// Replication factor of the events topic when the relay creates it
+    /// (3 on a production cluster).
+    #[arg(long, env = "ACCOUNTABLE_TOPIC_REPLICATION", default_value_t = 1, global = true)]
+    pub topic_replication: i32,
+
+    /// The consumer group of the `users` projection.
+    #[arg(long, env = "ACCOUNTABLE_PROJECTION_GROUP", default_value = "accountable.projection.users", global = true)]
+    pub projection_group: String,
+
+    /// How soon a dead projection worker's partitions go to another.
+    #[arg(long, env = "ACCOUNTABLE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub kafka_session_timeout_ms: u64,
+
+    /// How often the relay looks for events without being notified.
+    #[arg(long, env = "ACCOUNTABLE_RELAY_POLL_MS", default_value_t = 500, global = true)]
+    pub relay_poll_ms: u64,
+
+    /// `production` turns off GraphiQL.
+    #[arg(long, env = "ACCOUNTABLE_ENV", value_enum, default_value = "development", global = true)]
+    pub env: Environment,
+
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "ACCOUNTABLE_ARGON2_MEMORY_KIB", default_value_t = HashCost::OWASP.memory_kib, global = true)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id passes.
+    #[arg(long, env = "ACCOUNTABLE_ARGON2_ITERATIONS", default_value_t = HashCost::OWASP.iterations, global = true)]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes.
+    #[arg(long, env = "ACCOUNTABLE_ARGON2_PARALLELISM", default_value_t = HashCost::OWASP.parallelism, global = true)]
+    pub argon2_parallelism: u32,
+
+    /// Hashes computed at once; 0 means one per CPU.
+    #[arg(long, env = "ACCOUNTABLE_HASH_CONCURRENCY", default_value_t = 0, global = true)]
+    pub hash_concurrency: usize,
+
+    /// Shortest password accepted, in code points.
+    #[arg(long, env = "ACCOUNTABLE_PASSWORD_MIN_LENGTH", default_value_t = Password::DEFAULT_MIN_LEN, global = true)]
+    pub password_min_length: usize,
+
+    /// How long `user(id, minVersion)` waits for the read side to catch up.
+    #[arg(long, env = "ACCOUNTABLE_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 3_000, global = true)]
+    pub read_your_writes_timeout_ms: u64,
+}
+
+impl Config {
+    /// The configuration from the environment alone, as a test or an
+    /// embedding program would take it.
+    pub fn from_env() -> Self {
+        Self::parse_from(["accountable"])
+    }
+
+    pub fn hash_cost(&self) -> HashCost {
+        HashCost {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+
+    pub fn hash_concurrency(&self) -> usize {
+        match self.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
+    pub fn relay(&self) -> RelayConfig {
+        RelayConfig {
+            bootstrap_servers: self.kafka_bootstrap_servers.clone(),
+            topic: self.events_topic.clone(),
+            partitions: self.topic_partitions,
+            replication: self.topic_replication,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(self.relay_poll_ms),
+            message_timeout: Duration::from_secs(120),
+        }
+    }
+
+    pub fn projection(&self) -> WorkerConfig {
+        WorkerConfig {
+            bootstrap_servers: self.kafka_bootstrap_servers.clone(),
+            topic: self.events_topic.clone(),
+            group_id: self.projection_group.clone(),
+            max_batch: 500,
+            batch_window: Duration::from_millis(5),
+            session_timeout: Duration::from_millis(self.kafka_session_timeout_ms),
+        }
+    }
+
+    pub fn read_your_writes_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_your_writes_timeout_ms)
+    }
+}

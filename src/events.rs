@@ -1,0 +1,161 @@
+//! Stored events in their published form: the JSON envelope and the
+//! CloudEvents headers that go to Kafka, built from rows of the event store.
+
+use std::sync::Arc;
+
+use accountable_projections::contract::Envelope;
+use accountable_projections::worker::EventHistory;
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use cqrs_es::Aggregate;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::users::{User, UserEvent};
+
+/// The CloudEvents `source` of every account event.
+pub const SOURCE: &str = "urn:accountable:users";
+
+/// One row of `events`, with the columns PostgreSQL fills itself.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub position: i64,
+    /// The writing transaction's xid8, as text (sqlx has no xid8 type).
+    pub transaction_id: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The columns of a [`StoredEvent`], for building static queries.
+macro_rules! stored_event_columns {
+    () => {
+        "aggregate_id, sequence, event_type, event_version, payload, metadata, position, \
+         transaction_id::text AS transaction_id, recorded_at"
+    };
+}
+pub(crate) use stored_event_columns;
+
+const SELECT_USER_EVENTS_BETWEEN: &str = concat!(
+    "SELECT ",
+    stored_event_columns!(),
+    " FROM events
+     WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence < $4
+     ORDER BY sequence"
+);
+
+/// A Kafka message ready to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The user id.
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("event {aggregate_id}/{sequence} cannot be read: {source}")]
+    Unreadable {
+        aggregate_id: String,
+        sequence: i64,
+        source: serde_json::Error,
+    },
+}
+
+impl StoredEvent {
+    /// The public envelope: CloudEvents attributes, the event's place in its
+    /// stream and in the store, who caused it, and its public data.
+    pub fn envelope(&self) -> Result<serde_json::Value, PublishError> {
+        let event: UserEvent =
+            serde_json::from_value(self.payload.clone()).map_err(|source| {
+                PublishError::Unreadable {
+                    aggregate_id: self.aggregate_id.clone(),
+                    sequence: self.sequence,
+                    source,
+                }
+            })?;
+        let public = event.public();
+        Ok(json!({
+            "specversion": "1.0",
+            "id": self.cloud_event_id(),
+            "type": public.cloud_type,
+            "source": SOURCE,
+            "subject": self.aggregate_id,
+            "time": self.time(),
+            "datacontenttype": "application/json",
+            "sequence": self.sequence,
+            "position": self.position,
+            "metadata": self.metadata,
+            "data": public.data,
+        }))
+    }
+
+    /// The Kafka message: key = user id, value = envelope, CloudEvents
+    /// binary-mode headers plus the sequence and global position.
+    pub fn to_message(&self) -> Result<Outgoing, PublishError> {
+        let envelope = self.envelope()?;
+        let cloud_type = envelope["type"].as_str().unwrap_or_default().to_owned();
+        Ok(Outgoing {
+            key: self.aggregate_id.clone(),
+            value: envelope.to_string().into_bytes(),
+            headers: vec![
+                ("ce_specversion", "1.0".to_owned()),
+                ("ce_id", self.cloud_event_id()),
+                ("ce_type", cloud_type),
+                ("ce_source", SOURCE.to_owned()),
+                ("ce_time", self.time()),
+                ("ce_subject", self.aggregate_id.clone()),
+                ("content-type", "application/json".to_owned()),
+                ("ce_sequence", self.sequence.to_string()),
+                ("ce_position", self.position.to_string()),
+            ],
+        })
+    }
+
+    /// Stable across re-deliveries, so consumers can de-duplicate by it.
+    fn cloud_event_id(&self) -> String {
+        format!("{}/{}", self.aggregate_id, self.sequence)
+    }
+
+    fn time(&self) -> String {
+        self.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
+/// The event store as the projections' source of missing events.
+pub struct StoreHistory {
+    pool: PgPool,
+}
+
+impl StoreHistory {
+    pub fn new(pool: PgPool) -> Arc<Self> {
+        Arc::new(Self { pool })
+    }
+}
+
+#[async_trait]
+impl EventHistory for StoreHistory {
+    async fn between(
+        &self,
+        user_id: Uuid,
+        after: i64,
+        before: i64,
+    ) -> anyhow::Result<Vec<Envelope>> {
+        let rows: Vec<StoredEvent> = sqlx::query_as(SELECT_USER_EVENTS_BETWEEN)
+            .bind(User::TYPE)
+            .bind(user_id.to_string())
+            .bind(after)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(serde_json::from_value(row.envelope()?)?))
+            .collect()
+    }
+}

@@ -1,0 +1,99 @@
+//! Client-facing errors: every error carries `extensions.code`; the detail
+//! of an internal failure is logged, never shown.
+
+use async_graphql::ErrorExtensions;
+
+use crate::users::values::InvalidInput;
+use crate::users::aggregate::UserError;
+use crate::users::CommandError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BadUserInput,
+    NotFound,
+    Conflict,
+    Internal,
+    Unavailable,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadUserInput => "BAD_USER_INPUT",
+            Self::NotFound => "NOT_FOUND",
+            Self::Conflict => "CONFLICT",
+            Self::Internal => "INTERNAL",
+            Self::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+/// An error for the client. Deliberately not `Display`, so that `?` cannot
+/// turn it into a GraphQL error without its code.
+#[derive(Debug)]
+pub struct ApiError {
+    code: Code,
+    message: String,
+    extensions: Vec<(&'static str, async_graphql::Value)>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            extensions: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &'static str, value: impl Into<async_graphql::Value>) -> Self {
+        self.extensions.push((key, value.into()));
+        self
+    }
+
+    /// An infrastructure failure: logged in full, shown as `INTERNAL`.
+    pub fn internal(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "internal error");
+        Self::new(Code::Internal, "internal error")
+    }
+
+    pub fn into_graphql(self) -> async_graphql::Error {
+        self.extend()
+    }
+}
+
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        async_graphql::Error::new(self.message.clone()).extend_with(|_, ext| {
+            ext.set("code", self.code.as_str());
+            for (key, value) in &self.extensions {
+                ext.set(*key, value.clone());
+            }
+        })
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(error: InvalidInput) -> Self {
+        Self::new(Code::BadUserInput, error.to_string()).with("field", error.field)
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Invalid(invalid) => invalid.into(),
+            CommandError::Rejected(rejection @ UserError::AlreadyRegistered) => {
+                Self::new(Code::Conflict, rejection.to_string())
+            }
+            CommandError::Conflict => Self::new(Code::Conflict, error.to_string()),
+            CommandError::Infrastructure(detail) => Self::internal(&detail),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::internal(&error)
+    }
+}

@@ -1,0 +1,202 @@
+//! The HTTP server: `/graphql`, GraphiQL, health and readiness. Startup is a
+//! library: [`Application::build`] binds the port (0 in tests) and
+//! [`Application::run_until_stopped`] serves until the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::ParseRequestError;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Config, Environment};
+use crate::graphql::error::Code;
+use crate::graphql::freshness::ProjectionWatch;
+use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
+use crate::users::password::PasswordHasher;
+use crate::users::Users;
+
+/// Largest request body accepted.
+const BODY_LIMIT: usize = 64 * 1024;
+/// Longest a request may take before it is answered 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest correlation id taken from a client.
+const MAX_CORRELATION_ID: usize = 128;
+
+#[derive(Clone)]
+struct HttpState {
+    schema: AppSchema,
+    pool: PgPool,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Binds `config.http_addr` and assembles the API; `shutdown` also stops
+    /// the background listener that serves read-your-writes.
+    pub async fn build(
+        config: &Config,
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let hasher = PasswordHasher::new(config.hash_cost(), config.hash_concurrency())?;
+        let users = Arc::new(Users::new(pool.clone(), hasher, config.password_min_length));
+        let freshness = ProjectionWatch::start(&pool, shutdown).await?;
+        let schema = graphql::build_schema(
+            config.env,
+            ApiState {
+                pool: pool.clone(),
+                users,
+                freshness,
+                read_your_writes_timeout: config.read_your_writes_timeout(),
+            },
+        );
+        let listener = TcpListener::bind(config.http_addr).await?;
+        Ok(Self {
+            listener,
+            router: router(HttpState { schema, pool }, config.env),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+}
+
+fn router(state: HttpState, env: Environment) -> Router {
+    let graphql = match env {
+        Environment::Development => get(graphiql).post(graphql_post),
+        Environment::Production => axum::routing::post(graphql_post),
+    };
+    Router::new()
+        .route("/graphql", graphql)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .layer(CatchPanicLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+async fn graphql_post(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    request: GraphQLRequest<BadRequest>,
+) -> GraphQLResponse {
+    let meta = request_meta(&headers);
+    let mut response = state.schema.execute(request.into_inner().data(meta)).await;
+    // Parse, validation and variable errors come from async-graphql without
+    // a code; every error a client sees has one.
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", Code::BadUserInput.as_str());
+        }
+    }
+    response.into()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match sqlx::query("SELECT 1").execute(&state.pool).await {
+        Ok(_) => Json(json!({"status": "ready", "database": "up"})).into_response(),
+        Err(error) => {
+            tracing::warn!(error = %error, "database not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "database": "down"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn request_meta(headers: &HeaderMap) -> RequestMeta {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= MAX_CORRELATION_ID)
+            .map(str::to_owned)
+    };
+    let request_id = header("x-request-id").unwrap_or_default();
+    let correlation_id = header("x-correlation-id").unwrap_or_else(|| request_id.clone());
+    RequestMeta {
+        request_id,
+        correlation_id,
+    }
+}
+
+/// A request that is not a single GraphQL operation, answered as a GraphQL
+/// error body with a code rather than as library debug text.
+pub struct BadRequest(ParseRequestError);
+
+impl From<ParseRequestError> for BadRequest {
+    fn from(error: ParseRequestError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self.0 {
+            ParseRequestError::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "request body too large".to_owned())
+            }
+            ParseRequestError::UnsupportedBatch => (
+                StatusCode::BAD_REQUEST,
+                "batched operations are not supported".to_owned(),
+            ),
+            ParseRequestError::InvalidRequest(error) => (
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a GraphQL request: {error}"),
+            ),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                "the body is not a GraphQL request".to_owned(),
+            ),
+        };
+        let body = json!({"errors": [{
+            "message": message,
+            "extensions": {"code": Code::BadUserInput.as_str()},
+        }]});
+        (status, Json(body)).into_response()
+    }
+}

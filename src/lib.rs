@@ -1,0 +1,26 @@
+//! Accountable: an event-sourced CQRS account system.
+//!
+//! A GraphQL mutation runs a command on a `User` aggregate (cqrs-es), whose
+//! events are appended to PostgreSQL; the relay publishes committed events
+//! to Kafka; projection workers (the `accountable-projections` crate) build
+//! read tables from Kafka; GraphQL queries read those tables.
+//!
+//! - [`users`]: the domain: aggregate, input types, password hashing, and
+//!   the service that runs commands.
+//! - [`events`]: stored events in their published (CloudEvents) form.
+//! - [`relay`]: event store → Kafka, in commit order, at least once.
+//! - [`graphql`]: the schema, its resolvers and client-facing errors.
+//! - [`http`]: the axum server around the schema.
+//! - [`processes`]: `serve`, `relay`, `project` and `dev`, with one shutdown.
+//! - [`config`], [`db`], [`kafka`], [`telemetry`]: plumbing.
+
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod graphql;
+pub mod http;
+pub mod kafka;
+pub mod processes;
+pub mod relay;
+pub mod telemetry;
+pub mod users;

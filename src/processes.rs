@@ -1,0 +1,71 @@
+//! The long-running processes, each started alone in production or all
+//! together by `accountable dev`; one shutdown signal stops them all.
+
+use accountable_projections::worker::Worker;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::events::StoreHistory;
+use crate::http::Application;
+use crate::relay::Relay;
+
+pub async fn serve(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = Application::build(config, pool, shutdown.clone()).await?;
+    let addr = app.local_addr()?;
+    tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql");
+    app.run_until_stopped(shutdown).await?;
+    Ok(())
+}
+
+pub async fn relay(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Relay::new(pool, config.relay())?.run(shutdown).await
+}
+
+pub async fn project(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let history = StoreHistory::new(pool.clone());
+    Worker::new(pool, config.projection(), history)?
+        .run(shutdown)
+        .await
+}
+
+/// serve, relay and project in one process; if one fails, all stop.
+pub async fn dev(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let stop_all = shutdown.clone();
+    let guarded = |result: anyhow::Result<()>| {
+        stop_all.cancel();
+        result
+    };
+    let (served, relayed, projected) = tokio::join!(
+        async { guarded(serve(config, pool.clone(), shutdown.clone()).await) },
+        async { guarded(relay(config, pool.clone(), shutdown.clone()).await) },
+        async { guarded(project(config, pool.clone(), shutdown.clone()).await) },
+    );
+    served.and(relayed).and(projected)
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signal(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(error) => {
+                        tracing::error!(error = %error, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+}

@@ -1,0 +1,10 @@
+//! Accounts: the `User` aggregate, its input types and the service that runs
+//! its commands.
+
+pub mod aggregate;
+pub mod password;
+pub mod service;
+pub mod values;
+
+pub use aggregate::{Account, Role, User, UserEvent, UserStatus};
+pub use service::{Actor, CommandContext, CommandError, Executed, Registration, Users};

@@ -1,0 +1,101 @@
+//! argon2id hashing on a bounded pool of blocking threads, so that a burst of
+//! registrations or logins cannot occupy the async workers.
+
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::SaltString;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
+use tokio::sync::Semaphore;
+
+use super::values::Password;
+
+/// argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCost {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl HashCost {
+    /// OWASP's current minimum for argon2id (m = 19 MiB, t = 2, p = 1).
+    pub const OWASP: Self = Self {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("invalid argon2 parameters: {0}")]
+    Params(argon2::Error),
+    #[error("hashing failed: {0}")]
+    Hash(argon2::password_hash::Error),
+    #[error("the hashing pool is shut down")]
+    PoolClosed,
+}
+
+/// Hashes passwords with argon2id on at most `concurrency` blocking threads.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: Params,
+    /// One permit per hash allowed to run at once.
+    permits: Arc<Semaphore>,
+}
+
+impl PasswordHasher {
+    pub fn new(cost: HashCost, concurrency: usize) -> Result<Self, HashError> {
+        let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
+            .map_err(HashError::Params)?;
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        })
+    }
+
+    /// The PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
+    pub async fn hash(&self, password: Password) -> Result<String, HashError> {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| HashError::PoolClosed)?;
+        let params = self.params.clone();
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(password.expose().as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(HashError::Hash)
+        })
+        .await
+        .map_err(|_| HashError::PoolClosed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHEAP: HashCost = HashCost {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_unique_salts() {
+        let hasher = PasswordHasher::new(CHEAP, 2).unwrap();
+        let password = Password::parse("correct horse battery staple", 15).unwrap();
+        let first = hasher.hash(password.clone()).await.unwrap();
+        let second = hasher.hash(password).await.unwrap();
+        assert!(first.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{first}");
+        assert_ne!(first, second);
+    }
+}

@@ -1,0 +1,199 @@
+//! The application service for users: parses client input, hashes
+//! passwords, and runs commands against the event store through cqrs-es.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::aggregate::{Account, PasswordHash, RegisterUser, User, UserCommand, UserError};
+use super::password::{HashError, PasswordHasher};
+use super::values::{DisplayName, Email, InvalidInput, Password};
+
+/// Who caused a command; recorded in every event's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The user acting on their own account without a prior identity (registration).
+    SelfService,
+    /// An authenticated user.
+    User(Uuid),
+    /// The system itself (migrations, operators' tools).
+    System,
+}
+
+impl Actor {
+    fn as_metadata(&self) -> String {
+        match self {
+            Self::SelfService => "self".to_owned(),
+            Self::User(id) => id.to_string(),
+            Self::System => "system".to_owned(),
+        }
+    }
+}
+
+/// Why and on whose behalf a command runs.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub actor: Actor,
+    /// Ties together everything caused by one user intent, across services.
+    pub correlation_id: String,
+    /// The message that caused this command (here: the request).
+    pub causation_id: String,
+    /// The HTTP request that carried the command.
+    pub request_id: String,
+}
+
+impl CommandContext {
+    /// A context for work the system starts itself, with fresh ids.
+    pub fn system() -> Self {
+        let id = Uuid::now_v7().to_string();
+        Self {
+            actor: Actor::System,
+            correlation_id: id.clone(),
+            causation_id: id.clone(),
+            request_id: id,
+        }
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("actor".to_owned(), self.actor.as_metadata()),
+            ("correlation_id".to_owned(), self.correlation_id.clone()),
+            ("causation_id".to_owned(), self.causation_id.clone()),
+            ("request_id".to_owned(), self.request_id.clone()),
+        ])
+    }
+}
+
+/// A command that did not happen. Client mistakes and domain rejections are
+/// kept apart from infrastructure failures, whose detail is only logged.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error(transparent)]
+    Rejected(#[from] UserError),
+    #[error("the user was changed concurrently")]
+    Conflict,
+    #[error("infrastructure failure: {0}")]
+    Infrastructure(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<AggregateError<UserError>> for CommandError {
+    fn from(err: AggregateError<UserError>) -> Self {
+        match err {
+            AggregateError::UserError(e) => Self::Rejected(e),
+            AggregateError::AggregateConflict => Self::Conflict,
+            AggregateError::DatabaseConnectionError(e)
+            | AggregateError::DeserializationError(e)
+            | AggregateError::UnexpectedError(e) => Self::Infrastructure(e),
+        }
+    }
+}
+
+impl From<HashError> for CommandError {
+    fn from(err: HashError) -> Self {
+        Self::Infrastructure(Box::new(err))
+    }
+}
+
+/// Registration input as the client sent it.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+    pub display_name: &'a str,
+}
+
+/// The outcome of a command that ran: the aggregate's new version and state.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub user_id: Uuid,
+    /// The sequence of the last event of the user; what `minVersion` waits for.
+    pub version: i64,
+    pub account: Option<Account>,
+    /// When the last event was recorded (the time of the writing transaction).
+    pub recorded_at: DateTime<Utc>,
+}
+
+type UserStore = PersistedEventStore<PostgresEventRepository, User>;
+
+const SELECT_RECORDED_AT: &str = "
+SELECT recorded_at FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
+
+pub struct Users {
+    pool: PgPool,
+    store: UserStore,
+    hasher: PasswordHasher,
+    password_min_len: usize,
+}
+
+impl Users {
+    pub fn new(pool: PgPool, hasher: PasswordHasher, password_min_len: usize) -> Self {
+        Self {
+            store: PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
+            pool,
+            hasher,
+            password_min_len,
+        }
+    }
+
+    pub async fn register(
+        &self,
+        input: Registration<'_>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let email = Email::parse(input.email)?;
+        let display_name = DisplayName::parse(input.display_name)?;
+        let password = Password::parse(input.password, self.password_min_len)?;
+        let password_hash = PasswordHash::new(self.hasher.hash(password).await?);
+        let command = UserCommand::Register(RegisterUser {
+            email,
+            display_name,
+            password_hash,
+        });
+        self.execute(Uuid::now_v7(), command, ctx).await
+    }
+
+    /// Loads the user, decides, and appends the resulting events in one
+    /// transaction; a concurrent append to the same user is a `Conflict`.
+    async fn execute(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let mut context = self.store.load_aggregate(&user_id.to_string()).await?;
+        let sink = EventSink::default();
+        context
+            .aggregate
+            .handle(command, &(), &sink)
+            .await
+            .map_err(CommandError::Rejected)?;
+        let account = context.aggregate.account.clone();
+        let previous = context.current_sequence;
+        let events = sink.collect().await;
+        let committed = self.store.commit(events, context, ctx.metadata()).await?;
+        let version = committed.last().map_or(previous, |e| e.sequence);
+        let version =
+            i64::try_from(version).map_err(|e| CommandError::Infrastructure(Box::new(e)))?;
+        let recorded_at = sqlx::query_scalar(SELECT_RECORDED_AT)
+            .bind(User::TYPE)
+            .bind(user_id.to_string())
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| CommandError::Infrastructure(Box::new(e)))?;
+        Ok(Executed {
+            user_id,
+            version,
+            account,
+            recorded_at,
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! Input parsed into types before it reaches the aggregate: a value of one of
+//! these types is valid by construction.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+/// Why a piece of client input was refused; the message is safe to show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidInput {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl InvalidInput {
+    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// An email address: trimmed, domain lower-cased, at most 254 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+    const MAX_LOCAL_LEN: usize = 64;
+    const MAX_LABEL_LEN: usize = 63;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let invalid = |reason: &str| InvalidInput::new("email", reason);
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(invalid("must not be empty"));
+        }
+        if trimmed.chars().count() > Self::MAX_LEN {
+            return Err(invalid("must be at most 254 characters"));
+        }
+        let Some((local, domain)) = trimmed.rsplit_once('@') else {
+            return Err(invalid("must contain @"));
+        };
+        if local.is_empty() || local.len() > Self::MAX_LOCAL_LEN {
+            return Err(invalid("the part before @ must be 1 to 64 characters"));
+        }
+        if local
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+        {
+            return Err(invalid(
+                "the part before @ must not contain spaces, control characters or @",
+            ));
+        }
+        let domain = domain.to_ascii_lowercase();
+        let labels: Vec<&str> = domain.split('.').collect();
+        let label_ok = |label: &&str| {
+            !label.is_empty()
+                && label.len() <= Self::MAX_LABEL_LEN
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if labels.len() < 2 || !labels.iter().all(label_ok) {
+            return Err(invalid("the domain must be a host name such as example.com"));
+        }
+        Ok(Self(format!("{local}@{domain}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The name a user shows: 1 to 100 characters, trimmed, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub const MAX_LEN: usize = 100;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let trimmed = input.trim();
+        let len = trimmed.chars().count();
+        if len == 0 || len > Self::MAX_LEN {
+            return Err(InvalidInput::new(
+                "displayName",
+                "must be 1 to 100 characters",
+            ));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(InvalidInput::new(
+                "displayName",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password as the user meant it: NFKC-normalised, so that equivalent
+/// input verifies, and counted in code points. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// NIST SP 800-63B-4 asks for 15 when the password is the only factor.
+    pub const DEFAULT_MIN_LEN: usize = 15;
+    /// A hard cap on input so that hashing cost stays bounded.
+    pub const MAX_LEN: usize = 256;
+
+    pub fn parse(input: &str, min_len: usize) -> Result<Self, InvalidInput> {
+        // Checked on the raw input first so that a huge string is refused
+        // before any work proportional to it beyond one count.
+        if input.chars().take(Self::MAX_LEN * 4 + 1).count() > Self::MAX_LEN * 4 {
+            return Err(Self::length_error(min_len));
+        }
+        let normalized: String = input.nfkc().collect();
+        let len = normalized.chars().count();
+        if len < min_len || len > Self::MAX_LEN {
+            return Err(Self::length_error(min_len));
+        }
+        Ok(Self(normalized))
+    }
+
+    fn length_error(min_len: usize) -> InvalidInput {
+        InvalidInput::new(
+            "password",
+            format!("must be {min_len} to {} characters", Self::MAX_LEN),
+        )
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_and_its_domain_lower_cased() {
+        let email = Email::parse("  Ada.Lovelace@Example.COM ").unwrap();
+        assert_eq!(email.as_str(), "Ada.Lovelace@example.com");
+    }
+
+    #[test]
+    fn email_shapes_that_are_not_addresses_are_refused() {
+        for bad in [
+            "",
+            "   ",
+            "no-at-sign",
+            "@example.com",
+            "ada@",
+            "ada@localhost",
+            "ada@exa mple.com",
+            "ad a@example.com",
+            "ada@-example.com",
+            "ada@example..com",
+            "ada@@example.com",
+        ] {
+            let err = Email::parse(bad).unwrap_err();
+            assert_eq!(err.field, "email", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn email_longer_than_254_characters_is_refused() {
+        let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(63).repeat(3));
+        assert!(long.len() > Email::MAX_LEN);
+        assert!(Email::parse(&long).is_err());
+    }
+
+    #[test]
+    fn display_name_bounds() {
+        assert!(DisplayName::parse("").is_err());
+        assert!(DisplayName::parse("   ").is_err());
+        assert!(DisplayName::parse(&"x".repeat(101)).is_err());
+        assert!(DisplayName::parse("tab\there").is_err());
+        assert_eq!(DisplayName::parse(" Ada ").unwrap().as_str(), "Ada");
+        assert!(DisplayName::parse(&"é".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn password_length_is_counted_in_code_points() {
+        assert!(Password::parse("", 15).is_err());
+        assert!(Password::parse(&"a".repeat(14), 15).is_err());
+        assert!(Password::parse(&"a".repeat(15), 15).is_ok());
+        assert!(Password::parse(&"🔒".repeat(15), 15).is_ok());
+        assert!(Password::parse(&"a".repeat(257), 15).is_err());
+        assert!(Password::parse(&"a".repeat(1 << 20), 15).is_err());
+    }
+
+    #[test]
+    fn password_is_nfkc_normalised() {
+        let composed = Password::parse("caf\u{e9} au lait, s'il vous plait", 15).unwrap();
+        let decomposed = Password::parse("cafe\u{301} au lait, s'il vous plait", 15).unwrap();
+        assert_eq!(composed, decomposed);
+    }
+
+    #[test]
+    fn password_debug_hides_the_secret() {
+        let password = Password::parse("correct horse battery staple", 15).unwrap();
+        assert!(!format!("{password:?}").contains("horse"));
+    }
+}
