@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::events::StoreHistory;
 use crate::http::Application;
+use crate::kafka;
 use crate::relay::Relay;
 
 pub async fn serve(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -23,6 +24,14 @@ pub async fn relay(config: &Config, pool: PgPool, shutdown: CancellationToken) -
 }
 
 pub async fn project(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let relay = config.relay();
+    kafka::ensure_topic(
+        &relay.bootstrap_servers,
+        &relay.topic,
+        relay.partitions,
+        relay.replication,
+    )
+    .await?;
     let history = StoreHistory::new(pool.clone());
     Worker::new(pool, config.projection(), history)?
         .run(shutdown)

@@ -54,9 +54,12 @@ struct Parsed {
     event: AccountEvent,
 }
 
-struct DeadLetter<'a> {
-    message: &'a OwnedMessage,
-    error: ContractError,
+/// What one message does to the batch.
+enum Step {
+    Changed(Uuid),
+    Unchanged,
+    /// Cannot be applied, now or later: kept in the dead-letter table.
+    Park(String),
 }
 
 pub struct Worker {
@@ -100,9 +103,21 @@ impl Worker {
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message?.detach(),
+                message = self.consumer.recv() => message,
             };
-            let batch = self.fill_batch(first).await?;
+            let first = match first {
+                Ok(message) => message.detach(),
+                Err(error) => {
+                    // Transient (a topic not created yet, a broker away):
+                    // librdkafka recovers by itself.
+                    tracing::warn!(error = %error, "consumer error");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            let batch = self.fill_batch(first).await;
             if !self.apply_with_retry(&batch, &shutdown).await {
                 break;
             }
@@ -112,16 +127,16 @@ impl Worker {
         Ok(())
     }
 
-    async fn fill_batch(&self, first: OwnedMessage) -> anyhow::Result<Vec<OwnedMessage>> {
+    async fn fill_batch(&self, first: OwnedMessage) -> Vec<OwnedMessage> {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + self.config.batch_window;
         while batch.len() < self.config.max_batch {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(message) => batch.push(message?.detach()),
-                Err(_) => break,
+                Ok(Ok(message)) => batch.push(message.detach()),
+                Ok(Err(_)) | Err(_) => break,
             }
         }
-        Ok(batch)
+        batch
     }
 
     /// Applies the batch, retrying with backoff on infrastructure failures.
@@ -144,46 +159,49 @@ impl Worker {
     }
 
     async fn apply(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-        let mut parsed = Vec::with_capacity(batch.len());
-        let mut dead = Vec::new();
-        for message in batch {
-            match parse(message) {
-                Ok(p) => parsed.push(p),
-                Err(error) => dead.push(DeadLetter { message, error }),
-            }
-        }
-
-        let mut tx = self.pool.begin().await?;
+        let parsed: Vec<Result<Parsed, ContractError>> = batch.iter().map(parse).collect();
         let ids: Vec<Uuid> = parsed
             .iter()
+            .flatten()
             .map(|p| p.envelope.subject)
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+
+        let mut tx = self.pool.begin().await?;
         let mut rows: HashMap<Uuid, Option<UserRow>> = ids.iter().map(|id| (*id, None)).collect();
         for row in users::load_for_update(&mut tx, &ids).await? {
             rows.insert(row.id, Some(row));
         }
         let mut changed = HashSet::new();
-        for Parsed { envelope, event } in &parsed {
-            let row = rows.entry(envelope.subject).or_default();
-            if self.reduce_filling_gaps(row, envelope, event).await? {
-                changed.insert(envelope.subject);
+        for (message, parsed) in batch.iter().zip(&parsed) {
+            let step = match parsed {
+                Err(error) => Step::Park(error.to_string()),
+                Ok(Parsed { envelope, event }) => {
+                    let row = rows.entry(envelope.subject).or_default();
+                    self.reduce_filling_gaps(row, envelope, event).await?
+                }
+            };
+            match step {
+                Step::Changed(id) => {
+                    changed.insert(id);
+                }
+                Step::Unchanged => {}
+                Step::Park(error) => {
+                    tracing::error!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        error = %error,
+                        "parking a message that cannot be applied"
+                    );
+                    park(&mut tx, USERS, message, &error).await?;
+                }
             }
         }
         for id in &changed {
             if let Some(Some(row)) = rows.get(id) {
                 users::save(&mut tx, row).await?;
             }
-        }
-        for letter in &dead {
-            tracing::error!(
-                partition = letter.message.partition(),
-                offset = letter.message.offset(),
-                error = %letter.error,
-                "parking an unreadable message"
-            );
-            park(&mut tx, USERS, letter).await?;
         }
         save_checkpoints(&mut tx, batch).await?;
         sqlx::query("SELECT pg_notify($1, '')")
@@ -195,34 +213,38 @@ impl Worker {
     }
 
     /// Applies `envelope` to `row`, first fetching from the event store any
-    /// events the row is missing. Returns whether the row changed.
+    /// events the row is missing. A gap the store cannot fill means the
+    /// message did not come from it: the message is parked.
     async fn reduce_filling_gaps(
         &self,
         row: &mut Option<UserRow>,
         envelope: &Envelope,
         event: &AccountEvent,
-    ) -> anyhow::Result<bool> {
-        match users::reduce(row, envelope, event) {
-            Outcome::Applied => Ok(true),
-            Outcome::Duplicate => Ok(false),
-            Outcome::Gap { after } => {
-                tracing::info!(user = %envelope.subject, after, before = envelope.sequence, "filling a gap from the event store");
-                let missing = self
-                    .history
-                    .between(envelope.subject, after, envelope.sequence)
-                    .await?;
-                for earlier in missing.iter().chain(std::iter::once(envelope)) {
-                    let earlier_event = earlier.event()?;
-                    if users::reduce(row, earlier, &earlier_event) != Outcome::Applied {
-                        anyhow::bail!(
-                            "the event store does not fill the gap before {}",
-                            envelope.id
-                        );
-                    }
-                }
-                Ok(true)
+    ) -> anyhow::Result<Step> {
+        let after = match users::reduce(row, envelope, event) {
+            Outcome::Applied => return Ok(Step::Changed(envelope.subject)),
+            Outcome::Duplicate => return Ok(Step::Unchanged),
+            Outcome::Gap { after } => after,
+        };
+        tracing::info!(user = %envelope.subject, after, before = envelope.sequence, "filling a gap from the event store");
+        let missing = self
+            .history
+            .between(envelope.subject, after, envelope.sequence)
+            .await?;
+        let mut filled = row.clone();
+        for earlier in missing.iter().chain(std::iter::once(envelope)) {
+            let applied = earlier
+                .event()
+                .is_ok_and(|e| users::reduce(&mut filled, earlier, &e) == Outcome::Applied);
+            if !applied {
+                return Ok(Step::Park(format!(
+                    "sequence {} of user {} follows {after}, and the event store does not hold the events between",
+                    envelope.sequence, envelope.subject
+                )));
             }
         }
+        *row = filled;
+        Ok(Step::Changed(envelope.subject))
     }
 
     fn commit_offsets(&self, batch: &[OwnedMessage], mode: CommitMode) -> anyhow::Result<()> {
@@ -276,19 +298,24 @@ async fn save_checkpoints(conn: &mut PgConnection, batch: &[OwnedMessage]) -> sq
     Ok(())
 }
 
-async fn park(conn: &mut PgConnection, projection: &str, letter: &DeadLetter<'_>) -> sqlx::Result<()> {
+async fn park(
+    conn: &mut PgConnection,
+    projection: &str,
+    message: &OwnedMessage,
+    error: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO projection_dead_letters (projection, topic, partition, \"offset\", key, payload, error)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (projection, topic, partition, \"offset\") DO NOTHING",
     )
     .bind(projection)
-    .bind(letter.message.topic())
-    .bind(letter.message.partition())
-    .bind(letter.message.offset())
-    .bind(letter.message.key())
-    .bind(letter.message.payload())
-    .bind(letter.error.to_string())
+    .bind(message.topic())
+    .bind(message.partition())
+    .bind(message.offset())
+    .bind(message.key())
+    .bind(message.payload())
+    .bind(error)
     .execute(conn)
     .await?;
     Ok(())

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs Accountable for development: provisions PostgreSQL and a broker when
+# missing, then serves GraphQL, relays and projects in one process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/stack.sh
+cargo build --release --bin accountable
+addr="${ACCOUNTABLE_HTTP_ADDR:-127.0.0.1:8080}"
+printf '\nGraphiQL: http://%s/graphql\n\n' "$addr"
+exec target/release/accountable dev

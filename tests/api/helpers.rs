@@ -1,0 +1,306 @@
+//! The test stack: a fresh database and topic names per test, the real
+//! service started on port 0, relay and projection workers started in
+//! process or as child processes, and a plain Kafka consumer.
+//!
+//! PostgreSQL and the broker must be running (the README's test command
+//! starts them); a test fails, never skips, when they are not.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use accountable::config::Config;
+use accountable::http::Application;
+use accountable::{db, processes};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A stack of its own for one test: database, topic, consumer group.
+pub struct TestStack {
+    pub config: Config,
+    pub pool: PgPool,
+    shutdown: CancellationToken,
+}
+
+/// The HTTP API of a running stack.
+pub struct TestApi {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl TestStack {
+    pub async fn new() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    /// A stack whose test configuration `adjust` changes first.
+    pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::from_env();
+        let (server, _) = config
+            .database_url
+            .rsplit_once('/')
+            .expect("DATABASE_URL has no database name");
+        let id = Uuid::new_v4().simple().to_string();
+        config.database_url = format!("{server}/accountable_test_{id}");
+        config.events_topic = format!("accountable.test.{id}.user.events");
+        config.projection_group = format!("accountable.test.{id}.projection.users");
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.topic_partitions = 3;
+        config.kafka_session_timeout_ms = 6_000;
+        config.relay_poll_ms = 100;
+        config.db_max_connections = 8;
+        config.argon2_memory_kib = 1024;
+        config.argon2_iterations = 1;
+        config.read_your_writes_timeout_ms = 10_000;
+        adjust(&mut config);
+        let pool = db::connect_and_migrate(&config.database_url, config.db_max_connections)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL must be running (start it with scripts/test.sh): {e}")
+            });
+        Self {
+            config,
+            pool,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The HTTP API, relay and projection worker, all in this process.
+    pub async fn full() -> (Self, TestApi) {
+        let stack = Self::new().await;
+        let api = stack.api().await;
+        stack.relay();
+        stack.projection();
+        (stack, api)
+    }
+
+    pub async fn api(&self) -> TestApi {
+        let app = Application::build(&self.config, self.pool.clone(), self.shutdown.clone())
+            .await
+            .expect("the API starts");
+        let addr = app.local_addr().unwrap();
+        tokio::spawn(app.run_until_stopped(self.shutdown.child_token()));
+        TestApi {
+            addr,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Starts a relay in this process; it runs until the stack is dropped.
+    pub fn relay(&self) {
+        self.spawn(|config, pool, shutdown| async move {
+            processes::relay(&config, pool, shutdown).await
+        })
+    }
+
+    /// Starts a projection worker in this process, until the stack is dropped.
+    pub fn projection(&self) {
+        self.spawn(|config, pool, shutdown| async move {
+            processes::project(&config, pool, shutdown).await
+        })
+    }
+
+    fn spawn<F, Fut>(&self, run: F)
+    where
+        F: FnOnce(Config, PgPool, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let task = run(self.config.clone(), self.pool.clone(), self.shutdown.child_token());
+        tokio::spawn(async move {
+            if let Err(error) = task.await {
+                panic!("a background part of the test stack failed: {error:#}");
+            }
+        });
+    }
+
+    /// `accountable SUBCOMMAND` as a child process on this stack; killed
+    /// (SIGKILL) when dropped.
+    pub fn process(&self, subcommand: &str) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_accountable"))
+            .arg(subcommand)
+            .env("DATABASE_URL", &self.config.database_url)
+            .env("KAFKA_BOOTSTRAP_SERVERS", &self.config.kafka_bootstrap_servers)
+            .env("ACCOUNTABLE_EVENTS_TOPIC", &self.config.events_topic)
+            .env("ACCOUNTABLE_PROJECTION_GROUP", &self.config.projection_group)
+            .env("ACCOUNTABLE_TOPIC_PARTITIONS", self.config.topic_partitions.to_string())
+            .env(
+                "ACCOUNTABLE_KAFKA_SESSION_TIMEOUT_MS",
+                self.config.kafka_session_timeout_ms.to_string(),
+            )
+            .env("ACCOUNTABLE_RELAY_POLL_MS", self.config.relay_poll_ms.to_string())
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the accountable binary starts")
+    }
+
+    /// A plain consumer of the events topic from the beginning, in a group
+    /// of its own.
+    pub fn consumer(&self) -> StreamConsumer {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.kafka_bootstrap_servers)
+            .set("group.id", format!("test-reader-{}", Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a Kafka consumer");
+        consumer
+            .subscribe(&[&self.config.events_topic])
+            .expect("subscribes");
+        consumer
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A message as a downstream consumer sees it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub key: String,
+    pub headers: HashMap<String, String>,
+    pub value: Value,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The next message before `until`, if any. Consumer errors (such as a
+/// topic the relay has not created yet) are transient and skipped.
+pub async fn next_message(
+    consumer: &StreamConsumer,
+    until: tokio::time::Instant,
+) -> Option<Received> {
+    loop {
+        let message = match tokio::time::timeout_at(until, consumer.recv()).await {
+            Err(_) => return None,
+            Ok(Err(_)) => continue,
+            Ok(Ok(message)) => message,
+        };
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some(Received {
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            headers,
+            value: serde_json::from_slice(message.payload().unwrap_or_default())
+                .expect("a JSON value"),
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+    }
+}
+
+/// Reads messages until `done` holds for what was read, or fails at the
+/// deadline.
+pub async fn consume_until(
+    consumer: &StreamConsumer,
+    deadline: Duration,
+    mut done: impl FnMut(&[Received]) -> bool,
+) -> Vec<Received> {
+    let mut received = Vec::new();
+    let until = tokio::time::Instant::now() + deadline;
+    while !done(&received) {
+        let message = next_message(consumer, until).await.unwrap_or_else(|| {
+            panic!(
+                "condition not met within {deadline:?}; read {} messages (is the broker running?)",
+                received.len()
+            )
+        });
+        received.push(message);
+    }
+    received
+}
+
+/// Polls `check` until it returns `Some`, or fails at the deadline.
+pub async fn eventually<T, Fut>(what: &str, deadline: Duration, mut check: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}: not reached within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestApi {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs one GraphQL operation and returns the response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.client
+            .post(self.url("/graphql"))
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .expect("the API answers")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
+    pub async fn register(&self, email: &str, display_name: &str) -> Value {
+        let body = self
+            .graphql(
+                REGISTER,
+                json!({"input": {"email": email, "password": PASSWORD, "displayName": display_name}}),
+            )
+            .await;
+        assert!(body["errors"].is_null(), "register failed: {body}");
+        body["data"]["register"]["user"].clone()
+    }
+
+    pub async fn user(&self, id: &str, min_version: Option<i64>) -> Value {
+        self.graphql(USER, json!({"id": id, "minVersion": min_version}))
+            .await
+    }
+}
+
+pub const REGISTER: &str = "mutation($input: RegisterInput!) {
+  register(input: $input) { user { id email displayName status roles version createdAt updatedAt } }
+}";
+
+pub const USER: &str = "query($id: ID!, $minVersion: Int) {
+  user(id: $id, minVersion: $minVersion) { id email displayName status roles version createdAt updatedAt }
+}";
+
+/// The error code of the first GraphQL error in `body`.
+pub fn error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}

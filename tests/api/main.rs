@@ -1,0 +1,8 @@
+//! End-to-end tests against a real PostgreSQL and a real Kafka broker.
+
+mod bad_input;
+mod helpers;
+mod pipeline;
+mod projection;
+mod relay;
+mod schema;

@@ -1,0 +1,138 @@
+//! A command crosses the whole pipeline: GraphQL → event store → relay →
+//! Kafka → projection → read table → GraphQL.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{consume_until, error_code, eventually, TestStack, REGISTER};
+
+#[tokio::test]
+async fn a_registered_user_is_read_back_after_crossing_kafka() {
+    let (stack, api) = TestStack::full().await;
+
+    let written = api.register("Ada@Example.COM", "Ada Lovelace").await;
+    assert_eq!(written["email"], "Ada@example.com");
+    assert_eq!(written["displayName"], "Ada Lovelace");
+    assert_eq!(written["status"], "ACTIVE");
+    assert_eq!(written["roles"], json!(["USER"]));
+    assert_eq!(written["version"], 1);
+
+    let id = written["id"].as_str().unwrap();
+    let read = api.user(id, Some(1)).await;
+    assert!(read["errors"].is_null(), "{read}");
+    assert_eq!(read["data"]["user"], written);
+
+    // The row came from Kafka: the projection recorded the offset it applied.
+    assert_eq!(
+        stack
+            .count("SELECT coalesce(sum(next_offset), 0)::bigint FROM projection_checkpoints")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn without_min_version_an_unknown_user_is_null() {
+    let (_stack, api) = TestStack::full().await;
+    let body = api.user("0190a3c2-0000-7000-8000-000000000001", None).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(body["data"]["user"].is_null());
+}
+
+#[tokio::test]
+async fn a_version_the_read_side_never_reaches_answers_unavailable_not_stale_data() {
+    let stack = TestStack::with_config(|c| c.read_your_writes_timeout_ms = 300).await;
+    let api = stack.api().await;
+    stack.relay();
+    stack.projection();
+
+    let id = api.register("grace@example.com", "Grace").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the user is projected", Duration::from_secs(30), || async {
+        api.user(&id, None).await["data"]["user"]["version"]
+            .as_i64()
+            .map(|_| ())
+    })
+    .await;
+    let body = api.user(&id, Some(2)).await;
+    assert_eq!(error_code(&body), "UNAVAILABLE", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["minVersion"], 2);
+    assert_eq!(body["errors"][0]["extensions"]["currentVersion"], 1);
+}
+
+#[tokio::test]
+async fn events_record_who_caused_them_and_through_which_request() {
+    let (stack, api) = TestStack::full().await;
+    let response = api
+        .client
+        .post(api.url("/graphql"))
+        .header("x-correlation-id", "checkout-42")
+        .json(&json!({"query": REGISTER, "variables": {"input": {
+            "email": "linus@example.com", "password": crate::helpers::PASSWORD, "displayName": "Linus"}}}))
+        .send()
+        .await
+        .unwrap();
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = response.json().await.unwrap();
+    let id = body["data"]["register"]["user"]["id"].as_str().unwrap();
+
+    let metadata: serde_json::Value =
+        sqlx::query_scalar("SELECT metadata FROM events WHERE aggregate_id = $1")
+            .bind(id)
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
+    assert_eq!(metadata["actor"], "self");
+    assert_eq!(metadata["correlation_id"], "checkout-42");
+    assert_eq!(metadata["request_id"], request_id.as_str());
+    assert_eq!(metadata["causation_id"], request_id.as_str());
+}
+
+#[tokio::test]
+async fn a_plain_kafka_consumer_sees_the_event_keyed_by_user_with_cloudevents_headers() {
+    let (stack, api) = TestStack::full().await;
+    let user = api.register("ada@example.com", "Ada").await;
+    let id = user["id"].as_str().unwrap();
+
+    let consumer = stack.consumer();
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| !m.is_empty()).await;
+    let message = &messages[0];
+
+    assert_eq!(message.key, id);
+    let header = |name: &str| {
+        message
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .as_str()
+    };
+    assert_eq!(header("ce_specversion"), "1.0");
+    assert_eq!(header("ce_id"), format!("{id}/1"));
+    assert_eq!(header("ce_type"), "accountable.user.registered.v1");
+    assert_eq!(header("ce_source"), "urn:accountable:users");
+    assert_eq!(header("ce_subject"), id);
+    assert_eq!(header("content-type"), "application/json");
+    assert_eq!(header("ce_sequence"), "1");
+    let position: i64 = header("ce_position").parse().unwrap();
+    let time = chrono::DateTime::parse_from_rfc3339(header("ce_time")).unwrap();
+    assert_eq!(
+        time,
+        chrono::DateTime::parse_from_rfc3339(user["createdAt"].as_str().unwrap()).unwrap()
+    );
+
+    let value = &message.value;
+    assert_eq!(value["id"], format!("{id}/1"));
+    assert_eq!(value["type"], "accountable.user.registered.v1");
+    assert_eq!(value["subject"], id);
+    assert_eq!(value["sequence"], 1);
+    assert_eq!(value["position"], position);
+    assert_eq!(value["data"]["personal"]["email"], "ada@example.com");
+    assert_eq!(value["data"]["roles"], json!(["USER"]));
+    assert!(
+        !value.to_string().contains("argon2"),
+        "the password hash must never be published: {value}"
+    );
+}

@@ -1,0 +1,204 @@
+//! The `users` projection applies each event exactly once in effect, parks
+//! what it cannot apply, and converges after its workers are killed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use accountable_projections::users::{self, UserRow};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{consume_until, eventually, Received, TestStack, PASSWORD};
+
+fn producer(stack: &TestStack) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &stack.config.kafka_bootstrap_servers)
+        .create()
+        .unwrap()
+}
+
+/// Sends `value` to the partition of `like`, and returns its offset.
+async fn send_beside(stack: &TestStack, like: &Received, key: &str, value: &[u8]) -> i64 {
+    producer(stack)
+        .send(
+            FutureRecord::to(&stack.config.events_topic)
+                .partition(like.partition)
+                .key(key)
+                .payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("sent")
+        .offset
+}
+
+/// Waits until the projection has applied everything up to `offset` of `partition`.
+async fn applied_through(stack: &TestStack, partition: i32, offset: i64) {
+    eventually("the projection reaches the offset", Duration::from_secs(30), || async {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT next_offset FROM projection_checkpoints WHERE partition = $1",
+        )
+        .bind(partition)
+        .fetch_optional(&stack.pool)
+        .await
+        .unwrap();
+        next.filter(|next| *next > offset).map(|_| ())
+    })
+    .await;
+}
+
+async fn row(stack: &TestStack, id: &str) -> Option<UserRow> {
+    users::find(&stack.pool, Uuid::parse_str(id).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Registers a user and returns its id and its message on the topic.
+async fn registered(stack: &TestStack, api: &crate::helpers::TestApi) -> (String, Received) {
+    let id = api.register("ada@example.com", "Ada").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let consumer = stack.consumer();
+    let message = consume_until(&consumer, Duration::from_secs(30), |m| !m.is_empty()).await;
+    applied_through(stack, message[0].partition, message[0].offset).await;
+    (id, message[0].clone())
+}
+
+#[tokio::test]
+async fn delivering_the_same_event_twice_leaves_the_row_as_after_once() {
+    let (stack, api) = TestStack::full().await;
+    let (id, original) = registered(&stack, &api).await;
+    let before = row(&stack, &id).await.expect("projected");
+
+    // The same message again, and a different message claiming the same
+    // (user, sequence): both are re-deliveries of sequence 1.
+    let mut impostor = original.value.clone();
+    impostor["data"]["personal"]["display_name"] = json!("Mallory");
+    send_beside(&stack, &original, &id, original.value.to_string().as_bytes()).await;
+    let last = send_beside(&stack, &original, &id, impostor.to_string().as_bytes()).await;
+    applied_through(&stack, original.partition, last).await;
+
+    assert_eq!(row(&stack, &id).await, Some(before));
+    assert_eq!(stack.count("SELECT count(*) FROM projection_dead_letters").await, 0);
+}
+
+#[tokio::test]
+async fn an_unreadable_message_is_parked_and_the_worker_goes_on() {
+    let (stack, api) = TestStack::full().await;
+    let (id, original) = registered(&stack, &api).await;
+
+    let garbage = send_beside(&stack, &original, &id, b"{not an envelope").await;
+    let mut unknown = original.value.clone();
+    unknown["type"] = json!("accountable.user.teleported.v9");
+    unknown["sequence"] = json!(2);
+    let unknown_offset = send_beside(&stack, &original, &id, unknown.to_string().as_bytes()).await;
+    // A gap the event store cannot fill: this message never came from it.
+    let mut forged = original.value.clone();
+    forged["sequence"] = json!(5);
+    let forged_offset = send_beside(&stack, &original, &id, forged.to_string().as_bytes()).await;
+    applied_through(&stack, original.partition, forged_offset).await;
+
+    let parked: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT \"offset\", error FROM projection_dead_letters ORDER BY \"offset\"",
+    )
+    .fetch_all(&stack.pool)
+    .await
+    .unwrap();
+    let offsets: Vec<i64> = parked.iter().map(|(offset, _)| *offset).collect();
+    assert_eq!(offsets, vec![garbage, unknown_offset, forged_offset]);
+    assert!(parked[1].1.contains("unknown event type"), "{parked:?}");
+    assert!(parked[2].1.contains("does not hold"), "{parked:?}");
+    assert_eq!(row(&stack, &id).await.map(|r| r.version), Some(1));
+
+    // The worker went on: a later registration is still projected.
+    let later = api.register("grace@example.com", "Grace").await;
+    let body = api.user(later["id"].as_str().unwrap(), Some(1)).await;
+    assert_eq!(body["data"]["user"]["displayName"], "Grace", "{body}");
+}
+
+#[tokio::test]
+async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
+    const USERS: usize = 1000;
+    let stack = TestStack::new().await;
+    let api = Arc::new(stack.api().await);
+    let mut relay = stack.process("relay");
+    let mut projection = stack.process("project");
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let api = api.clone();
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                loop {
+                    let n = sent.fetch_add(1, Ordering::SeqCst);
+                    if n >= USERS {
+                        break;
+                    }
+                    let body = api
+                        .graphql(
+                            crate::helpers::REGISTER,
+                            json!({"input": {"email": format!("u{n}@example.com"),
+                                             "password": PASSWORD, "displayName": format!("User {n}")}}),
+                        )
+                        .await;
+                    assert!(body["errors"].is_null(), "{body}");
+                }
+            })
+        })
+        .collect();
+
+    let projected = || stack.count("SELECT count(*) FROM users");
+    let published = || stack.count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors");
+
+    // Kill each worker (SIGKILL) once it is in the middle of the stream,
+    // and start a new one.
+    eventually("the relay is mid-stream", Duration::from_secs(60), || async {
+        (published().await >= 200).then_some(())
+    })
+    .await;
+    relay.kill().await.unwrap();
+    relay = stack.process("relay");
+
+    eventually("the projection is mid-stream", Duration::from_secs(60), || async {
+        (projected().await >= 300).then_some(())
+    })
+    .await;
+    projection.kill().await.unwrap();
+    projection = stack.process("project");
+
+    eventually("both are further on", Duration::from_secs(60), || async {
+        (published().await >= 600).then_some(())
+    })
+    .await;
+    relay.kill().await.unwrap();
+    projection.kill().await.unwrap();
+    let _relay = stack.process("relay");
+    let _projection = stack.process("project");
+
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    eventually("every user is in the read table", Duration::from_secs(120), || async {
+        (projected().await == USERS as i64).then_some(())
+    })
+    .await;
+
+    // The read table equals the fold of the event store: every user, at
+    // the version of its last event, with its registered data.
+    let mismatched = stack
+        .count(
+            "SELECT count(*) FROM events e
+               LEFT JOIN users u ON u.id = e.aggregate_id::uuid
+              WHERE u.id IS NULL OR u.version <> e.sequence
+                 OR u.display_name <> (e.payload -> 'UserRegistered' -> 'personal' ->> 'display_name')",
+        )
+        .await;
+    assert_eq!(mismatched, 0);
+    assert_eq!(stack.count("SELECT count(*) FROM events").await, USERS as i64);
+    assert_eq!(stack.count("SELECT count(*) FROM projection_dead_letters").await, 0);
+}

@@ -1,0 +1,96 @@
+//! The relay publishes every committed event, in commit order, once per
+//! leader, and never skips a transaction that commits late.
+
+use std::time::Duration;
+
+use accountable::users::aggregate::{PasswordHash, PersonalData, UserRegistered};
+use accountable::users::values::{DisplayName, Email};
+use accountable::users::{Role, UserEvent, UserStatus};
+use uuid::Uuid;
+
+use crate::helpers::{consume_until, eventually, next_message, TestStack};
+
+fn registered_payload(email: &str) -> serde_json::Value {
+    serde_json::to_value(UserEvent::UserRegistered(UserRegistered {
+        personal: PersonalData {
+            email: Email::parse(email).unwrap(),
+            display_name: DisplayName::parse("Held").unwrap(),
+        },
+        roles: [Role::User].into(),
+        status: UserStatus::Active,
+        password_hash: PasswordHash::new("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_with_a_lower_position_that_commits_later_is_not_skipped() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    stack.relay();
+    let consumer = stack.consumer();
+
+    // T1 takes the lower position and stays open.
+    let early_id = Uuid::now_v7().to_string();
+    let mut held = stack.pool.begin().await.unwrap();
+    let early_position: i64 = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('User', $1, 1, 'UserRegistered', '1.0', $2, '{}') RETURNING position",
+    )
+    .bind(&early_id)
+    .bind(registered_payload("held@example.com"))
+    .fetch_one(&mut *held)
+    .await
+    .unwrap();
+
+    // T2 takes a higher position and commits first.
+    let late = api.register("late@example.com", "Late").await;
+    let late_id = late["id"].as_str().unwrap().to_owned();
+
+    // While T1 is open the relay polls (every 100 ms) and must publish
+    // nothing past it: a relay that followed positions alone would publish
+    // T2's event now and later skip T1's.
+    let window = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let published = next_message(&consumer, window).await;
+    assert!(published.is_none(), "published past a running transaction: {published:?}");
+
+    held.commit().await.unwrap();
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= 2).await;
+    let position_of = |id: &str| -> i64 {
+        let message = messages.iter().find(|m| m.key == id).expect("published");
+        message.headers["ce_position"].parse().unwrap()
+    };
+    assert_eq!(position_of(&early_id), early_position);
+    assert!(position_of(&late_id) > early_position);
+}
+
+#[tokio::test]
+async fn of_two_relays_only_one_publishes() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    stack.relay();
+    stack.relay();
+
+    let count = 20;
+    for i in 0..count {
+        api.register(&format!("user{i}@example.com"), "Twin").await;
+    }
+    eventually("the cursor counts every event", Duration::from_secs(30), || async {
+        let published = stack
+            .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
+            .await;
+        (published >= count as i64).then_some(())
+    })
+    .await;
+
+    // Each batch was sent by one relay only: had both published it, both
+    // would have counted it.
+    assert_eq!(
+        stack.count("SELECT sum(published)::bigint FROM relay_cursors").await,
+        count as i64
+    );
+    let consumer = stack.consumer();
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= count).await;
+    let ids: std::collections::HashSet<_> = messages.iter().map(|m| &m.headers["ce_id"]).collect();
+    assert_eq!(ids.len(), count, "duplicates among the first {count} messages");
+}
