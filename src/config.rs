@@ -31,42 +31,93 @@ pub struct Config {
     pub database_url: String,
 
     /// Most connections in the PostgreSQL pool of each process.
-    #[arg(long, env = "ACCOUNTABLE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
     pub db_max_connections: u32,
 
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092", global = true)]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
     pub kafka_bootstrap_servers: String,
 
-    #[arg(long, env = "ACCOUNTABLE_HTTP_ADDR", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_HTTP_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub http_addr: SocketAddr,
 
     /// The topic of account events.
-    #[arg(long, env = "ACCOUNTABLE_EVENTS_TOPIC", default_value = "accountable.user.events", global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_EVENTS_TOPIC",
+        default_value = "accountable.user.events",
+        global = true
+    )]
     pub events_topic: String,
 
     /// Partitions of the events topic when the relay creates it.
-    #[arg(long, env = "ACCOUNTABLE_TOPIC_PARTITIONS", default_value_t = 6, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_TOPIC_PARTITIONS",
+        default_value_t = 6,
+        global = true
+    )]
     pub topic_partitions: i32,
 
     /// Replication factor of the events topic when the relay creates it
     /// (3 on a production cluster).
-    #[arg(long, env = "ACCOUNTABLE_TOPIC_REPLICATION", default_value_t = 1, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_TOPIC_REPLICATION",
+        default_value_t = 1,
+        global = true
+    )]
     pub topic_replication: i32,
 
     /// The consumer group of the `users` projection.
-    #[arg(long, env = "ACCOUNTABLE_PROJECTION_GROUP", default_value = "accountable.projection.users", global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_PROJECTION_GROUP",
+        default_value = "accountable.projection.users",
+        global = true
+    )]
     pub projection_group: String,
 
     /// How soon a dead projection worker's partitions go to another.
-    #[arg(long, env = "ACCOUNTABLE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub kafka_session_timeout_ms: u64,
 
     /// How often the relay looks for events without being notified.
-    #[arg(long, env = "ACCOUNTABLE_RELAY_POLL_MS", default_value_t = 500, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_RELAY_POLL_MS",
+        default_value_t = 500,
+        global = true
+    )]
     pub relay_poll_ms: u64,
 
     /// `production` turns off GraphiQL.
-    #[arg(long, env = "ACCOUNTABLE_ENV", value_enum, default_value = "development", global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_ENV",
+        value_enum,
+        default_value = "development",
+        global = true
+    )]
     pub env: Environment,
 
     /// argon2id memory cost in KiB.
@@ -82,7 +133,12 @@ pub struct Config {
     pub argon2_parallelism: u32,
 
     /// Hashes computed at once; 0 means one per CPU.
-    #[arg(long, env = "ACCOUNTABLE_HASH_CONCURRENCY", default_value_t = 0, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_HASH_CONCURRENCY",
+        default_value_t = 0,
+        global = true
+    )]
     pub hash_concurrency: usize,
 
     /// Shortest password accepted, in code points.
@@ -90,7 +146,12 @@ pub struct Config {
     pub password_min_length: usize,
 
     /// How long `user(id, minVersion)` waits for the read side to catch up.
-    #[arg(long, env = "ACCOUNTABLE_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 3_000, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_READ_YOUR_WRITES_TIMEOUT_MS",
+        default_value_t = 3_000,
+        global = true
+    )]
     pub read_your_writes_timeout_ms: u64,
 }
 

@@ -72,14 +72,13 @@ impl StoredEvent {
     /// The public envelope: CloudEvents attributes, the event's place in its
     /// stream and in the store, who caused it, and its public data.
     pub fn envelope(&self) -> Result<serde_json::Value, PublishError> {
-        let event: UserEvent =
-            serde_json::from_value(self.payload.clone()).map_err(|source| {
-                PublishError::Unreadable {
-                    aggregate_id: self.aggregate_id.clone(),
-                    sequence: self.sequence,
-                    source,
-                }
-            })?;
+        let event: UserEvent = serde_json::from_value(self.payload.clone()).map_err(|source| {
+            PublishError::Unreadable {
+                aggregate_id: self.aggregate_id.clone(),
+                sequence: self.sequence,
+                source,
+            }
+        })?;
         let public = event.public();
         Ok(json!({
             "specversion": "1.0",
@@ -124,7 +123,8 @@ impl StoredEvent {
     }
 
     fn time(&self) -> String {
-        self.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+        self.recorded_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
     }
 }
 

@@ -177,9 +177,10 @@ impl From<ParseRequestError> for BadRequest {
 impl IntoResponse for BadRequest {
     fn into_response(self) -> Response {
         let (status, message) = match &self.0 {
-            ParseRequestError::PayloadTooLarge => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "request body too large".to_owned())
-            }
+            ParseRequestError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large".to_owned(),
+            ),
             ParseRequestError::UnsupportedBatch => (
                 StatusCode::BAD_REQUEST,
                 "batched operations are not supported".to_owned(),

@@ -11,7 +11,11 @@ use crate::http::Application;
 use crate::kafka;
 use crate::relay::Relay;
 
-pub async fn serve(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: &Config,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let app = Application::build(config, pool, shutdown.clone()).await?;
     let addr = app.local_addr()?;
     tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql");
@@ -19,11 +23,19 @@ pub async fn serve(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     Ok(())
 }
 
-pub async fn relay(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn relay(
+    config: &Config,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     Relay::new(pool, config.relay())?.run(shutdown).await
 }
 
-pub async fn project(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn project(
+    config: &Config,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let relay = config.relay();
     kafka::ensure_topic(
         &relay.bootstrap_servers,

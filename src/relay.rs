@@ -67,7 +67,8 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(pool: PgPool, config: RelayConfig) -> anyhow::Result<Self> {
-        let producer = kafka::idempotent_producer(&config.bootstrap_servers, config.message_timeout)?;
+        let producer =
+            kafka::idempotent_producer(&config.bootstrap_servers, config.message_timeout)?;
         Ok(Self {
             pool,
             config,

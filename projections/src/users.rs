@@ -26,15 +26,13 @@ pub enum Outcome {
     /// Already applied (`sequence <= version`): a re-delivery.
     Duplicate,
     /// Events between the row's version and this one are missing.
-    Gap { after: i64 },
+    Gap {
+        after: i64,
+    },
 }
 
 /// The reducer: applies one event to the row of its user, if it is the next.
-pub fn reduce(
-    row: &mut Option<UserRow>,
-    envelope: &Envelope,
-    event: &AccountEvent,
-) -> Outcome {
+pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEvent) -> Outcome {
     let version = row.as_ref().map_or(0, |r| r.version);
     if envelope.sequence <= version {
         return Outcome::Duplicate;
@@ -163,9 +161,12 @@ mod tests {
         let env = envelope(1, json!({}));
         apply(&mut row, &env);
         let before = row.clone();
-        let again = envelope(1, json!({"data": {
+        let again = envelope(
+            1,
+            json!({"data": {
             "personal": {"email": "other@example.com", "display_name": "Other"},
-            "roles": ["USER"], "status": "ACTIVE"}}));
+            "roles": ["USER"], "status": "ACTIVE"}}),
+        );
         assert_eq!(apply(&mut row, &again), Outcome::Duplicate);
         assert_eq!(row, before);
     }
@@ -173,16 +174,25 @@ mod tests {
     #[test]
     fn an_event_past_the_next_sequence_is_a_gap() {
         let mut row = None;
-        assert_eq!(apply(&mut row, &envelope(3, json!({}))), Outcome::Gap { after: 0 });
+        assert_eq!(
+            apply(&mut row, &envelope(3, json!({}))),
+            Outcome::Gap { after: 0 }
+        );
         assert!(row.is_none());
     }
 
     #[test]
     fn unknown_types_and_malformed_data_are_contract_errors() {
         let unknown = envelope(1, json!({"type": "accountable.user.teleported.v1"}));
-        assert!(matches!(unknown.event(), Err(crate::contract::ContractError::UnknownType(_))));
+        assert!(matches!(
+            unknown.event(),
+            Err(crate::contract::ContractError::UnknownType(_))
+        ));
         let malformed = envelope(1, json!({"data": {"roles": "USER"}}));
-        assert!(matches!(malformed.event(), Err(crate::contract::ContractError::Data { .. })));
+        assert!(matches!(
+            malformed.event(),
+            Err(crate::contract::ContractError::Data { .. })
+        ));
         assert!(Envelope::from_slice(b"{not json").is_err());
     }
 }

@@ -32,8 +32,12 @@ pub const PROJECTED_CHANNEL: &str = "accountable_projected";
 pub trait EventHistory: Send + Sync {
     /// The user's events with `after < sequence < before`, in order, in the
     /// public envelope form.
-    async fn between(&self, user_id: Uuid, after: i64, before: i64)
-        -> anyhow::Result<Vec<Envelope>>;
+    async fn between(
+        &self,
+        user_id: Uuid,
+        after: i64,
+        before: i64,
+    ) -> anyhow::Result<Vec<Envelope>>;
 }
 
 #[derive(Debug, Clone)]

@@ -3,8 +3,8 @@
 
 use async_graphql::ErrorExtensions;
 
-use crate::users::values::InvalidInput;
 use crate::users::aggregate::UserError;
+use crate::users::values::InvalidInput;
 use crate::users::CommandError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,11 +41,17 @@ pub struct RequestMeta {
 }
 
 /// The schema with its validation limits, before any data is attached.
-pub fn schema_builder(env: Environment) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
-        .limit_depth(10)
-        .limit_complexity(1000)
-        .limit_directives(5);
+pub fn schema_builder(
+    env: Environment,
+) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    let builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(10)
+    .limit_complexity(1000)
+    .limit_directives(5);
     match env {
         Environment::Development => builder,
         Environment::Production => builder.disable_introspection().disable_suggestions(),

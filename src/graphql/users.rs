@@ -183,9 +183,8 @@ impl UserMutation {
 }
 
 fn parse_id(id: &ID) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::new(Code::BadUserInput, "id: not a user id").with("field", "id")
-    })
+    Uuid::parse_str(id)
+        .map_err(|_| ApiError::new(Code::BadUserInput, "id: not a user id").with("field", "id"))
 }
 
 /// A newly registered user as the write left it, in the shape of the read
@@ -199,7 +198,11 @@ fn registered_user(executed: Executed) -> Result<User, ApiError> {
         email: account.personal.email.as_str().to_owned(),
         display_name: account.personal.display_name.as_str().to_owned(),
         status: account.status.as_str().to_owned(),
-        roles: account.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        roles: account
+            .roles
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
         version: executed.version,
         created_at: executed.recorded_at,
         updated_at: executed.recorded_at,

@@ -66,7 +66,9 @@ impl Email {
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         };
         if labels.len() < 2 || !labels.iter().all(label_ok) {
-            return Err(invalid("the domain must be a host name such as example.com"));
+            return Err(invalid(
+                "the domain must be a host name such as example.com",
+            ));
         }
         Ok(Self(format!("{local}@{domain}")))
     }

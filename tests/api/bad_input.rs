@@ -4,7 +4,12 @@ use serde_json::json;
 
 use crate::helpers::{error_code, TestStack, PASSWORD, REGISTER};
 
-async fn register_error(api: &crate::helpers::TestApi, email: &str, password: &str, name: &str) -> serde_json::Value {
+async fn register_error(
+    api: &crate::helpers::TestApi,
+    email: &str,
+    password: &str,
+    name: &str,
+) -> serde_json::Value {
     let body = api
         .graphql(
             REGISTER,
@@ -59,7 +64,10 @@ async fn malformed_requests_answer_an_error_with_a_code() {
     let api = stack.api().await;
 
     // Not GraphQL at all, and a batch.
-    for body in ["{not json", r#"[{"query": "{ __typename }"}, {"query": "{ __typename }"}]"#] {
+    for body in [
+        "{not json",
+        r#"[{"query": "{ __typename }"}, {"query": "{ __typename }"}]"#,
+    ] {
         let response = api
             .client
             .post(api.url("/graphql"))
@@ -83,7 +91,10 @@ async fn malformed_requests_answer_an_error_with_a_code() {
         let body = api.graphql(query, variables).await;
         assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
         let text = body.to_string();
-        assert!(!text.contains("sqlx") && !text.contains("panicked"), "{text}");
+        assert!(
+            !text.contains("sqlx") && !text.contains("panicked"),
+            "{text}"
+        );
     }
     assert_eq!(stack.count("SELECT count(*) FROM events").await, 0);
 }

@@ -113,7 +113,11 @@ impl TestStack {
         F: FnOnce(Config, PgPool, CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        let task = run(self.config.clone(), self.pool.clone(), self.shutdown.child_token());
+        let task = run(
+            self.config.clone(),
+            self.pool.clone(),
+            self.shutdown.child_token(),
+        );
         tokio::spawn(async move {
             if let Err(error) = task.await {
                 panic!("a background part of the test stack failed: {error:#}");
@@ -127,15 +131,27 @@ impl TestStack {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_accountable"))
             .arg(subcommand)
             .env("DATABASE_URL", &self.config.database_url)
-            .env("KAFKA_BOOTSTRAP_SERVERS", &self.config.kafka_bootstrap_servers)
+            .env(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                &self.config.kafka_bootstrap_servers,
+            )
             .env("ACCOUNTABLE_EVENTS_TOPIC", &self.config.events_topic)
-            .env("ACCOUNTABLE_PROJECTION_GROUP", &self.config.projection_group)
-            .env("ACCOUNTABLE_TOPIC_PARTITIONS", self.config.topic_partitions.to_string())
+            .env(
+                "ACCOUNTABLE_PROJECTION_GROUP",
+                &self.config.projection_group,
+            )
+            .env(
+                "ACCOUNTABLE_TOPIC_PARTITIONS",
+                self.config.topic_partitions.to_string(),
+            )
             .env(
                 "ACCOUNTABLE_KAFKA_SESSION_TIMEOUT_MS",
                 self.config.kafka_session_timeout_ms.to_string(),
             )
-            .env("ACCOUNTABLE_RELAY_POLL_MS", self.config.relay_poll_ms.to_string())
+            .env(
+                "ACCOUNTABLE_RELAY_POLL_MS",
+                self.config.relay_poll_ms.to_string(),
+            )
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()

@@ -75,7 +75,10 @@ async fn events_record_who_caused_them_and_through_which_request() {
         .send()
         .await
         .unwrap();
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: serde_json::Value = response.json().await.unwrap();
     let id = body["data"]["register"]["user"]["id"].as_str().unwrap();
 

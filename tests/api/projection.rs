@@ -37,16 +37,20 @@ async fn send_beside(stack: &TestStack, like: &Received, key: &str, value: &[u8]
 
 /// Waits until the projection has applied everything up to `offset` of `partition`.
 async fn applied_through(stack: &TestStack, partition: i32, offset: i64) {
-    eventually("the projection reaches the offset", Duration::from_secs(30), || async {
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT next_offset FROM projection_checkpoints WHERE partition = $1",
-        )
-        .bind(partition)
-        .fetch_optional(&stack.pool)
-        .await
-        .unwrap();
-        next.filter(|next| *next > offset).map(|_| ())
-    })
+    eventually(
+        "the projection reaches the offset",
+        Duration::from_secs(30),
+        || async {
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT next_offset FROM projection_checkpoints WHERE partition = $1",
+            )
+            .bind(partition)
+            .fetch_optional(&stack.pool)
+            .await
+            .unwrap();
+            next.filter(|next| *next > offset).map(|_| ())
+        },
+    )
     .await;
 }
 
@@ -78,12 +82,23 @@ async fn delivering_the_same_event_twice_leaves_the_row_as_after_once() {
     // (user, sequence): both are re-deliveries of sequence 1.
     let mut impostor = original.value.clone();
     impostor["data"]["personal"]["display_name"] = json!("Mallory");
-    send_beside(&stack, &original, &id, original.value.to_string().as_bytes()).await;
+    send_beside(
+        &stack,
+        &original,
+        &id,
+        original.value.to_string().as_bytes(),
+    )
+    .await;
     let last = send_beside(&stack, &original, &id, impostor.to_string().as_bytes()).await;
     applied_through(&stack, original.partition, last).await;
 
     assert_eq!(row(&stack, &id).await, Some(before));
-    assert_eq!(stack.count("SELECT count(*) FROM projection_dead_letters").await, 0);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM projection_dead_letters")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -102,12 +117,11 @@ async fn an_unreadable_message_is_parked_and_the_worker_goes_on() {
     let forged_offset = send_beside(&stack, &original, &id, forged.to_string().as_bytes()).await;
     applied_through(&stack, original.partition, forged_offset).await;
 
-    let parked: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT \"offset\", error FROM projection_dead_letters ORDER BY \"offset\"",
-    )
-    .fetch_all(&stack.pool)
-    .await
-    .unwrap();
+    let parked: Vec<(i64, String)> =
+        sqlx::query_as("SELECT \"offset\", error FROM projection_dead_letters ORDER BY \"offset\"")
+            .fetch_all(&stack.pool)
+            .await
+            .unwrap();
     let offsets: Vec<i64> = parked.iter().map(|(offset, _)| *offset).collect();
     assert_eq!(offsets, vec![garbage, unknown_offset, forged_offset]);
     assert!(parked[1].1.contains("unknown event type"), "{parked:?}");
@@ -157,16 +171,20 @@ async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
 
     // Kill each worker (SIGKILL) once it is in the middle of the stream,
     // and start a new one.
-    eventually("the relay is mid-stream", Duration::from_secs(60), || async {
-        (published().await >= 200).then_some(())
-    })
+    eventually(
+        "the relay is mid-stream",
+        Duration::from_secs(60),
+        || async { (published().await >= 200).then_some(()) },
+    )
     .await;
     relay.kill().await.unwrap();
     relay = stack.process("relay");
 
-    eventually("the projection is mid-stream", Duration::from_secs(60), || async {
-        (projected().await >= 300).then_some(())
-    })
+    eventually(
+        "the projection is mid-stream",
+        Duration::from_secs(60),
+        || async { (projected().await >= 300).then_some(()) },
+    )
     .await;
     projection.kill().await.unwrap();
     projection = stack.process("project");
@@ -183,9 +201,11 @@ async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
     for writer in writers {
         writer.await.unwrap();
     }
-    eventually("every user is in the read table", Duration::from_secs(120), || async {
-        (projected().await == USERS as i64).then_some(())
-    })
+    eventually(
+        "every user is in the read table",
+        Duration::from_secs(120),
+        || async { (projected().await == USERS as i64).then_some(()) },
+    )
     .await;
 
     // The read table equals the fold of the event store: every user, at
@@ -199,6 +219,14 @@ async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
         )
         .await;
     assert_eq!(mismatched, 0);
-    assert_eq!(stack.count("SELECT count(*) FROM events").await, USERS as i64);
-    assert_eq!(stack.count("SELECT count(*) FROM projection_dead_letters").await, 0);
+    assert_eq!(
+        stack.count("SELECT count(*) FROM events").await,
+        USERS as i64
+    );
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM projection_dead_letters")
+            .await,
+        0
+    );
 }

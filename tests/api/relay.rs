@@ -52,7 +52,10 @@ async fn an_event_with_a_lower_position_that_commits_later_is_not_skipped() {
     // T2's event now and later skip T1's.
     let window = tokio::time::Instant::now() + Duration::from_millis(1500);
     let published = next_message(&consumer, window).await;
-    assert!(published.is_none(), "published past a running transaction: {published:?}");
+    assert!(
+        published.is_none(),
+        "published past a running transaction: {published:?}"
+    );
 
     held.commit().await.unwrap();
     let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= 2).await;
@@ -75,22 +78,32 @@ async fn of_two_relays_only_one_publishes() {
     for i in 0..count {
         api.register(&format!("user{i}@example.com"), "Twin").await;
     }
-    eventually("the cursor counts every event", Duration::from_secs(30), || async {
-        let published = stack
-            .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
-            .await;
-        (published >= count as i64).then_some(())
-    })
+    eventually(
+        "the cursor counts every event",
+        Duration::from_secs(30),
+        || async {
+            let published = stack
+                .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
+                .await;
+            (published >= count as i64).then_some(())
+        },
+    )
     .await;
 
     // Each batch was sent by one relay only: had both published it, both
     // would have counted it.
     assert_eq!(
-        stack.count("SELECT sum(published)::bigint FROM relay_cursors").await,
+        stack
+            .count("SELECT sum(published)::bigint FROM relay_cursors")
+            .await,
         count as i64
     );
     let consumer = stack.consumer();
     let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= count).await;
     let ids: std::collections::HashSet<_> = messages.iter().map(|m| &m.headers["ce_id"]).collect();
-    assert_eq!(ids.len(), count, "duplicates among the first {count} messages");
+    assert_eq!(
+        ids.len(),
+        count,
+        "duplicates among the first {count} messages"
+    );
 }
