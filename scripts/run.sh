@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/stack.sh
-cargo build --release --bin accountable
+cargo build --locked --bin accountable
 addr="${ACCOUNTABLE_HTTP_ADDR:-127.0.0.1:8080}"
 printf '\nGraphiQL: http://%s/graphql\n\n' "$addr"
-exec target/release/accountable dev
+exec target/debug/accountable dev

@@ -58,15 +58,17 @@ ensure_postgres() {
   local initdb pg_ctl pgdata="$DATA/postgres" as=()
   initdb="$(pg_bin initdb)"
   pg_ctl="$(pg_bin pg_ctl)"
-  # PostgreSQL refuses to run as root; use the postgres account then.
+  # PostgreSQL refuses to run as root: then the cluster belongs to the
+  # postgres account, in a folder that account can reach.
   if [[ "$(id -u)" == 0 ]]; then
     id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
     as=(runuser -u postgres --)
+    pgdata="/var/tmp/accountable/postgres-$PG_PORT"
   fi
   if [[ ! -f "$pgdata/PG_VERSION" ]]; then
     log "creating a PostgreSQL cluster in $pgdata"
     mkdir -p "$pgdata"
-    [[ ${#as[@]} -gt 0 ]] && chown postgres "$DATA" "$pgdata"
+    [[ ${#as[@]} -gt 0 ]] && chown postgres "$pgdata"
     "${as[@]}" "$initdb" -D "$pgdata" -U postgres --auth=trust >"$DATA/initdb.log"
   fi
   log "starting PostgreSQL on $PG_HOST:$PG_PORT"

@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/stack.sh
+# Each test makes a database of its own; drop those of earlier runs.
+if command -v psql >/dev/null 2>&1; then
+  admin_url="${DATABASE_URL%/*}/postgres"
+  for db in $(psql "$admin_url" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'accountable\_test\_%'"); do
+    psql "$admin_url" -qc "DROP DATABASE \"$db\" WITH (FORCE)"
+  done
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

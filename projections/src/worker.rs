@@ -86,6 +86,9 @@ impl Worker {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
+            // Bounds the wait of a fetch on a broker that does not answer
+            // as soon as data arrives, and so the projection's lag.
+            .set("fetch.wait.max.ms", "100")
             .set(
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),

@@ -56,7 +56,7 @@ impl TestStack {
         config.topic_partitions = 3;
         config.kafka_session_timeout_ms = 6_000;
         config.relay_poll_ms = 100;
-        config.db_max_connections = 8;
+        config.db_max_connections = 5;
         config.argon2_memory_kib = 1024;
         config.argon2_iterations = 1;
         config.read_your_writes_timeout_ms = 10_000;
@@ -152,6 +152,7 @@ impl TestStack {
                 "ACCOUNTABLE_RELAY_POLL_MS",
                 self.config.relay_poll_ms.to_string(),
             )
+            .env("ACCOUNTABLE_DB_MAX_CONNECTIONS", "4")
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()

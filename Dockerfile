@@ -1,0 +1,13 @@
+# The accountable binary. librdkafka builds from rdkafka's bundled source,
+# which needs a C toolchain, make and perl, but not cmake.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin accountable
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/accountable /usr/local/bin/accountable
+USER 65534
+ENTRYPOINT ["accountable"]
