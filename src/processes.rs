@@ -36,14 +36,19 @@ pub async fn project(
     pool: PgPool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // The relay creates the topic too; creating it here spares the worker
+    // a wait, and a broker that is away now is waited for by the consumer.
     let relay = config.relay();
-    kafka::ensure_topic(
+    if let Err(error) = kafka::ensure_topic(
         &relay.bootstrap_servers,
         &relay.topic,
         relay.partitions,
         relay.replication,
     )
-    .await?;
+    .await
+    {
+        tracing::warn!(error = %error, "cannot make sure the events topic exists");
+    }
     let history = StoreHistory::new(pool.clone());
     Worker::new(pool, config.projection(), history)?
         .run(shutdown)

@@ -77,15 +77,9 @@ impl Relay {
     }
 
     /// Waits for leadership, then publishes until `shutdown`; a failure
-    /// gives up leadership and starts over after a pause.
+    /// (the database or the broker away) gives up leadership and starts
+    /// over after a pause.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        kafka::ensure_topic(
-            &self.config.bootstrap_servers,
-            &self.config.topic,
-            self.config.partitions,
-            self.config.replication,
-        )
-        .await?;
         tracing::info!(topic = %self.config.topic, "relay started");
         while !shutdown.is_cancelled() {
             if let Err(error) = self.lead_when_possible(&shutdown).await {
@@ -119,6 +113,13 @@ impl Relay {
             }
         }
         tracing::info!(topic = %self.config.topic, "relay leads");
+        kafka::ensure_topic(
+            &self.config.bootstrap_servers,
+            &self.config.topic,
+            self.config.partitions,
+            self.config.replication,
+        )
+        .await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         sqlx::query(ENSURE_CURSOR)
