@@ -110,6 +110,17 @@ pub struct Config {
     )]
     pub relay_poll_ms: u64,
 
+    /// Most messages per Kafka record batch from the relay. 1 suits tansu,
+    /// which skips the rest of a batch when a consumer resumes inside it;
+    /// raise it (e.g. to 10000) on a real Kafka cluster.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_RELAY_BATCH_MESSAGES",
+        default_value_t = 1,
+        global = true
+    )]
+    pub relay_batch_messages: u32,
+
     /// `production` turns off GraphiQL.
     #[arg(
         long,
@@ -186,6 +197,7 @@ impl Config {
             batch_size: 500,
             poll_interval: Duration::from_millis(self.relay_poll_ms),
             message_timeout: Duration::from_secs(120),
+            batch_messages: self.relay_batch_messages,
         }
     }
 

@@ -33,9 +33,17 @@ pub async fn ensure_topic(
 /// An idempotent producer: acks from all in-sync replicas, no duplicates or
 /// reordering from its own retries, the user id hashed to the partition the
 /// way Java clients do.
+///
+/// `batch_messages` caps the messages in one record batch. tansu 0.6 answers
+/// a fetch that starts inside a record batch with the *next* batch, so a
+/// consumer resuming from an offset in the middle of a batch silently skips
+/// the rest of it; with one message per batch every offset is a batch
+/// boundary. A real Kafka cluster returns the straddling batch, and a large
+/// value is then right.
 pub fn idempotent_producer(
     bootstrap_servers: &str,
     message_timeout: Duration,
+    batch_messages: u32,
 ) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap_servers)
@@ -43,6 +51,7 @@ pub fn idempotent_producer(
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
+        .set("batch.num.messages", batch_messages.to_string())
         .set("compression.type", "lz4")
         .set(
             "message.timeout.ms",

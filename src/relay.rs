@@ -33,6 +33,8 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// How long librdkafka keeps retrying one message before failing it.
     pub message_timeout: Duration,
+    /// Most messages in one Kafka record batch (see [`kafka::idempotent_producer`]).
+    pub batch_messages: u32,
 }
 
 /// Events after the cursor whose transaction is older than every running
@@ -67,8 +69,11 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(pool: PgPool, config: RelayConfig) -> anyhow::Result<Self> {
-        let producer =
-            kafka::idempotent_producer(&config.bootstrap_servers, config.message_timeout)?;
+        let producer = kafka::idempotent_producer(
+            &config.bootstrap_servers,
+            config.message_timeout,
+            config.batch_messages,
+        )?;
         Ok(Self {
             pool,
             config,

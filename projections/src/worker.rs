@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
@@ -70,7 +73,32 @@ pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
     history: Arc<dyn EventHistory>,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<RebalanceLog>,
+}
+
+/// Logs partition assignments, so that who consumes what is visible.
+pub struct RebalanceLog;
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &TopicPartitionList| {
+            list.elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect::<Vec<_>>()
+        };
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(partitions = ?partitions(list), "partitions assigned")
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(partitions = ?partitions(list), "partitions revoked")
+            }
+            Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance failed"),
+        }
+    }
 }
 
 impl Worker {
@@ -79,7 +107,7 @@ impl Worker {
         config: WorkerConfig,
         history: Arc<dyn EventHistory>,
     ) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer: StreamConsumer<RebalanceLog> = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
@@ -93,7 +121,7 @@ impl Worker {
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),
             )
-            .create()?;
+            .create_with_context(RebalanceLog)?;
         consumer.subscribe(&[&config.topic])?;
         Ok(Self {
             pool,
@@ -216,6 +244,11 @@ impl Worker {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        tracing::debug!(
+            first = ?batch.iter().map(|m| (m.partition(), m.offset())).min(),
+            next = ?next_offsets(batch),
+            "batch applied"
+        );
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use accountable::{db, processes};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -153,7 +154,10 @@ impl TestStack {
                 self.config.relay_poll_ms.to_string(),
             )
             .env("ACCOUNTABLE_DB_MAX_CONNECTIONS", "4")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .kill_on_drop(true)
             .spawn()
             .expect("the accountable binary starts")
@@ -172,6 +176,22 @@ impl TestStack {
         consumer
             .subscribe(&[&self.config.events_topic])
             .expect("subscribes");
+        consumer
+    }
+
+    /// A plain consumer of one partition of the events topic from `offset`.
+    pub fn consumer_at(&self, partition: i32, offset: i64) -> StreamConsumer {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.kafka_bootstrap_servers)
+            .set("group.id", format!("test-reader-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a Kafka consumer");
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.config.events_topic, partition, Offset::Offset(offset))
+            .expect("a valid offset");
+        consumer.assign(&assignment).expect("assigned");
         consumer
     }
 

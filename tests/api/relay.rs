@@ -107,3 +107,47 @@ async fn of_two_relays_only_one_publishes() {
         "duplicates among the first {count} messages"
     );
 }
+
+#[tokio::test]
+async fn a_consumer_resuming_at_any_offset_gets_that_offset() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    // A backlog published in one go packs many messages per partition into
+    // the producer's queue at once.
+    let count = 60;
+    for i in 0..count {
+        api.register(&format!("backlog{i}@example.com"), "Backlog")
+            .await;
+    }
+    stack.relay();
+    let all = consume_until(&stack.consumer(), Duration::from_secs(30), |m| {
+        m.len() >= count
+    })
+    .await;
+    let busiest = (0..stack.config.topic_partitions)
+        .max_by_key(|p| all.iter().filter(|m| m.partition == *p).count())
+        .unwrap();
+    let last = all
+        .iter()
+        .filter(|m| m.partition == busiest)
+        .map(|m| m.offset)
+        .max()
+        .unwrap();
+    assert!(last >= 4, "too few messages on partition {busiest}");
+
+    // Resuming in the middle of what was published together must start at
+    // the offset asked for, not after it.
+    for offset in [1, last / 2, last] {
+        let consumer = stack.consumer_at(busiest, offset);
+        let first = next_message(
+            &consumer,
+            tokio::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .expect("a message");
+        assert_eq!(
+            first.offset, offset,
+            "resumed at {offset} of partition {busiest}"
+        );
+    }
+}
