@@ -8,7 +8,10 @@ use std::time::Duration;
 use accountable_projections::worker::WorkerConfig;
 use clap::{Parser, ValueEnum};
 
+use crate::auth::sessions::SessionConfig;
+use crate::auth::tokens::TokenConfig;
 use crate::relay::RelayConfig;
+use crate::users::aggregate::LockoutPolicy;
 use crate::users::password::HashCost;
 use crate::users::values::Password;
 
@@ -156,6 +159,35 @@ pub struct Config {
     #[arg(long, env = "ACCOUNTABLE_PASSWORD_MIN_LENGTH", default_value_t = Password::DEFAULT_MIN_LEN, global = true)]
     pub password_min_length: usize,
 
+    /// `login`, `register` and `refreshToken` requests per minute per client
+    /// address; 0 turns the limit off.
+    #[arg(long, env = "ACCOUNTABLE_RATE_LIMIT", default_value_t = 60, global = true)]
+    pub rate_limit: u32,
+
+    /// The `iss` of access tokens.
+    #[arg(long, env = "ACCOUNTABLE_JWT_ISSUER", default_value = "accountable", global = true)]
+    pub jwt_issuer: String,
+
+    /// The `aud` of access tokens.
+    #[arg(long, env = "ACCOUNTABLE_JWT_AUDIENCE", default_value = "accountable", global = true)]
+    pub jwt_audience: String,
+
+    /// Lifetime of an access token.
+    #[arg(long, env = "ACCOUNTABLE_ACCESS_TOKEN_TTL_SECS", default_value_t = 300, global = true)]
+    pub access_token_ttl_secs: i64,
+
+    /// A refresh token unused this long expires.
+    #[arg(long, env = "ACCOUNTABLE_REFRESH_IDLE_SECS", default_value_t = 86_400, global = true)]
+    pub refresh_idle_secs: i64,
+
+    /// A session lasts at most this long from login.
+    #[arg(long, env = "ACCOUNTABLE_REFRESH_MAX_SECS", default_value_t = 30 * 86_400, global = true)]
+    pub refresh_max_secs: i64,
+
+    /// Failed logins in a row before the account locks.
+    #[arg(long, env = "ACCOUNTABLE_LOGIN_MAX_FAILURES", default_value_t = 10, global = true)]
+    pub login_max_failures: u32,
+
     /// How long `user(id, minVersion)` waits for the read side to catch up.
     #[arg(
         long,
@@ -209,6 +241,29 @@ impl Config {
             max_batch: 500,
             batch_window: Duration::from_millis(5),
             session_timeout: Duration::from_millis(self.kafka_session_timeout_ms),
+        }
+    }
+
+    pub fn tokens(&self) -> TokenConfig {
+        TokenConfig {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            ttl: chrono::Duration::seconds(self.access_token_ttl_secs),
+            leeway: chrono::Duration::seconds(30),
+        }
+    }
+
+    pub fn sessions(&self) -> SessionConfig {
+        SessionConfig {
+            idle: chrono::Duration::seconds(self.refresh_idle_secs),
+            absolute: chrono::Duration::seconds(self.refresh_max_secs),
+        }
+    }
+
+    pub fn lockout(&self) -> LockoutPolicy {
+        LockoutPolicy {
+            max_failures: self.login_max_failures,
+            ..LockoutPolicy::default()
         }
     }
 

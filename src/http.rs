@@ -2,14 +2,15 @@
 //! library: [`Application::build`] binds the port (0 in tests) and
 //! [`Application::run_until_stopped`] serves until the shutdown signal.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::ParseRequestError;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,11 +24,17 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::keys::KeyRing;
+use crate::auth::ratelimit::ClientLimiter;
+use crate::auth::sessions::Sessions;
+use crate::auth::tokens::Tokens;
+use crate::auth::{Auth, AuthError, Caller, Clock};
 use crate::config::{Config, Environment};
 use crate::graphql::error::Code;
 use crate::graphql::freshness::ProjectionWatch;
 use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
 use crate::users::password::PasswordHasher;
+use crate::users::values::Password;
 use crate::users::Users;
 
 /// Largest request body accepted.
@@ -41,6 +48,8 @@ const MAX_CORRELATION_ID: usize = 128;
 struct HttpState {
     schema: AppSchema,
     pool: PgPool,
+    auth: Arc<Auth>,
+    keys: Arc<KeyRing>,
 }
 
 pub struct Application {
@@ -56,14 +65,43 @@ impl Application {
         pool: PgPool,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, pool, shutdown, Clock::default()).await
+    }
+
+    /// As [`Application::build`], deciding every auth question at the time
+    /// `clock` tells (tests move it forward).
+    pub async fn build_with_clock(
+        config: &Config,
+        pool: PgPool,
+        shutdown: CancellationToken,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let hasher = PasswordHasher::new(config.hash_cost(), config.hash_concurrency())?;
-        let users = Arc::new(Users::new(pool.clone(), hasher, config.password_min_length));
+        let users = Arc::new(Users::new(
+            pool.clone(),
+            hasher.clone(),
+            config.password_min_length,
+        ));
+        let keys = Arc::new(KeyRing::load(pool.clone(), config.env).await?);
+        let dummy_hash = hasher
+            .hash(Password::parse("no one's password, never stored", 1)?)
+            .await?;
+        let auth = Arc::new(Auth {
+            users,
+            tokens: Tokens::new(keys.clone(), config.tokens()),
+            sessions: Sessions::new(pool.clone(), config.sessions()),
+            clock,
+            hasher,
+            policy: config.lockout(),
+            dummy_hash,
+        });
         let freshness = ProjectionWatch::start(&pool, shutdown).await?;
         let schema = graphql::build_schema(
             config.env,
             ApiState {
                 pool: pool.clone(),
-                users,
+                auth: auth.clone(),
+                limiter: ClientLimiter::per_minute(config.rate_limit),
                 freshness,
                 read_your_writes_timeout: config.read_your_writes_timeout(),
             },
@@ -71,7 +109,15 @@ impl Application {
         let listener = TcpListener::bind(config.http_addr).await?;
         Ok(Self {
             listener,
-            router: router(HttpState { schema, pool }, config.env),
+            router: router(
+                HttpState {
+                    schema,
+                    pool,
+                    auth,
+                    keys,
+                },
+                config.env,
+            ),
         })
     }
 
@@ -81,7 +127,10 @@ impl Application {
 
     /// Serves until `shutdown`, then lets in-flight requests finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     }
@@ -96,6 +145,7 @@ fn router(state: HttpState, env: Environment) -> Router {
         .route("/graphql", graphql)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -110,11 +160,28 @@ fn router(state: HttpState, env: Environment) -> Router {
 
 async fn graphql_post(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     request: GraphQLRequest<BadRequest>,
-) -> GraphQLResponse {
-    let meta = request_meta(&headers);
-    let mut response = state.schema.execute(request.into_inner().data(meta)).await;
+) -> Response {
+    let caller = match bearer(&headers) {
+        Bearer::None => Caller::Anonymous,
+        Bearer::Malformed => return unauthenticated(),
+        Bearer::Token(token) => match state.auth.authenticate(token).await {
+            Ok(caller) => caller,
+            Err(AuthError::InvalidToken(reason)) => {
+                tracing::info!(reason, "refused an access token");
+                return unauthenticated();
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot check an access token");
+                return error_body(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, "internal error");
+            }
+        },
+    };
+    let meta = request_meta(&headers, peer.ip());
+    let request = request.into_inner().data(meta).data(caller);
+    let mut response = state.schema.execute(request).await;
     // Parse, validation and variable errors come from async-graphql without
     // a code; every error a client sees has one.
     for error in &mut response.errors {
@@ -123,7 +190,51 @@ async fn graphql_post(
             extensions.set("code", Code::BadUserInput.as_str());
         }
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
+}
+
+enum Bearer<'a> {
+    None,
+    Malformed,
+    Token(&'a str),
+}
+
+fn bearer(headers: &HeaderMap) -> Bearer<'_> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Bearer::None;
+    };
+    match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+        Some(token) if !token.trim().is_empty() => Bearer::Token(token.trim()),
+        _ => Bearer::Malformed,
+    }
+}
+
+/// A bad token is an error, never anonymous (RFC 6750).
+fn unauthenticated() -> Response {
+    let mut response = error_body(
+        StatusCode::UNAUTHORIZED,
+        Code::Unauthenticated,
+        "invalid or expired access token",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    response
+}
+
+fn error_body(status: StatusCode, code: Code, message: &str) -> Response {
+    let body = json!({"errors": [{"message": message, "extensions": {"code": code.as_str()}}]});
+    (status, Json(body)).into_response()
+}
+
+/// The public keys that verify access tokens, for other services.
+async fn jwks(State(state): State<HttpState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(state.keys.jwks()),
+    )
+        .into_response()
 }
 
 async fn graphiql() -> Html<String> {
@@ -148,7 +259,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-fn request_meta(headers: &HeaderMap) -> RequestMeta {
+fn request_meta(headers: &HeaderMap, client: IpAddr) -> RequestMeta {
     let header = |name: &str| {
         headers
             .get(name)
@@ -161,6 +272,7 @@ fn request_meta(headers: &HeaderMap) -> RequestMeta {
     RequestMeta {
         request_id,
         correlation_id,
+        client,
     }
 }
 
@@ -194,10 +306,6 @@ impl IntoResponse for BadRequest {
                 "the body is not a GraphQL request".to_owned(),
             ),
         };
-        let body = json!({"errors": [{
-            "message": message,
-            "extensions": {"code": Code::BadUserInput.as_str()},
-        }]});
-        (status, Json(body)).into_response()
+        error_body(status, Code::BadUserInput, &message)
     }
 }

@@ -14,6 +14,7 @@
 //! - [`processes`]: `serve`, `relay`, `project` and `dev`, with one shutdown.
 //! - [`config`], [`db`], [`kafka`], [`telemetry`]: plumbing.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod events;

@@ -1,4 +1,5 @@
-use accountable::config::Config;
+use accountable::auth::keys;
+use accountable::config::{Config, Environment};
 use accountable::{db, graphql, processes, telemetry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,22 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Manage the keys that sign access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new signing key: published in the JWKS at once, used for
+    /// signing after --publish-for-secs. Older keys keep verifying until
+    /// retired.
+    Rotate {
+        #[arg(long, default_value_t = 60)]
+        publish_for_secs: i64,
+    },
+    /// Stop publishing and accepting a key; tokens it signed are refused.
+    Retire { kid: String },
 }
 
 #[tokio::main]
@@ -50,5 +67,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema => Ok(()),
+        Command::Keys(KeysCommand::Rotate { publish_for_secs }) => {
+            let development = config.env == Environment::Development;
+            let kid = keys::rotate(&pool, development, chrono::Duration::seconds(publish_for_secs))
+                .await?;
+            println!("{kid}");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Retire { kid }) => {
+            if !keys::retire(&pool, &kid).await? {
+                anyhow::bail!("no live key {kid}");
+            }
+            println!("retired {kid}");
+            Ok(())
+        }
     }
 }

@@ -48,20 +48,35 @@ impl Envelope {
             event_type: self.event_type.clone(),
             source,
         };
+        let value = self.data.clone();
         match self.event_type.as_str() {
-            REGISTERED_V1 => serde_json::from_value(self.data.clone())
-                .map(AccountEvent::Registered)
-                .map_err(data),
-            other => Err(ContractError::UnknownType(other.to_owned())),
+            REGISTERED_V1 => serde_json::from_value(value).map(AccountEvent::Registered),
+            LOGIN_ATTEMPTED_V1 => serde_json::from_value(value).map(AccountEvent::LoginAttempted),
+            LOGIN_SUCCEEDED_V1 => serde_json::from_value(value).map(AccountEvent::LoginSucceeded),
+            LOCKED_V1 => serde_json::from_value(value).map(AccountEvent::Locked),
+            PASSWORD_REHASHED_V1 => Ok(AccountEvent::PasswordRehashed),
+            other => return Err(ContractError::UnknownType(other.to_owned())),
         }
+        .map_err(data)
     }
 }
 
 pub const REGISTERED_V1: &str = "accountable.user.registered.v1";
+pub const LOGIN_ATTEMPTED_V1: &str = "accountable.user.login_attempted.v1";
+pub const LOGIN_SUCCEEDED_V1: &str = "accountable.user.login_succeeded.v1";
+pub const LOCKED_V1: &str = "accountable.user.locked.v1";
+pub const PASSWORD_REHASHED_V1: &str = "accountable.user.password_rehashed.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountEvent {
     Registered(Registered),
+    /// A password check began; counted as a failure until a success.
+    LoginAttempted(LoginAttempted),
+    LoginSucceeded(LoginSucceeded),
+    /// Too many failures: no login until `until`.
+    Locked(Locked),
+    /// The password hash was recomputed; the hash itself is never published.
+    PasswordRehashed,
 }
 
 /// Fields that identify a person.
@@ -76,4 +91,22 @@ pub struct Registered {
     pub personal: Personal,
     pub roles: Vec<String>,
     pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LoginAttempted {
+    pub at: DateTime<Utc>,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LoginSucceeded {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Locked {
+    pub at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub failures: u32,
 }

@@ -40,8 +40,8 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
     if envelope.sequence > version + 1 {
         return Outcome::Gap { after: version };
     }
-    match event {
-        AccountEvent::Registered(e) => {
+    match (event, row.as_mut()) {
+        (AccountEvent::Registered(e), _) => {
             *row = Some(UserRow {
                 id: envelope.subject,
                 email: e.personal.email.clone(),
@@ -53,6 +53,16 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
                 updated_at: envelope.time,
             });
         }
+        // Sign-in activity leaves the account as it was: only its version moves.
+        (
+            AccountEvent::LoginAttempted(_)
+            | AccountEvent::LoginSucceeded(_)
+            | AccountEvent::Locked(_)
+            | AccountEvent::PasswordRehashed,
+            Some(row),
+        ) => row.version = envelope.sequence,
+        // Anything but a registration as a user's first event.
+        (_, None) => return Outcome::Gap { after: 0 },
     }
     Outcome::Applied
 }
@@ -179,6 +189,28 @@ mod tests {
             Outcome::Gap { after: 0 }
         );
         assert!(row.is_none());
+    }
+
+    #[test]
+    fn sign_in_activity_moves_only_the_version() {
+        let mut row = None;
+        apply(&mut row, &envelope(1, json!({})));
+        let before = row.clone().unwrap();
+        let attempted = envelope(2, json!({
+            "type": "accountable.user.login_attempted.v1",
+            "time": "2026-11-21T11:00:00Z",
+            "data": {"at": "2026-11-21T11:00:00Z", "failures": 1}}));
+        assert_eq!(apply(&mut row, &attempted), Outcome::Applied);
+        assert_eq!(row, Some(UserRow { version: 2, ..before }));
+    }
+
+    #[test]
+    fn sign_in_activity_before_registration_is_a_gap() {
+        let mut row = None;
+        let succeeded = envelope(1, json!({
+            "type": "accountable.user.login_succeeded.v1",
+            "data": {"at": "2026-11-21T11:00:00Z"}}));
+        assert_eq!(apply(&mut row, &succeeded), Outcome::Gap { after: 0 });
     }
 
     #[test]

@@ -10,8 +10,11 @@ use crate::users::CommandError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     BadUserInput,
+    Unauthenticated,
+    Forbidden,
     NotFound,
     Conflict,
+    RateLimited,
     Internal,
     Unavailable,
 }
@@ -20,8 +23,11 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadUserInput => "BAD_USER_INPUT",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
             Self::NotFound => "NOT_FOUND",
             Self::Conflict => "CONFLICT",
+            Self::RateLimited => "RATE_LIMITED",
             Self::Internal => "INTERNAL",
             Self::Unavailable => "UNAVAILABLE",
         }
@@ -57,6 +63,11 @@ impl ApiError {
         Self::new(Code::Internal, "internal error")
     }
 
+    /// The one answer to every failed login, whatever the reason.
+    pub fn invalid_credentials() -> Self {
+        Self::new(Code::Unauthenticated, "invalid email or password")
+    }
+
     pub fn into_graphql(self) -> async_graphql::Error {
         self.extend()
     }
@@ -86,7 +97,13 @@ impl From<CommandError> for ApiError {
             CommandError::Rejected(rejection @ UserError::AlreadyRegistered) => {
                 Self::new(Code::Conflict, rejection.to_string())
             }
-            CommandError::Conflict => Self::new(Code::Conflict, error.to_string()),
+            CommandError::Rejected(rejection @ UserError::NotRegistered) => {
+                Self::new(Code::NotFound, rejection.to_string())
+            }
+            CommandError::Rejected(UserError::Locked) => Self::invalid_credentials(),
+            CommandError::Conflict | CommandError::EmailTaken => {
+                Self::new(Code::Conflict, error.to_string())
+            }
             CommandError::Infrastructure(detail) => Self::internal(&detail),
         }
     }

@@ -3,16 +3,19 @@
 
 pub mod error;
 pub mod freshness;
+pub mod guards;
 pub mod users;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 use sqlx::PgPool;
 
+use crate::auth::ratelimit::ClientLimiter;
+use crate::auth::Auth;
 use crate::config::Environment;
-use crate::users::Users;
 use freshness::ProjectionWatch;
 
 #[derive(MergedObject, Default)]
@@ -28,7 +31,8 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 /// What resolvers share for the life of the process.
 pub struct ApiState {
     pub pool: PgPool,
-    pub users: Arc<Users>,
+    pub auth: Arc<Auth>,
+    pub limiter: ClientLimiter,
     pub freshness: ProjectionWatch,
     pub read_your_writes_timeout: Duration,
 }
@@ -38,6 +42,8 @@ pub struct ApiState {
 pub struct RequestMeta {
     pub request_id: String,
     pub correlation_id: String,
+    /// The peer address of the connection.
+    pub client: IpAddr,
 }
 
 /// The schema with its validation limits, before any data is attached.

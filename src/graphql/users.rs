@@ -2,13 +2,18 @@
 //! `register`.
 
 use accountable_projections::users::{self, UserRow};
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::{ApiError, Code};
+use super::guards::{caller, SelfOr, SignedIn};
 use super::{ApiState, RequestMeta};
-use crate::users::{self as domain, Actor, CommandContext, Executed, Registration};
+use crate::auth::{AuthError, Caller};
+use crate::users::{self as domain, Actor, CommandContext, Executed, Registration, Role as DomainRole};
+
+/// Who may read any account besides its owner.
+const READERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Auditor];
 
 /// What a user may do beyond managing their own account.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +94,57 @@ pub struct RegisterInput {
     pub display_name: String,
 }
 
-/// The answer to `register`.
+#[derive(InputObject)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+}
+
+/// A signed-in session.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct AuthPayload {
-    /// The new account, at the version the write created.
-    pub user: User,
+    /// A JWT to send as `Authorization: Bearer …`; verify it with
+    /// `/.well-known/jwks.json`.
+    pub access_token: String,
+    /// Seconds until `accessToken` expires.
+    pub expires_in: i64,
+    /// Opaque; trade it for a new pair with `refreshToken` (once: it is
+    /// replaced on every use).
+    pub refresh_token: String,
+    #[graphql(skip)]
+    user_id: Uuid,
+    /// The version the operation wrote, if it wrote.
+    #[graphql(skip)]
+    version: Option<i64>,
+    /// The account as the write left it, when the write made it.
+    #[graphql(skip)]
+    written: Option<UserRow>,
+}
+
+#[ComplexObject]
+impl AuthPayload {
+    /// The signed-in account, at least at the version this operation wrote.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        if let Some(row) = &self.written {
+            return Ok(User(row.clone()));
+        }
+        let state = ctx.data::<ApiState>()?;
+        read_at_least(state, self.user_id, self.version.unwrap_or(1)).await
+    }
+}
+
+impl AuthPayload {
+    fn new(signed_in: crate::auth::SignedIn, written: Option<UserRow>) -> Self {
+        Self {
+            access_token: signed_in.access_token,
+            expires_in: signed_in.expires_in,
+            refresh_token: signed_in.refresh_token,
+            user_id: signed_in.user_id,
+            version: signed_in.executed.map(|e| e.version),
+            written,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -101,10 +152,22 @@ pub struct UserQuery;
 
 #[Object]
 impl UserQuery {
+    /// The signed-in user.
+    #[graphql(guard = "SignedIn")]
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        let state = ctx.data::<ApiState>()?;
+        let Caller::User { id, .. } = caller(ctx) else {
+            return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
+        };
+        read_at_least(state, *id, 1).await
+    }
+
     /// One account by id, or null if there is none. With `minVersion`, waits
     /// briefly until the read side has applied at least that version (as
     /// returned by a mutation) and answers `UNAVAILABLE` if it has not,
-    /// rather than showing an older state as current.
+    /// rather than showing an older state as current. The user themself,
+    /// admins and auditors may read it.
+    #[graphql(guard = "SelfOr { id: &id, roles: READERS }")]
     async fn user(
         &self,
         ctx: &Context<'_>,
@@ -149,23 +212,16 @@ pub struct UserMutation;
 
 #[Object]
 impl UserMutation {
-    /// Creates an account. Answers `BAD_USER_INPUT` with the offending
-    /// `field` when the input is invalid, and writes nothing then.
+    /// Creates an account and signs it in. Answers `BAD_USER_INPUT` with the
+    /// offending `field` when the input is invalid, and writes nothing then.
     async fn register(
         &self,
         ctx: &Context<'_>,
         input: RegisterInput,
     ) -> async_graphql::Result<AuthPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let meta = ctx.data::<RequestMeta>()?;
-        let command_ctx = CommandContext {
-            actor: Actor::SelfService,
-            correlation_id: meta.correlation_id.clone(),
-            causation_id: meta.request_id.clone(),
-            request_id: meta.request_id.clone(),
-        };
-        let executed = state
-            .users
+        let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
+        let signed_in = state
+            .auth
             .register(
                 Registration {
                     email: &input.email,
@@ -175,10 +231,116 @@ impl UserMutation {
                 &command_ctx,
             )
             .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
-        Ok(AuthPayload {
-            user: registered_user(executed).map_err(ApiError::into_graphql)?,
-        })
+            .map_err(auth_error)?;
+        let written = signed_in
+            .executed
+            .clone()
+            .map(registered_user)
+            .transpose()
+            .map_err(ApiError::into_graphql)?;
+        Ok(AuthPayload::new(signed_in, written))
+    }
+
+    /// Signs in. Every failure (unknown email, wrong password, locked
+    /// account) answers the same `UNAUTHENTICATED` error; ten failures in a
+    /// row lock the account for a while that grows with each lock.
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> async_graphql::Result<AuthPayload> {
+        let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
+        let signed_in = state
+            .auth
+            .login(&input.email, &input.password, &command_ctx)
+            .await
+            .map_err(auth_error)?;
+        Ok(AuthPayload::new(signed_in, None))
+    }
+
+    /// Trades a refresh token for a new access and refresh token. A refresh
+    /// token that was already traded ends its whole session.
+    async fn refresh_token(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let (state, _) = limited(ctx, Actor::SelfService)?;
+        let signed_in = state
+            .auth
+            .refresh(&refresh_token)
+            .await
+            .map_err(auth_error)?;
+        Ok(AuthPayload::new(signed_in, None))
+    }
+
+    /// Ends the session of this refresh token. Always true: whether the
+    /// token was live is not revealed.
+    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> async_graphql::Result<bool> {
+        let state = ctx.data::<ApiState>()?;
+        state.auth.logout(&refresh_token).await.map_err(auth_error)?;
+        Ok(true)
+    }
+
+    /// Ends every session of the signed-in user, on every device: refresh
+    /// tokens are revoked and access tokens issued so far stop working.
+    #[graphql(guard = "SignedIn")]
+    async fn logout_all(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let state = ctx.data::<ApiState>()?;
+        let Caller::User { id, .. } = caller(ctx) else {
+            return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
+        };
+        state.auth.logout_everywhere(*id).await.map_err(auth_error)?;
+        Ok(true)
+    }
+}
+
+/// The shared state and a command context for an operation that counts
+/// against the client's rate limit.
+fn limited<'a>(
+    ctx: &Context<'a>,
+    actor: Actor,
+) -> async_graphql::Result<(&'a ApiState, CommandContext)> {
+    let state = ctx.data::<ApiState>()?;
+    let meta = ctx.data::<RequestMeta>()?;
+    if !state.limiter.allow(meta.client) {
+        return Err(ApiError::new(Code::RateLimited, "too many requests; retry in a minute")
+            .into_graphql());
+    }
+    Ok((
+        state,
+        CommandContext {
+            actor,
+            correlation_id: meta.correlation_id.clone(),
+            causation_id: meta.request_id.clone(),
+            request_id: meta.request_id.clone(),
+        },
+    ))
+}
+
+fn auth_error(error: AuthError) -> async_graphql::Error {
+    match error {
+        AuthError::InvalidCredentials | AuthError::InvalidToken(_) => {
+            ApiError::invalid_credentials()
+        }
+        AuthError::Command(error) => ApiError::from(error),
+        AuthError::Tokens(error) => ApiError::internal(&error),
+        AuthError::Database(error) => ApiError::from(error),
+    }
+    .into_graphql()
+}
+
+/// The read-side row of `id` at `min_version` or later, waiting briefly.
+async fn read_at_least(state: &ApiState, id: Uuid, min_version: i64) -> async_graphql::Result<User> {
+    match state
+        .freshness
+        .user_at_least(&state.pool, id, min_version, state.read_your_writes_timeout)
+        .await
+        .map_err(|e| ApiError::from(e).into_graphql())?
+    {
+        Ok(row) => Ok(User(row)),
+        Err(_) => Err(ApiError::new(
+            Code::Unavailable,
+            "the read side has not caught up yet; retry shortly",
+        )
+        .with("minVersion", min_version)
+        .into_graphql()),
     }
 }
 
@@ -189,11 +351,11 @@ fn parse_id(id: &ID) -> Result<Uuid, ApiError> {
 
 /// A newly registered user as the write left it, in the shape of the read
 /// side: created and updated when its one event was recorded.
-fn registered_user(executed: Executed) -> Result<User, ApiError> {
+fn registered_user(executed: Executed) -> Result<UserRow, ApiError> {
     let account = executed
         .account
         .ok_or_else(|| ApiError::new(Code::NotFound, "no such user"))?;
-    Ok(User(UserRow {
+    Ok(UserRow {
         id: executed.user_id,
         email: account.personal.email.as_str().to_owned(),
         display_name: account.personal.display_name.as_str().to_owned(),
@@ -206,5 +368,5 @@ fn registered_user(executed: Executed) -> Result<User, ApiError> {
         version: executed.version,
         created_at: executed.recorded_at,
         updated_at: executed.recorded_at,
-    }))
+    })
 }

@@ -3,6 +3,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use chrono::{DateTime, Duration, Utc};
+
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -52,6 +54,11 @@ impl PasswordHash {
     pub fn new(phc: String) -> Self {
         Self(phc)
     }
+
+    /// The PHC string, for verification only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for PasswordHash {
@@ -77,15 +84,52 @@ pub struct UserRegistered {
     pub password_hash: PasswordHash,
 }
 
+/// A password check began: counted as a failure until a success follows,
+/// so that concurrent guesses cannot exceed the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginAttempted {
+    pub at: DateTime<Utc>,
+    /// Consecutive attempts without success, this one included.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginSucceeded {
+    pub at: DateTime<Utc>,
+}
+
+/// Too many failed attempts: no login until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountLocked {
+    pub at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub failures: u32,
+}
+
+/// The password hash was recomputed with the current cost parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordRehashed {
+    /// Secret: never published.
+    pub password_hash: PasswordHash,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserEvent {
     UserRegistered(UserRegistered),
+    LoginAttempted(LoginAttempted),
+    LoginSucceeded(LoginSucceeded),
+    AccountLocked(AccountLocked),
+    PasswordRehashed(PasswordRehashed),
 }
 
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {
             Self::UserRegistered(_) => "UserRegistered",
+            Self::LoginAttempted(_) => "LoginAttempted",
+            Self::LoginSucceeded(_) => "LoginSucceeded",
+            Self::AccountLocked(_) => "AccountLocked",
+            Self::PasswordRehashed(_) => "PasswordRehashed",
         }
         .to_owned()
     }
@@ -114,6 +158,22 @@ impl UserEvent {
                     "status": e.status,
                 }),
             },
+            Self::LoginAttempted(e) => PublicEvent {
+                cloud_type: "accountable.user.login_attempted.v1",
+                data: json!({"at": e.at, "failures": e.failures}),
+            },
+            Self::LoginSucceeded(e) => PublicEvent {
+                cloud_type: "accountable.user.login_succeeded.v1",
+                data: json!({"at": e.at}),
+            },
+            Self::AccountLocked(e) => PublicEvent {
+                cloud_type: "accountable.user.locked.v1",
+                data: json!({"at": e.at, "until": e.until, "failures": e.failures}),
+            },
+            Self::PasswordRehashed(_) => PublicEvent {
+                cloud_type: "accountable.user.password_rehashed.v1",
+                data: json!({}),
+            },
         }
     }
 }
@@ -125,9 +185,42 @@ pub struct RegisterUser {
     pub password_hash: PasswordHash,
 }
 
+/// How failed logins lock an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failed attempts in a row before the account locks.
+    pub max_failures: u32,
+    /// How long the first lock lasts; each further lock lasts one step more.
+    pub lock_step: Duration,
+    /// The longest a lock lasts.
+    pub max_lock: Duration,
+    /// Failures older than this are forgotten.
+    pub failure_memory: Duration,
+}
+
+impl Default for LockoutPolicy {
+    /// Keycloak's brute-force defaults, with 10 failures.
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            lock_step: Duration::minutes(1),
+            max_lock: Duration::minutes(15),
+            failure_memory: Duration::hours(12),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum UserCommand {
     Register(RegisterUser),
+    /// Begin a password check at `at`.
+    AttemptLogin {
+        at: DateTime<Utc>,
+        policy: LockoutPolicy,
+    },
+    /// The password checked out.
+    CompleteLogin { at: DateTime<Utc> },
+    RehashPassword { password_hash: PasswordHash },
 }
 
 /// A command the aggregate refuses; each maps to one client-facing code.
@@ -135,6 +228,10 @@ pub enum UserCommand {
 pub enum UserError {
     #[error("this user is already registered")]
     AlreadyRegistered,
+    #[error("no such user")]
+    NotRegistered,
+    #[error("the account is locked")]
+    Locked,
 }
 
 /// The current state of one account, as the write side needs it to decide.
@@ -144,6 +241,18 @@ pub struct Account {
     pub roles: BTreeSet<Role>,
     pub status: UserStatus,
     pub password_hash: PasswordHash,
+    /// Login attempts since the last success (or lock).
+    pub failed_attempts: u32,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Locks since the last success; each lasts longer.
+    pub lockouts: u32,
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+impl Account {
+    pub fn is_locked(&self, at: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|until| until > at)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,38 +274,96 @@ impl Aggregate for User {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        match command {
-            UserCommand::Register(cmd) => {
-                if self.account.is_some() {
-                    return Err(UserError::AlreadyRegistered);
-                }
-                let event = UserEvent::UserRegistered(UserRegistered {
-                    personal: PersonalData {
-                        email: cmd.email,
-                        display_name: cmd.display_name,
-                    },
-                    roles: BTreeSet::from([Role::User]),
-                    status: UserStatus::Active,
-                    password_hash: cmd.password_hash,
-                });
-                sink.write(event, self).await;
+        let event = match (command, &self.account) {
+            (UserCommand::Register(_), Some(_)) => return Err(UserError::AlreadyRegistered),
+            (UserCommand::Register(cmd), None) => UserEvent::UserRegistered(UserRegistered {
+                personal: PersonalData {
+                    email: cmd.email,
+                    display_name: cmd.display_name,
+                },
+                roles: BTreeSet::from([Role::User]),
+                status: UserStatus::Active,
+                password_hash: cmd.password_hash,
+            }),
+            (_, None) => return Err(UserError::NotRegistered),
+            (UserCommand::AttemptLogin { at, policy }, Some(account)) => {
+                attempt_login(account, at, policy)?
             }
-        }
+            (UserCommand::CompleteLogin { at }, Some(_)) => {
+                UserEvent::LoginSucceeded(LoginSucceeded { at })
+            }
+            (UserCommand::RehashPassword { password_hash }, Some(_)) => {
+                UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
+            }
+        };
+        sink.write(event, self).await;
         Ok(())
     }
 
     fn apply(&mut self, event: Self::Event) {
+        if let UserEvent::UserRegistered(e) = event {
+            self.account = Some(Account {
+                personal: e.personal,
+                roles: e.roles,
+                status: e.status,
+                password_hash: e.password_hash,
+                failed_attempts: 0,
+                last_failure_at: None,
+                lockouts: 0,
+                locked_until: None,
+            });
+            return;
+        }
+        let Some(account) = self.account.as_mut() else {
+            return;
+        };
         match event {
-            UserEvent::UserRegistered(e) => {
-                self.account = Some(Account {
-                    personal: e.personal,
-                    roles: e.roles,
-                    status: e.status,
-                    password_hash: e.password_hash,
-                });
+            UserEvent::UserRegistered(_) => {}
+            UserEvent::LoginAttempted(e) => {
+                account.failed_attempts = e.failures;
+                account.last_failure_at = Some(e.at);
             }
+            UserEvent::LoginSucceeded(_) => {
+                account.failed_attempts = 0;
+                account.last_failure_at = None;
+                account.lockouts = 0;
+            }
+            UserEvent::AccountLocked(e) => {
+                account.failed_attempts = 0;
+                account.lockouts += 1;
+                account.locked_until = Some(e.until);
+            }
+            UserEvent::PasswordRehashed(e) => account.password_hash = e.password_hash,
         }
     }
+}
+
+/// Counts the attempt, or locks the account when the failures before it
+/// reached the limit.
+fn attempt_login(
+    account: &Account,
+    at: DateTime<Utc>,
+    policy: LockoutPolicy,
+) -> Result<UserEvent, UserError> {
+    if account.is_locked(at) {
+        return Err(UserError::Locked);
+    }
+    let recent = account
+        .last_failure_at
+        .is_some_and(|last| at - last < policy.failure_memory);
+    let failures = if recent { account.failed_attempts } else { 0 };
+    if failures < policy.max_failures {
+        return Ok(UserEvent::LoginAttempted(LoginAttempted {
+            at,
+            failures: failures + 1,
+        }));
+    }
+    let steps = i32::try_from(account.lockouts.saturating_add(1)).unwrap_or(i32::MAX);
+    Ok(UserEvent::AccountLocked(AccountLocked {
+        at,
+        until: at + (policy.lock_step * steps).min(policy.max_lock),
+        failures,
+    }))
 }
 
 #[cfg(test)]
@@ -260,5 +427,132 @@ mod tests {
         );
         let back: UserEvent = serde_json::from_value(stored).unwrap();
         assert_eq!(back, registered());
+    }
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap() + Duration::minutes(minute)
+    }
+
+    fn policy() -> LockoutPolicy {
+        LockoutPolicy {
+            max_failures: 3,
+            ..LockoutPolicy::default()
+        }
+    }
+
+    fn attempted(minute: i64, failures: u32) -> UserEvent {
+        UserEvent::LoginAttempted(LoginAttempted {
+            at: at(minute),
+            failures,
+        })
+    }
+
+    fn attempt(minute: i64) -> UserCommand {
+        UserCommand::AttemptLogin {
+            at: at(minute),
+            policy: policy(),
+        }
+    }
+
+    #[test]
+    fn given_registered_when_attempt_login_then_the_attempt_counts() {
+        TestFramework::<User>::with(())
+            .given(vec![registered(), attempted(0, 1)])
+            .when(attempt(1))
+            .then_expect_events(vec![attempted(1, 2)]);
+    }
+
+    #[test]
+    fn given_the_limit_of_failures_when_attempt_login_then_locked_for_one_step() {
+        TestFramework::<User>::with(())
+            .given(vec![registered(), attempted(0, 1), attempted(0, 2), attempted(0, 3)])
+            .when(attempt(1))
+            .then_expect_events(vec![UserEvent::AccountLocked(AccountLocked {
+                at: at(1),
+                until: at(2),
+                failures: 3,
+            })]);
+    }
+
+    #[test]
+    fn given_a_lock_when_attempt_login_before_it_ends_then_locked() {
+        let lock = UserEvent::AccountLocked(AccountLocked {
+            at: at(1),
+            until: at(2),
+            failures: 3,
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered(), lock.clone()])
+            .when(attempt(1))
+            .then_expect_error(UserError::Locked);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), lock])
+            .when(attempt(3))
+            .then_expect_events(vec![attempted(3, 1)]);
+    }
+
+    #[test]
+    fn given_a_second_lock_then_it_lasts_longer_up_to_the_maximum() {
+        let mut given = vec![registered()];
+        for lock in 0..20 {
+            let minute = lock * 100;
+            given.extend((1..=3).map(|n| attempted(minute, n)));
+            given.push(UserEvent::AccountLocked(AccountLocked {
+                at: at(minute),
+                until: at(minute + 1),
+                failures: 3,
+            }));
+        }
+        given.extend((1..=3).map(|n| attempted(5000, n)));
+        TestFramework::<User>::with(())
+            .given(given)
+            .when(attempt(5000))
+            .then_expect_events(vec![UserEvent::AccountLocked(AccountLocked {
+                at: at(5000),
+                until: at(5015),
+                failures: 3,
+            })]);
+    }
+
+    #[test]
+    fn given_old_failures_when_attempt_login_then_they_are_forgotten() {
+        TestFramework::<User>::with(())
+            .given(vec![registered(), attempted(0, 1), attempted(0, 2), attempted(0, 3)])
+            .when(attempt(13 * 60))
+            .then_expect_events(vec![attempted(13 * 60, 1)]);
+    }
+
+    #[test]
+    fn given_failures_when_login_succeeds_then_the_count_starts_over() {
+        TestFramework::<User>::with(())
+            .given(vec![
+                registered(),
+                attempted(0, 1),
+                attempted(0, 2),
+                UserEvent::LoginSucceeded(LoginSucceeded { at: at(0) }),
+            ])
+            .when(attempt(1))
+            .then_expect_events(vec![attempted(1, 1)]);
+    }
+
+    #[test]
+    fn given_nothing_when_attempt_login_then_not_registered() {
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(attempt(0))
+            .then_expect_error(UserError::NotRegistered);
+    }
+
+    #[test]
+    fn given_registered_when_rehash_then_the_new_hash_is_recorded_and_not_published() {
+        let password_hash = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
+        let event = UserEvent::PasswordRehashed(PasswordRehashed {
+            password_hash: password_hash.clone(),
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::RehashPassword { password_hash })
+            .then_expect_events(vec![event.clone()]);
+        assert!(!event.public().data.to_string().contains("argon2"));
     }
 }

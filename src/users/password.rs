@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::SaltString;
+use argon2::password_hash::{PasswordHash, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
 use tokio::sync::Semaphore;
 
@@ -60,14 +60,8 @@ impl PasswordHasher {
 
     /// The PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::PoolClosed)?;
         let params = self.params.clone();
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
             Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password(password.expose().as_bytes(), &salt)
@@ -75,8 +69,50 @@ impl PasswordHasher {
                 .map_err(HashError::Hash)
         })
         .await
-        .map_err(|_| HashError::PoolClosed)?
     }
+
+    /// Whether `password` matches the PHC string `stored`, and whether that
+    /// hash was made with other parameters than the current ones.
+    pub async fn verify(&self, password: Password, stored: String) -> Result<Verified, HashError> {
+        let current = self.params.clone();
+        self.run(move || {
+            let parsed = PasswordHash::new(&stored).map_err(HashError::Hash)?;
+            let matches = Argon2::default()
+                .verify_password(password.expose().as_bytes(), &parsed)
+                .is_ok();
+            let outdated = parsed.algorithm != argon2::ARGON2ID_IDENT
+                || Params::try_from(&parsed).map_or(true, |p| {
+                    (p.m_cost(), p.t_cost(), p.p_cost())
+                        != (current.m_cost(), current.t_cost(), current.p_cost())
+                });
+            Ok(Verified { matches, outdated })
+        })
+        .await
+    }
+
+    /// Runs `work` on a blocking thread once a permit is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| HashError::PoolClosed)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| HashError::PoolClosed)?
+    }
+}
+
+/// The outcome of checking a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub matches: bool,
+    /// Hashed with other parameters than the current ones: rehash it.
+    pub outdated: bool,
 }
 
 #[cfg(test)]
@@ -97,5 +133,27 @@ mod tests {
         let second = hasher.hash(password).await.unwrap();
         assert!(first.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{first}");
         assert_ne!(first, second);
+    }
+
+    #[tokio::test]
+    async fn verification_matches_only_the_password_and_flags_old_parameters() {
+        let old = PasswordHasher::new(CHEAP, 1).unwrap();
+        let current = PasswordHasher::new(
+            HashCost {
+                memory_kib: 128,
+                ..CHEAP
+            },
+            1,
+        )
+        .unwrap();
+        let password = Password::parse("correct horse battery staple", 15).unwrap();
+        let stored = old.hash(password.clone()).await.unwrap();
+
+        let same = old.verify(password.clone(), stored.clone()).await.unwrap();
+        assert_eq!(same, Verified { matches: true, outdated: false });
+        let newer = current.verify(password, stored.clone()).await.unwrap();
+        assert_eq!(newer, Verified { matches: true, outdated: true });
+        let longer = Password::parse("correct horse battery staple!", 15).unwrap();
+        assert!(!old.verify(longer, stored).await.unwrap().matches);
     }
 }

@@ -11,7 +11,9 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::aggregate::{Account, PasswordHash, RegisterUser, User, UserCommand, UserError};
+use super::aggregate::{
+    Account, LockoutPolicy, PasswordHash, RegisterUser, User, UserCommand, UserError,
+};
 use super::password::{HashError, PasswordHasher};
 use super::values::{DisplayName, Email, InvalidInput, Password};
 
@@ -80,6 +82,8 @@ pub enum CommandError {
     Rejected(#[from] UserError),
     #[error("the user was changed concurrently")]
     Conflict,
+    #[error("this email address is already registered")]
+    EmailTaken,
     #[error("infrastructure failure: {0}")]
     Infrastructure(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -123,6 +127,14 @@ pub struct Executed {
 
 type UserStore = PersistedEventStore<PostgresEventRepository, User>;
 
+/// Attempts at a command that keeps meeting concurrent writes to its user.
+const CONFLICT_RETRIES: usize = 50;
+
+const CLAIM_EMAIL: &str = "
+INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2) ON CONFLICT (email_key) DO NOTHING";
+const RELEASE_EMAIL: &str = "DELETE FROM user_emails WHERE email_key = $1 AND user_id = $2";
+const FIND_BY_EMAIL: &str = "SELECT user_id FROM user_emails WHERE email_key = $1";
+
 const SELECT_RECORDED_AT: &str = "
 SELECT recorded_at FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
 
@@ -152,12 +164,105 @@ impl Users {
         let display_name = DisplayName::parse(input.display_name)?;
         let password = Password::parse(input.password, self.password_min_len)?;
         let password_hash = PasswordHash::new(self.hasher.hash(password).await?);
+        let user_id = Uuid::now_v7();
+        let key = email_key(&email);
+        let claimed = sqlx::query(CLAIM_EMAIL)
+            .bind(&key)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        if claimed.rows_affected() == 0 {
+            return Err(CommandError::EmailTaken);
+        }
         let command = UserCommand::Register(RegisterUser {
             email,
             display_name,
             password_hash,
         });
-        self.execute(Uuid::now_v7(), command, ctx).await
+        let registered = self.execute(user_id, command, ctx).await;
+        if registered.is_err() {
+            sqlx::query(RELEASE_EMAIL)
+                .bind(&key)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await
+                .map_err(infrastructure)?;
+        }
+        registered
+    }
+
+    /// The user holding `email`, if any.
+    pub async fn find_by_email(&self, email: &Email) -> Result<Option<Uuid>, CommandError> {
+        sqlx::query_scalar(FIND_BY_EMAIL)
+            .bind(email_key(email))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(infrastructure)
+    }
+
+    /// Counts a login attempt before the password is checked, or locks the
+    /// account; concurrent attempts are serialised on the user's stream.
+    pub async fn attempt_login(
+        &self,
+        user_id: Uuid,
+        at: DateTime<Utc>,
+        policy: LockoutPolicy,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        self.execute_retrying(user_id, || UserCommand::AttemptLogin { at, policy }, ctx)
+            .await
+    }
+
+    pub async fn complete_login(
+        &self,
+        user_id: Uuid,
+        at: DateTime<Utc>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        self.execute_retrying(user_id, || UserCommand::CompleteLogin { at }, ctx)
+            .await
+    }
+
+    /// Re-hashes a password that was verified, with the current parameters.
+    pub async fn rehash(
+        &self,
+        user_id: Uuid,
+        password: Password,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let password_hash = PasswordHash::new(self.hasher.hash(password).await?);
+        self.execute_retrying(
+            user_id,
+            || UserCommand::RehashPassword {
+                password_hash: password_hash.clone(),
+            },
+            ctx,
+        )
+        .await
+    }
+
+    /// The current state of a user, from its events.
+    pub async fn load(&self, user_id: Uuid) -> Result<Option<Account>, CommandError> {
+        let context = self.store.load_aggregate(&user_id.to_string()).await?;
+        Ok(context.aggregate.account)
+    }
+
+    /// Runs the command again on a fresh state when a concurrent write to
+    /// the same user won the race, so that no decision rests on old state.
+    async fn execute_retrying(
+        &self,
+        user_id: Uuid,
+        command: impl Fn() -> UserCommand,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let mut attempts = 0;
+        loop {
+            match self.execute(user_id, command(), ctx).await {
+                Err(CommandError::Conflict) if attempts < CONFLICT_RETRIES => attempts += 1,
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Loads the user, decides, and appends the resulting events in one
@@ -180,15 +285,14 @@ impl Users {
         let events = sink.collect().await;
         let committed = self.store.commit(events, context, ctx.metadata()).await?;
         let version = committed.last().map_or(previous, |e| e.sequence);
-        let version =
-            i64::try_from(version).map_err(|e| CommandError::Infrastructure(Box::new(e)))?;
+        let version = i64::try_from(version).map_err(infrastructure)?;
         let recorded_at = sqlx::query_scalar(SELECT_RECORDED_AT)
             .bind(User::TYPE)
             .bind(user_id.to_string())
             .bind(version)
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| CommandError::Infrastructure(Box::new(e)))?;
+            .map_err(infrastructure)?;
         Ok(Executed {
             user_id,
             version,
@@ -196,4 +300,13 @@ impl Users {
             recorded_at,
         })
     }
+}
+
+fn infrastructure(error: impl std::error::Error + Send + Sync + 'static) -> CommandError {
+    CommandError::Infrastructure(Box::new(error))
+}
+
+/// Addresses are compared case-insensitively.
+fn email_key(email: &Email) -> String {
+    email.as_str().to_lowercase()
 }

@@ -1,0 +1,201 @@
+//! The Ed25519 keys that sign access tokens, kept in `signing_keys` so that
+//! every process signs and verifies with the same set, and published as a
+//! JWKS so that other services verify tokens themselves.
+
+use std::sync::RwLock;
+use std::time::{Duration as StdDuration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::config::Environment;
+
+/// How often an unknown `kid` may trigger a reload of the keys.
+const RELOAD_AT_MOST_EVERY: StdDuration = StdDuration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot encode a new key: {0}")]
+    Encoding(String),
+    #[error(
+        "no production signing key: create one with `ACCOUNTABLE_ENV=production accountable keys rotate`"
+    )]
+    NoProductionKey,
+    #[error("refusing to start in production with development signing key {0}; retire it with `accountable keys retire {0}`")]
+    DevelopmentKeyInProduction(String),
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    kid: String,
+    private_der: Vec<u8>,
+    public_key: Vec<u8>,
+    development: bool,
+    active_from: DateTime<Utc>,
+}
+
+struct Key {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public_key: Vec<u8>,
+    active_from: DateTime<Utc>,
+}
+
+const SELECT_LIVE: &str = "
+SELECT kid, private_der, public_key, development, active_from
+  FROM signing_keys WHERE retired_at IS NULL ORDER BY active_from DESC, created_at DESC";
+
+const INSERT_KEY: &str = "
+INSERT INTO signing_keys (kid, private_der, public_key, development, active_from)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))";
+
+/// The live keys, newest first, reloaded from the database on demand.
+pub struct KeyRing {
+    pool: PgPool,
+    keys: RwLock<Vec<Key>>,
+    last_reload: Mutex<Instant>,
+}
+
+impl KeyRing {
+    /// Loads the keys. In development a first key is created when there is
+    /// none; in production a development key, or no key, refuses to start.
+    pub async fn load(pool: PgPool, env: Environment) -> Result<Self, KeyError> {
+        let mut rows = live_keys(&pool).await?;
+        if rows.is_empty() && env == Environment::Development {
+            rotate(&pool, true, Duration::zero()).await?;
+            rows = live_keys(&pool).await?;
+        }
+        if env == Environment::Production {
+            if let Some(dev) = rows.iter().find(|r| r.development) {
+                return Err(KeyError::DevelopmentKeyInProduction(dev.kid.clone()));
+            }
+            if rows.is_empty() {
+                return Err(KeyError::NoProductionKey);
+            }
+        }
+        Ok(Self {
+            pool,
+            keys: RwLock::new(rows.into_iter().map(Key::from).collect()),
+            last_reload: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The key to sign with at `now`: the newest one already active.
+    pub fn signing_key(&self, now: DateTime<Utc>) -> Option<(String, EncodingKey)> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .find(|k| k.active_from <= now)
+            .map(|k| (k.kid.clone(), k.encoding.clone()))
+    }
+
+    /// The key a token names; an unknown `kid` reloads the keys at most once
+    /// per interval, then is refused.
+    pub async fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some(key) = self.find(kid) {
+            return Some(key);
+        }
+        let mut last = self.last_reload.lock().await;
+        if last.elapsed() >= RELOAD_AT_MOST_EVERY {
+            *last = Instant::now();
+            if let Err(error) = self.reload().await {
+                tracing::warn!(error = %error, "cannot reload signing keys");
+            }
+        }
+        self.find(kid)
+    }
+
+    /// Picks up keys rotated or retired by other processes.
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let rows = live_keys(&self.pool).await?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) =
+            rows.into_iter().map(Key::from).collect();
+        Ok(())
+    }
+
+    /// Every live key, including those not yet used for signing, as a JWKS.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": URL_SAFE_NO_PAD.encode(&k.public_key),
+                    "kid": k.kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                })
+            })
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    fn find(&self, kid: &str) -> Option<DecodingKey> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.decoding.clone())
+    }
+}
+
+impl From<KeyRow> for Key {
+    fn from(row: KeyRow) -> Self {
+        Self {
+            encoding: EncodingKey::from_ed_der(&row.private_der),
+            decoding: DecodingKey::from_ed_der(&row.public_key),
+            kid: row.kid,
+            public_key: row.public_key,
+            active_from: row.active_from,
+        }
+    }
+}
+
+async fn live_keys(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> {
+    sqlx::query_as(SELECT_LIVE).fetch_all(pool).await
+}
+
+/// Creates a new key, published at once and used for signing after
+/// `publish_for`, so that verifiers can fetch it before the first token
+/// signed with it. Older keys keep verifying until retired.
+pub async fn rotate(
+    pool: &PgPool,
+    development: bool,
+    publish_for: Duration,
+) -> Result<String, KeyError> {
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let private_der = key
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::Encoding(e.to_string()))?;
+    let kid = format!("ed25519-{}", Uuid::now_v7().simple());
+    sqlx::query(INSERT_KEY)
+        .bind(&kid)
+        .bind(private_der.as_bytes())
+        .bind(key.verifying_key().as_bytes().as_slice())
+        .bind(development)
+        .bind(publish_for.num_milliseconds() as f64 / 1000.0)
+        .execute(pool)
+        .await?;
+    Ok(kid)
+}
+
+/// Stops publishing and accepting a key: tokens it signed are refused.
+pub async fn retire(pool: &PgPool, kid: &str) -> Result<bool, KeyError> {
+    let retired = sqlx::query(
+        "UPDATE signing_keys SET retired_at = now() WHERE kid = $1 AND retired_at IS NULL",
+    )
+    .bind(kid)
+    .execute(pool)
+    .await?;
+    Ok(retired.rows_affected() == 1)
+}

@@ -1,0 +1,13 @@
+//! Authentication: argon2id passwords (in [`crate::users::password`]),
+//! login with lockout, EdDSA access tokens with a JWKS, rotating refresh
+//! tokens, and per-client rate limits.
+
+pub mod clock;
+pub mod keys;
+pub mod ratelimit;
+pub mod service;
+pub mod sessions;
+pub mod tokens;
+
+pub use clock::Clock;
+pub use service::{Auth, AuthError, Caller, SignedIn};

@@ -1,0 +1,217 @@
+//! Signing in and out: login with brute-force protection, token issue and
+//! refresh, logout, and turning a bearer token into a caller.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::clock::Clock;
+use super::sessions::{Refused, Sessions};
+use super::tokens::{AccessClaims, TokenError, Tokens};
+use crate::users::aggregate::LockoutPolicy;
+use crate::users::password::PasswordHasher;
+use crate::users::values::{Email, Password};
+use crate::users::{Account, CommandContext, CommandError, Executed, Registration, Users};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    User { id: Uuid, roles: Vec<String> },
+}
+
+/// A signed-in session: what `register`, `login` and `refreshToken` answer.
+pub struct SignedIn {
+    pub user_id: Uuid,
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    /// The write that signed in, when there was one (its version).
+    pub executed: Option<Executed>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown email, wrong password, locked account, bad refresh token:
+    /// one answer for all, so that none can be told from another.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("invalid token: {0}")]
+    InvalidToken(&'static str),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("tokens: {0}")]
+    Tokens(TokenError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<TokenError> for AuthError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Invalid(reason) => Self::InvalidToken(reason),
+            other => Self::Tokens(other),
+        }
+    }
+}
+
+pub struct Auth {
+    pub users: Arc<Users>,
+    pub tokens: Tokens,
+    pub sessions: Sessions,
+    pub clock: Clock,
+    pub hasher: PasswordHasher,
+    pub policy: LockoutPolicy,
+    /// A hash of nothing anyone knows, verified when the email is unknown
+    /// so that such a login costs as much as a real one.
+    pub dummy_hash: String,
+}
+
+impl Auth {
+    pub async fn register(
+        &self,
+        input: Registration<'_>,
+        ctx: &CommandContext,
+    ) -> Result<SignedIn, AuthError> {
+        let executed = self.users.register(input, ctx).await?;
+        let roles = executed.account.as_ref().map(roles).unwrap_or_default();
+        self.sign_in(executed.user_id, roles, Some(executed)).await
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        ctx: &CommandContext,
+    ) -> Result<SignedIn, AuthError> {
+        // A password over the cap is refused before any hashing.
+        let Ok(password) = Password::parse(password, 1) else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        let user_id = match Email::parse(email) {
+            Ok(email) => self.users.find_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let Some(user_id) = user_id else {
+            return self.fail_like_a_real_check(password).await;
+        };
+        let now = self.clock.now();
+        let attempt = match self.users.attempt_login(user_id, now, self.policy, ctx).await {
+            Ok(attempt) => attempt,
+            Err(CommandError::Rejected(_)) => return self.fail_like_a_real_check(password).await,
+            Err(other) => return Err(other.into()),
+        };
+        let Some(account) = attempt.account else {
+            return self.fail_like_a_real_check(password).await;
+        };
+        if account.is_locked(now) {
+            tracing::warn!(user = %user_id, until = ?account.locked_until, "account locked after failed logins");
+            self.sessions.end_all(user_id, now, "lockout").await?;
+            return self.fail_like_a_real_check(password).await;
+        }
+        let verified = self
+            .hasher
+            .verify(password.clone(), account.password_hash.expose().to_owned())
+            .await
+            .map_err(CommandError::from)?;
+        if !verified.matches {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let mut executed = self.users.complete_login(user_id, now, ctx).await?;
+        if verified.outdated {
+            executed = self.users.rehash(user_id, password, ctx).await?;
+        }
+        self.sign_in(user_id, roles(&account), Some(executed)).await
+    }
+
+    /// Trades a refresh token for a new pair.
+    pub async fn refresh(&self, token: &str) -> Result<SignedIn, AuthError> {
+        let now = self.clock.now();
+        let rotated = match self.sessions.rotate(token, now).await? {
+            Ok(rotated) => rotated,
+            Err(Refused::Unknown | Refused::Revoked | Refused::Expired | Refused::Reused) => {
+                return Err(AuthError::InvalidCredentials)
+            }
+        };
+        let account = self
+            .users
+            .load(rotated.user_id)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
+        let access = self.tokens.issue(rotated.user_id, roles(&account), now)?;
+        Ok(SignedIn {
+            user_id: rotated.user_id,
+            access_token: access.token,
+            expires_in: access.expires_in,
+            refresh_token: rotated.token,
+            executed: None,
+        })
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        Ok(self.sessions.end(refresh_token, self.clock.now()).await?)
+    }
+
+    pub async fn logout_everywhere(&self, user_id: Uuid) -> Result<(), AuthError> {
+        Ok(self
+            .sessions
+            .end_all(user_id, self.clock.now(), "logout-all")
+            .await?)
+    }
+
+    /// The caller a bearer token stands for. A token that does not verify,
+    /// or was issued before the user's sessions ended, is an error, never
+    /// anonymous.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Caller, AuthError> {
+        let claims = self.tokens.verify(bearer, self.clock.now()).await?;
+        let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::InvalidToken("subject"))?;
+        if let Some(cutoff) = self.sessions.cutoff(id).await? {
+            if issued_before(&claims, cutoff) {
+                return Err(AuthError::InvalidToken("session ended"));
+            }
+        }
+        Ok(Caller::User {
+            id,
+            roles: claims.roles,
+        })
+    }
+
+    async fn sign_in(
+        &self,
+        user_id: Uuid,
+        roles: Vec<String>,
+        executed: Option<Executed>,
+    ) -> Result<SignedIn, AuthError> {
+        let now = self.clock.now();
+        let access = self.tokens.issue(user_id, roles, now)?;
+        let refresh_token = self.sessions.start(user_id, now).await?;
+        Ok(SignedIn {
+            user_id,
+            access_token: access.token,
+            expires_in: access.expires_in,
+            refresh_token,
+            executed,
+        })
+    }
+
+    async fn fail_like_a_real_check(&self, password: Password) -> Result<SignedIn, AuthError> {
+        self.hasher
+            .verify(password, self.dummy_hash.clone())
+            .await
+            .map_err(CommandError::from)?;
+        Err(AuthError::InvalidCredentials)
+    }
+}
+
+fn roles(account: &Account) -> Vec<String> {
+    account.roles.iter().map(|r| r.as_str().to_owned()).collect()
+}
+
+/// Whether the token was issued before `cutoff`, to the millisecond.
+fn issued_before(claims: &AccessClaims, cutoff: DateTime<Utc>) -> bool {
+    let cutoff_ms = (cutoff.timestamp_micros() + 999) / 1000;
+    claims
+        .issued_at_ms()
+        .is_none_or(|issued| issued < cutoff_ms)
+}

@@ -1,0 +1,210 @@
+//! Sessions: opaque refresh tokens, stored only as SHA-256 hashes, rotated
+//! on every use, a family revoked as a whole when a replaced token comes
+//! back; and the per-user cut-off before which access tokens are refused.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A refresh token is 256 random bits, 43 characters in base64url.
+const TOKEN_BYTES: usize = 32;
+/// Longest string looked up as a refresh token.
+const MAX_TOKEN_LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    /// A token unused this long expires.
+    pub idle: Duration,
+    /// A family lives at most this long from login.
+    pub absolute: Duration,
+}
+
+/// Why a refresh token was refused. Clients see one answer for all.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Unknown,
+    Revoked,
+    Expired,
+    /// A replaced token came back: its whole family is now revoked.
+    Reused,
+}
+
+pub struct Rotated {
+    pub user_id: Uuid,
+    pub token: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    family_id: Uuid,
+    user_id: Uuid,
+    idle_expires_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    replaced_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+const INSERT_TOKEN: &str = "
+INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, idle_expires_at, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const SELECT_FOR_UPDATE: &str = "
+SELECT family_id, user_id, idle_expires_at, expires_at, replaced_at, revoked_at
+  FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
+
+const REVOKE_FAMILY: &str = "
+UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
+ WHERE family_id = $1 AND revoked_at IS NULL";
+
+const REVOKE_USER: &str = "
+UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
+ WHERE user_id = $1 AND revoked_at IS NULL";
+
+const SET_CUTOFF: &str = "
+INSERT INTO user_token_cutoffs (user_id, not_before) VALUES ($1, $2)
+ON CONFLICT (user_id) DO UPDATE SET not_before = GREATEST(user_token_cutoffs.not_before, EXCLUDED.not_before)";
+
+pub struct Sessions {
+    pool: PgPool,
+    config: SessionConfig,
+}
+
+impl Sessions {
+    pub fn new(pool: PgPool, config: SessionConfig) -> Self {
+        Self { pool, config }
+    }
+
+    /// A new family with its first token.
+    pub async fn start(&self, user_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<String> {
+        let token = new_token();
+        let expires_at = now + self.config.absolute;
+        sqlx::query(INSERT_TOKEN)
+            .bind(Uuid::now_v7())
+            .bind(Uuid::now_v7())
+            .bind(user_id)
+            .bind(hash(&token))
+            .bind(now)
+            .bind((now + self.config.idle).min(expires_at))
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    /// Replaces `token` by a new one of its family. Of two concurrent uses
+    /// of one token, the row lock lets one through; the other sees a
+    /// replaced token and revokes the family.
+    pub async fn rotate(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Result<Rotated, Refused>> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Ok(Err(Refused::Unknown));
+        }
+        let mut tx = self.pool.begin().await?;
+        let row: Option<TokenRow> = sqlx::query_as(SELECT_FOR_UPDATE)
+            .bind(hash(token))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Err(Refused::Unknown));
+        };
+        if row.revoked_at.is_some() {
+            return Ok(Err(Refused::Revoked));
+        }
+        if row.replaced_at.is_some() {
+            sqlx::query(REVOKE_FAMILY)
+                .bind(row.family_id)
+                .bind(now)
+                .bind("reuse")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::warn!(user = %row.user_id, family = %row.family_id, "refresh token reused; family revoked");
+            return Ok(Err(Refused::Reused));
+        }
+        if row.idle_expires_at <= now || row.expires_at <= now {
+            return Ok(Err(Refused::Expired));
+        }
+        sqlx::query("UPDATE refresh_tokens SET replaced_at = $2 WHERE token_hash = $1")
+            .bind(hash(token))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let next = new_token();
+        sqlx::query(INSERT_TOKEN)
+            .bind(Uuid::now_v7())
+            .bind(row.family_id)
+            .bind(row.user_id)
+            .bind(hash(&next))
+            .bind(now)
+            .bind((now + self.config.idle).min(row.expires_at))
+            .bind(row.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(Rotated {
+            user_id: row.user_id,
+            token: next,
+        }))
+    }
+
+    /// Ends the session `token` belongs to. Whether it was a live token is
+    /// not revealed.
+    pub async fn end(&self, token: &str, now: DateTime<Utc>) -> sqlx::Result<()> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = 'logout'
+              WHERE revoked_at IS NULL
+                AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+        )
+        .bind(hash(token))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends every session of the user: refresh tokens revoked, and access
+    /// tokens issued until now refused.
+    pub async fn end_all(&self, user_id: Uuid, now: DateTime<Utc>, reason: &str) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(REVOKE_USER)
+            .bind(user_id)
+            .bind(now)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(SET_CUTOFF)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Access tokens of the user issued before this are refused.
+    pub async fn cutoff(&self, user_id: Uuid) -> sqlx::Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar("SELECT not_before FROM user_token_cutoffs WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}

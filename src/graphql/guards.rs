@@ -1,0 +1,54 @@
+//! Who may call what. Guards fail closed: no caller means
+//! `UNAUTHENTICATED`, a caller without the right means `FORBIDDEN`.
+
+use async_graphql::{Context, Guard, ID};
+
+use super::error::{ApiError, Code};
+use crate::auth::Caller;
+use crate::users::Role;
+
+/// The caller of the operation (anonymous when no token was sent).
+pub fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
+    ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous)
+}
+
+fn has_any(roles: &[String], wanted: &[Role]) -> bool {
+    roles.iter().any(|r| wanted.iter().any(|w| w.as_str() == r))
+}
+
+fn unauthenticated() -> async_graphql::Error {
+    ApiError::new(Code::Unauthenticated, "sign in first").into_graphql()
+}
+
+fn forbidden() -> async_graphql::Error {
+    ApiError::new(Code::Forbidden, "not allowed").into_graphql()
+}
+
+/// Any signed-in user.
+pub struct SignedIn;
+
+impl Guard for SignedIn {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        match caller(ctx) {
+            Caller::Anonymous => Err(unauthenticated()),
+            Caller::User { .. } => Ok(()),
+        }
+    }
+}
+
+/// The user `id` themself, or a signed-in user with one of `roles`.
+pub struct SelfOr<'a> {
+    pub id: &'a ID,
+    pub roles: &'static [Role],
+}
+
+impl Guard for SelfOr<'_> {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        match caller(ctx) {
+            Caller::Anonymous => Err(unauthenticated()),
+            Caller::User { id, .. } if id.to_string() == self.id.as_str() => Ok(()),
+            Caller::User { roles, .. } if has_any(roles, self.roles) => Ok(()),
+            Caller::User { .. } => Err(forbidden()),
+        }
+    }
+}
