@@ -10,6 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use accountable::auth::Clock;
 use accountable::config::Config;
 use accountable::http::Application;
 use accountable::{db, processes};
@@ -61,6 +62,7 @@ impl TestStack {
         config.argon2_memory_kib = 1024;
         config.argon2_iterations = 1;
         config.read_your_writes_timeout_ms = 10_000;
+        config.rate_limit = 0;
         adjust(&mut config);
         let pool = db::connect_and_migrate(&config.database_url, config.db_max_connections)
             .await
@@ -84,9 +86,19 @@ impl TestStack {
     }
 
     pub async fn api(&self) -> TestApi {
-        let app = Application::build(&self.config, self.pool.clone(), self.shutdown.clone())
-            .await
-            .expect("the API starts");
+        self.api_with_clock(Clock::default()).await
+    }
+
+    /// The API deciding auth questions at the time of `clock`.
+    pub async fn api_with_clock(&self, clock: Clock) -> TestApi {
+        let app = Application::build_with_clock(
+            &self.config,
+            self.pool.clone(),
+            self.shutdown.clone(),
+            clock,
+        )
+        .await
+        .expect("the API starts");
         let addr = app.local_addr().unwrap();
         tokio::spawn(app.run_until_stopped(self.shutdown.child_token()));
         TestApi {
@@ -299,9 +311,19 @@ impl TestApi {
 
     /// POSTs one GraphQL operation and returns the response body.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
-        self.client
+        self.graphql_as(None, query, variables).await
+    }
+
+    /// POSTs one GraphQL operation with a bearer token, if any.
+    pub async fn graphql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .client
             .post(self.url("/graphql"))
-            .json(&json!({"query": query, "variables": variables}))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
             .send()
             .await
             .expect("the API answers")
@@ -310,7 +332,9 @@ impl TestApi {
             .expect("a JSON body")
     }
 
-    pub async fn register(&self, email: &str, display_name: &str) -> Value {
+    /// Registers a user and returns the `register` payload: `user`,
+    /// `accessToken`, `refreshToken`, `expiresIn`.
+    pub async fn register(&self, email: &str, display_name: &str) -> Session {
         let body = self
             .graphql(
                 REGISTER,
@@ -318,17 +342,42 @@ impl TestApi {
             )
             .await;
         assert!(body["errors"].is_null(), "register failed: {body}");
-        body["data"]["register"]["user"].clone()
+        Session::from(&body["data"]["register"])
     }
 
-    pub async fn user(&self, id: &str, min_version: Option<i64>) -> Value {
-        self.graphql(USER, json!({"id": id, "minVersion": min_version}))
+    /// `user(id, minVersion)` as the holder of `token`.
+    pub async fn user(&self, token: &str, id: &str, min_version: Option<i64>) -> Value {
+        self.graphql_as(Some(token), USER, json!({"id": id, "minVersion": min_version}))
             .await
     }
 }
 
+/// A signed-in user, as `register`, `login` or `refreshToken` answered.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: Value,
+    pub id: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+impl From<&Value> for Session {
+    fn from(payload: &Value) -> Self {
+        let text = |v: &Value| v.as_str().unwrap_or_else(|| panic!("not a string in {payload}")).to_owned();
+        Self {
+            user: payload["user"].clone(),
+            id: text(&payload["user"]["id"]),
+            access: text(&payload["accessToken"]),
+            refresh: text(&payload["refreshToken"]),
+        }
+    }
+}
+
 pub const REGISTER: &str = "mutation($input: RegisterInput!) {
-  register(input: $input) { user { id email displayName status roles version createdAt updatedAt } }
+  register(input: $input) {
+    accessToken refreshToken expiresIn
+    user { id email displayName status roles version createdAt updatedAt }
+  }
 }";
 
 pub const USER: &str = "query($id: ID!, $minVersion: Int) {

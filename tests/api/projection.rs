@@ -62,10 +62,7 @@ async fn row(stack: &TestStack, id: &str) -> Option<UserRow> {
 
 /// Registers a user and returns its id and its message on the topic.
 async fn registered(stack: &TestStack, api: &crate::helpers::TestApi) -> (String, Received) {
-    let id = api.register("ada@example.com", "Ada").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = api.register("ada@example.com", "Ada").await.id;
     let consumer = stack.consumer();
     let message = consume_until(&consumer, Duration::from_secs(30), |m| !m.is_empty()).await;
     applied_through(stack, message[0].partition, message[0].offset).await;
@@ -130,7 +127,7 @@ async fn an_unreadable_message_is_parked_and_the_worker_goes_on() {
 
     // The worker went on: a later registration is still projected.
     let later = api.register("grace@example.com", "Grace").await;
-    let body = api.user(later["id"].as_str().unwrap(), Some(1)).await;
+    let body = api.user(&later.access, &later.id, Some(1)).await;
     assert_eq!(body["data"]["user"]["displayName"], "Grace", "{body}");
 }
 
@@ -217,6 +214,14 @@ async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
             .await;
             let distinct: std::collections::HashSet<_> =
                 all.iter().map(|m| m.headers["ce_id"].clone()).collect();
+            let activity: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT state, wait_event, left(query, 60) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(&stack.pool)
+            .await
+            .unwrap();
+            eprintln!("sessions: {activity:?}");
             panic!(
                 "not converged: {} distinct events on the topic; {} events, {} published, {} projected, checkpoints {checkpoints:?}",
                 distinct.len(),

@@ -44,8 +44,7 @@ async fn an_event_with_a_lower_position_that_commits_later_is_not_skipped() {
     .unwrap();
 
     // T2 takes a higher position and commits first.
-    let late = api.register("late@example.com", "Late").await;
-    let late_id = late["id"].as_str().unwrap().to_owned();
+    let late_id = api.register("late@example.com", "Late").await.id;
 
     // While T1 is open the relay polls (every 100 ms) and must publish
     // nothing past it: a relay that followed positions alone would publish
