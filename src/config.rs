@@ -161,23 +161,48 @@ pub struct Config {
 
     /// `login`, `register` and `refreshToken` requests per minute per client
     /// address; 0 turns the limit off.
-    #[arg(long, env = "ACCOUNTABLE_RATE_LIMIT", default_value_t = 60, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_RATE_LIMIT",
+        default_value_t = 60,
+        global = true
+    )]
     pub rate_limit: u32,
 
     /// The `iss` of access tokens.
-    #[arg(long, env = "ACCOUNTABLE_JWT_ISSUER", default_value = "accountable", global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_JWT_ISSUER",
+        default_value = "accountable",
+        global = true
+    )]
     pub jwt_issuer: String,
 
     /// The `aud` of access tokens.
-    #[arg(long, env = "ACCOUNTABLE_JWT_AUDIENCE", default_value = "accountable", global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_JWT_AUDIENCE",
+        default_value = "accountable",
+        global = true
+    )]
     pub jwt_audience: String,
 
     /// Lifetime of an access token.
-    #[arg(long, env = "ACCOUNTABLE_ACCESS_TOKEN_TTL_SECS", default_value_t = 300, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_ACCESS_TOKEN_TTL_SECS",
+        default_value_t = 300,
+        global = true
+    )]
     pub access_token_ttl_secs: i64,
 
     /// A refresh token unused this long expires.
-    #[arg(long, env = "ACCOUNTABLE_REFRESH_IDLE_SECS", default_value_t = 86_400, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_REFRESH_IDLE_SECS",
+        default_value_t = 86_400,
+        global = true
+    )]
     pub refresh_idle_secs: i64,
 
     /// A session lasts at most this long from login.
@@ -185,7 +210,12 @@ pub struct Config {
     pub refresh_max_secs: i64,
 
     /// Failed logins in a row before the account locks.
-    #[arg(long, env = "ACCOUNTABLE_LOGIN_MAX_FAILURES", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_LOGIN_MAX_FAILURES",
+        default_value_t = 10,
+        global = true
+    )]
     pub login_max_failures: u32,
 
     /// How long `user(id, minVersion)` waits for the read side to catch up.

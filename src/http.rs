@@ -24,7 +24,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::keys::KeyRing;
+use crate::auth::keys::{self, KeyRing};
 use crate::auth::ratelimit::ClientLimiter;
 use crate::auth::sessions::Sessions;
 use crate::auth::tokens::Tokens;
@@ -83,6 +83,7 @@ impl Application {
             config.password_min_length,
         ));
         let keys = Arc::new(KeyRing::load(pool.clone(), config.env).await?);
+        keys::follow_changes(keys.clone(), Duration::from_secs(60), shutdown.clone()).await?;
         let dummy_hash = hasher
             .hash(Password::parse("no one's password, never stored", 1)?)
             .await?;
@@ -175,7 +176,11 @@ async fn graphql_post(
             }
             Err(error) => {
                 tracing::error!(error = %error, "cannot check an access token");
-                return error_body(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, "internal error");
+                return error_body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Code::Internal,
+                    "internal error",
+                );
             }
         },
     };

@@ -69,8 +69,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Schema => Ok(()),
         Command::Keys(KeysCommand::Rotate { publish_for_secs }) => {
             let development = config.env == Environment::Development;
-            let kid = keys::rotate(&pool, development, chrono::Duration::seconds(publish_for_secs))
-                .await?;
+            let kid = keys::rotate(
+                &pool,
+                development,
+                chrono::Duration::seconds(publish_for_secs),
+            )
+            .await?;
             println!("{kid}");
             Ok(())
         }

@@ -196,20 +196,32 @@ mod tests {
         let mut row = None;
         apply(&mut row, &envelope(1, json!({})));
         let before = row.clone().unwrap();
-        let attempted = envelope(2, json!({
+        let attempted = envelope(
+            2,
+            json!({
             "type": "accountable.user.login_attempted.v1",
             "time": "2026-11-21T11:00:00Z",
-            "data": {"at": "2026-11-21T11:00:00Z", "failures": 1}}));
+            "data": {"at": "2026-11-21T11:00:00Z", "failures": 1}}),
+        );
         assert_eq!(apply(&mut row, &attempted), Outcome::Applied);
-        assert_eq!(row, Some(UserRow { version: 2, ..before }));
+        assert_eq!(
+            row,
+            Some(UserRow {
+                version: 2,
+                ..before
+            })
+        );
     }
 
     #[test]
     fn sign_in_activity_before_registration_is_a_gap() {
         let mut row = None;
-        let succeeded = envelope(1, json!({
+        let succeeded = envelope(
+            1,
+            json!({
             "type": "accountable.user.login_succeeded.v1",
-            "data": {"at": "2026-11-21T11:00:00Z"}}));
+            "data": {"at": "2026-11-21T11:00:00Z"}}),
+        );
         assert_eq!(apply(&mut row, &succeeded), Outcome::Gap { after: 0 });
     }
 

@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 use crate::config::Environment;
 
+/// The NOTIFY channel on which key changes are announced.
+pub const KEYS_CHANNEL: &str = "accountable_keys";
+
 /// How often an unknown `kid` may trigger a reload of the keys.
 const RELOAD_AT_MOST_EVERY: StdDuration = StdDuration::from_secs(10);
 
@@ -186,6 +189,7 @@ pub async fn rotate(
         .bind(publish_for.num_milliseconds() as f64 / 1000.0)
         .execute(pool)
         .await?;
+    announce(pool).await?;
     Ok(kid)
 }
 
@@ -197,5 +201,42 @@ pub async fn retire(pool: &PgPool, kid: &str) -> Result<bool, KeyError> {
     .bind(kid)
     .execute(pool)
     .await?;
+    announce(pool).await?;
     Ok(retired.rows_affected() == 1)
+}
+
+async fn announce(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(KEYS_CHANNEL)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Reloads `keys` whenever a process announces a change, and every
+/// `interval` in case an announcement was missed, until `shutdown`.
+pub async fn follow_changes(
+    keys: std::sync::Arc<KeyRing>,
+    interval: StdDuration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(&keys.pool).await?;
+    listener.listen(KEYS_CHANNEL).await?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = listener.recv() => {
+                    if received.is_err() {
+                        tokio::time::sleep(StdDuration::from_secs(1)).await;
+                    }
+                }
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if let Err(error) = keys.reload().await {
+                tracing::warn!(error = %error, "cannot reload signing keys");
+            }
+        }
+    });
+    Ok(())
 }

@@ -18,8 +18,7 @@ impl ClientLimiter {
     /// `per_minute` requests per minute per address; 0 turns the limit off.
     pub fn per_minute(per_minute: u32) -> Self {
         Self {
-            limiter: NonZeroU32::new(per_minute)
-                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
         }
     }
 

@@ -97,7 +97,11 @@ impl Auth {
             return self.fail_like_a_real_check(password).await;
         };
         let now = self.clock.now();
-        let attempt = match self.users.attempt_login(user_id, now, self.policy, ctx).await {
+        let attempt = match self
+            .users
+            .attempt_login(user_id, now, self.policy, ctx)
+            .await
+        {
             Ok(attempt) => attempt,
             Err(CommandError::Rejected(_)) => return self.fail_like_a_real_check(password).await,
             Err(other) => return Err(other.into()),
@@ -205,7 +209,11 @@ impl Auth {
 }
 
 fn roles(account: &Account) -> Vec<String> {
-    account.roles.iter().map(|r| r.as_str().to_owned()).collect()
+    account
+        .roles
+        .iter()
+        .map(|r| r.as_str().to_owned())
+        .collect()
 }
 
 /// Whether the token was issued before `cutoff`, to the millisecond.

@@ -174,7 +174,12 @@ impl Sessions {
 
     /// Ends every session of the user: refresh tokens revoked, and access
     /// tokens issued until now refused.
-    pub async fn end_all(&self, user_id: Uuid, now: DateTime<Utc>, reason: &str) -> sqlx::Result<()> {
+    pub async fn end_all(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(REVOKE_USER)
             .bind(user_id)

@@ -77,10 +77,7 @@ impl Tokens {
         roles: Vec<String>,
         now: DateTime<Utc>,
     ) -> Result<AccessToken, TokenError> {
-        let (kid, key) = self
-            .keys
-            .signing_key(now)
-            .ok_or(TokenError::NoSigningKey)?;
+        let (kid, key) = self.keys.signing_key(now).ok_or(TokenError::NoSigningKey)?;
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
             aud: self.config.audience.clone(),
@@ -107,7 +104,11 @@ impl Tokens {
     }
 
     /// The claims of a valid token; the reason is for logs, never clients.
-    pub async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenError> {
+    pub async fn verify(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AccessClaims, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid("malformed"))?;
         if header.alg != Algorithm::EdDSA {

@@ -10,7 +10,9 @@ use super::error::{ApiError, Code};
 use super::guards::{caller, SelfOr, SignedIn};
 use super::{ApiState, RequestMeta};
 use crate::auth::{AuthError, Caller};
-use crate::users::{self as domain, Actor, CommandContext, Executed, Registration, Role as DomainRole};
+use crate::users::{
+    self as domain, Actor, CommandContext, Executed, Registration, Role as DomainRole,
+};
 
 /// Who may read any account besides its owner.
 const READERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Auditor];
@@ -244,7 +246,11 @@ impl UserMutation {
     /// Signs in. Every failure (unknown email, wrong password, locked
     /// account) answers the same `UNAUTHENTICATED` error; ten failures in a
     /// row lock the account for a while that grows with each lock.
-    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> async_graphql::Result<AuthPayload> {
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        input: LoginInput,
+    ) -> async_graphql::Result<AuthPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
         let signed_in = state
             .auth
@@ -272,9 +278,17 @@ impl UserMutation {
 
     /// Ends the session of this refresh token. Always true: whether the
     /// token was live is not revealed.
-    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> async_graphql::Result<bool> {
+    async fn logout(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> async_graphql::Result<bool> {
         let state = ctx.data::<ApiState>()?;
-        state.auth.logout(&refresh_token).await.map_err(auth_error)?;
+        state
+            .auth
+            .logout(&refresh_token)
+            .await
+            .map_err(auth_error)?;
         Ok(true)
     }
 
@@ -286,7 +300,11 @@ impl UserMutation {
         let Caller::User { id, .. } = caller(ctx) else {
             return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
         };
-        state.auth.logout_everywhere(*id).await.map_err(auth_error)?;
+        state
+            .auth
+            .logout_everywhere(*id)
+            .await
+            .map_err(auth_error)?;
         Ok(true)
     }
 }
@@ -300,8 +318,9 @@ fn limited<'a>(
     let state = ctx.data::<ApiState>()?;
     let meta = ctx.data::<RequestMeta>()?;
     if !state.limiter.allow(meta.client) {
-        return Err(ApiError::new(Code::RateLimited, "too many requests; retry in a minute")
-            .into_graphql());
+        return Err(
+            ApiError::new(Code::RateLimited, "too many requests; retry in a minute").into_graphql(),
+        );
     }
     Ok((
         state,
@@ -327,7 +346,11 @@ fn auth_error(error: AuthError) -> async_graphql::Error {
 }
 
 /// The read-side row of `id` at `min_version` or later, waiting briefly.
-async fn read_at_least(state: &ApiState, id: Uuid, min_version: i64) -> async_graphql::Result<User> {
+async fn read_at_least(
+    state: &ApiState,
+    id: Uuid,
+    min_version: i64,
+) -> async_graphql::Result<User> {
     match state
         .freshness
         .user_at_least(&state.pool, id, min_version, state.read_your_writes_timeout)

@@ -219,8 +219,12 @@ pub enum UserCommand {
         policy: LockoutPolicy,
     },
     /// The password checked out.
-    CompleteLogin { at: DateTime<Utc> },
-    RehashPassword { password_hash: PasswordHash },
+    CompleteLogin {
+        at: DateTime<Utc>,
+    },
+    RehashPassword {
+        password_hash: PasswordHash,
+    },
 }
 
 /// A command the aggregate refuses; each maps to one client-facing code.
@@ -465,7 +469,12 @@ mod tests {
     #[test]
     fn given_the_limit_of_failures_when_attempt_login_then_locked_for_one_step() {
         TestFramework::<User>::with(())
-            .given(vec![registered(), attempted(0, 1), attempted(0, 2), attempted(0, 3)])
+            .given(vec![
+                registered(),
+                attempted(0, 1),
+                attempted(0, 2),
+                attempted(0, 3),
+            ])
             .when(attempt(1))
             .then_expect_events(vec![UserEvent::AccountLocked(AccountLocked {
                 at: at(1),
@@ -517,7 +526,12 @@ mod tests {
     #[test]
     fn given_old_failures_when_attempt_login_then_they_are_forgotten() {
         TestFramework::<User>::with(())
-            .given(vec![registered(), attempted(0, 1), attempted(0, 2), attempted(0, 3)])
+            .given(vec![
+                registered(),
+                attempted(0, 1),
+                attempted(0, 2),
+                attempted(0, 3),
+            ])
             .when(attempt(13 * 60))
             .then_expect_events(vec![attempted(13 * 60, 1)]);
     }

@@ -150,9 +150,21 @@ mod tests {
         let stored = old.hash(password.clone()).await.unwrap();
 
         let same = old.verify(password.clone(), stored.clone()).await.unwrap();
-        assert_eq!(same, Verified { matches: true, outdated: false });
+        assert_eq!(
+            same,
+            Verified {
+                matches: true,
+                outdated: false
+            }
+        );
         let newer = current.verify(password, stored.clone()).await.unwrap();
-        assert_eq!(newer, Verified { matches: true, outdated: true });
+        assert_eq!(
+            newer,
+            Verified {
+                matches: true,
+                outdated: true
+            }
+        );
         let longer = Password::parse("correct horse battery staple!", 15).unwrap();
         assert!(!old.verify(longer, stored).await.unwrap().matches);
     }

@@ -88,7 +88,9 @@ async fn malformed_requests_answer_an_error_with_a_code() {
         ("{ nosuchfield }", json!({})),
         (REGISTER, json!({"input": {"email": 5}})),
     ] {
-        let body = api.graphql_as(Some(&session.access), query, variables).await;
+        let body = api
+            .graphql_as(Some(&session.access), query, variables)
+            .await;
         assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
         let text = body.to_string();
         assert!(

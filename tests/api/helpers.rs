@@ -14,6 +14,8 @@ use accountable::auth::Clock;
 use accountable::config::Config;
 use accountable::http::Application;
 use accountable::{db, processes};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -91,14 +93,19 @@ impl TestStack {
 
     /// The API deciding auth questions at the time of `clock`.
     pub async fn api_with_clock(&self, clock: Clock) -> TestApi {
-        let app = Application::build_with_clock(
-            &self.config,
-            self.pool.clone(),
-            self.shutdown.clone(),
-            clock,
-        )
-        .await
-        .expect("the API starts");
+        Self::start_api(self, &self.config, clock).await
+    }
+
+    /// A second API on this stack's database, configured otherwise.
+    pub async fn api_for(&self, config: Config) -> TestApi {
+        Self::start_api(self, &config, Clock::default()).await
+    }
+
+    async fn start_api(&self, config: &Config, clock: Clock) -> TestApi {
+        let app =
+            Application::build_with_clock(config, self.pool.clone(), self.shutdown.clone(), clock)
+                .await
+                .expect("the API starts");
         let addr = app.local_addr().unwrap();
         tokio::spawn(app.run_until_stopped(self.shutdown.child_token()));
         TestApi {
@@ -347,8 +354,12 @@ impl TestApi {
 
     /// `user(id, minVersion)` as the holder of `token`.
     pub async fn user(&self, token: &str, id: &str, min_version: Option<i64>) -> Value {
-        self.graphql_as(Some(token), USER, json!({"id": id, "minVersion": min_version}))
-            .await
+        self.graphql_as(
+            Some(token),
+            USER,
+            json!({"id": id, "minVersion": min_version}),
+        )
+        .await
     }
 }
 
@@ -363,11 +374,20 @@ pub struct Session {
 
 impl From<&Value> for Session {
     fn from(payload: &Value) -> Self {
-        let text = |v: &Value| v.as_str().unwrap_or_else(|| panic!("not a string in {payload}")).to_owned();
+        let text = |v: &Value| {
+            v.as_str()
+                .unwrap_or_else(|| panic!("not a string in {payload}"))
+                .to_owned()
+        };
+        let access = text(&payload["accessToken"]);
+        // The user id is the token's subject.
+        let claims = access.split('.').nth(1).expect("a JWT");
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64url")).unwrap();
         Self {
             user: payload["user"].clone(),
-            id: text(&payload["user"]["id"]),
-            access: text(&payload["accessToken"]),
+            id: text(&claims["sub"]),
+            access,
             refresh: text(&payload["refreshToken"]),
         }
     }
