@@ -169,6 +169,12 @@ pub struct Config {
     )]
     pub rate_limit: u32,
 
+    /// A file holding an Ed25519 private key (PKCS#8 PEM) to sign access
+    /// tokens with; added to the published keys at start. Production needs
+    /// this or a key made with `accountable keys rotate`.
+    #[arg(long, env = "ACCOUNTABLE_JWT_KEY_FILE", global = true)]
+    pub jwt_key_file: Option<std::path::PathBuf>,
+
     /// The `iss` of access tokens.
     #[arg(
         long,

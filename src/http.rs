@@ -82,7 +82,17 @@ impl Application {
             hasher.clone(),
             config.password_min_length,
         ));
-        let keys = Arc::new(KeyRing::load(pool.clone(), config.env).await?);
+        let configured_key = match &config.jwt_key_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read ACCOUNTABLE_JWT_KEY_FILE {}: {e}",
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
+        let keys =
+            Arc::new(KeyRing::load(pool.clone(), config.env, configured_key.as_deref()).await?);
         keys::follow_changes(keys.clone(), Duration::from_secs(60), shutdown.clone()).await?;
         let dummy_hash = hasher
             .hash(Password::parse("no one's password, never stored", 1)?)

@@ -29,6 +29,8 @@ pub enum KeyError {
     Database(#[from] sqlx::Error),
     #[error("cannot encode a new key: {0}")]
     Encoding(String),
+    #[error("the configured signing key is not a PKCS#8 PEM Ed25519 private key")]
+    Configured,
     #[error(
         "no production signing key: create one with `ACCOUNTABLE_ENV=production accountable keys rotate`"
     )]
@@ -70,9 +72,18 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Loads the keys. In development a first key is created when there is
-    /// none; in production a development key, or no key, refuses to start.
-    pub async fn load(pool: PgPool, env: Environment) -> Result<Self, KeyError> {
+    /// Loads the keys, first adding the configured one (a PKCS#8 PEM
+    /// Ed25519 key) if it is new. In development a first key is created when
+    /// there is none; in production a development key, or no key, refuses
+    /// to start.
+    pub async fn load(
+        pool: PgPool,
+        env: Environment,
+        configured: Option<&str>,
+    ) -> Result<Self, KeyError> {
+        if let Some(pem) = configured {
+            import(&pool, pem).await?;
+        }
         let mut rows = live_keys(&pool).await?;
         if rows.is_empty() && env == Environment::Development {
             rotate(&pool, true, Duration::zero()).await?;
@@ -191,6 +202,37 @@ pub async fn rotate(
         .await?;
     announce(pool).await?;
     Ok(kid)
+}
+
+/// Adds the configured key, named by its RFC 7638 thumbprint, unless it is
+/// there already (or was retired: a retired key is never revived).
+async fn import(pool: &PgPool, pem: &str) -> Result<(), KeyError> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    use sha2::Digest;
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|_| KeyError::Configured)?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::Encoding(e.to_string()))?;
+    let public = key.verifying_key().to_bytes();
+    let jwk = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(public)
+    );
+    let kid = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(jwk.as_bytes()));
+    let added = sqlx::query(
+        "INSERT INTO signing_keys (kid, private_der, public_key, development)
+         VALUES ($1, $2, $3, false) ON CONFLICT (kid) DO NOTHING",
+    )
+    .bind(&kid)
+    .bind(der.as_bytes())
+    .bind(public.as_slice())
+    .execute(pool)
+    .await?;
+    if added.rows_affected() == 1 {
+        tracing::info!(kid, "added the configured signing key");
+        announce(pool).await?;
+    }
+    Ok(())
 }
 
 /// Stops publishing and accepting a key: tokens it signed are refused.

@@ -540,3 +540,77 @@ async fn too_many_sign_ins_from_one_address_are_rate_limited() {
     }
     assert_eq!(codes, ["OK", "OK", "RATE_LIMITED"]);
 }
+
+#[tokio::test]
+async fn production_refuses_development_keys_and_signs_with_the_configured_key() {
+    use accountable::config::Environment;
+    use accountable::http::Application;
+    use base64::engine::general_purpose::STANDARD;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+
+    let stack = TestStack::new().await;
+    // A development start generated a key.
+    let dev = stack.api().await;
+    let dev_token = dev.register("ada@example.com", "Ada").await.access;
+    let dev_kid = jsonwebtoken::decode_header(&dev_token)
+        .unwrap()
+        .kid
+        .unwrap();
+
+    let mut config = stack.config.clone();
+    config.env = Environment::Production;
+    let refused = Application::build(&config, stack.pool.clone(), Default::default()).await;
+    let error = refused
+        .err()
+        .expect("production refuses a development key")
+        .to_string();
+    assert!(error.contains("development signing key"), "{error}");
+
+    keys::retire(&stack.pool, &dev_kid).await.unwrap();
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let der = key.to_pkcs8_der().unwrap();
+    let body = STANDARD.encode(der.as_bytes());
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    let file = std::env::temp_dir().join(format!("accountable-key-{}.pem", Uuid::new_v4()));
+    std::fs::write(&file, pem).unwrap();
+    config.jwt_key_file = Some(file.clone());
+    let prod = stack.api_for(config).await;
+    std::fs::remove_file(file).unwrap();
+
+    let token = prod.register("grace@example.com", "Grace").await.access;
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    assert_ne!(kid, dev_kid);
+    let jwks: Value = prod
+        .client
+        .get(prod.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let published = jwks["keys"].as_array().unwrap();
+    assert_eq!(published.len(), 1, "{jwks}");
+    assert_eq!(published[0]["kid"], kid.as_str());
+    assert_eq!(
+        published[0]["x"],
+        URL_SAFE_NO_PAD
+            .encode(key.verifying_key().as_bytes())
+            .as_str()
+    );
+    // In production there is no GraphiQL and no introspection.
+    let graphiql = prod.client.get(prod.url("/graphql")).send().await.unwrap();
+    assert_eq!(graphiql.status(), 405);
+    let body = prod
+        .graphql("{ __schema { types { name } } }", json!({}))
+        .await;
+    assert!(body["data"]["__schema"].is_null(), "{body}");
+}
