@@ -159,3 +159,85 @@ impl EventHistory for StoreHistory {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::users::aggregate::{
+        AccountLocked, LoginAttempted, LoginSucceeded, PasswordHash, PasswordRehashed,
+        PersonalData, UserRegistered,
+    };
+    use crate::users::values::{DisplayName, Email};
+    use crate::users::{Role, UserStatus};
+
+    /// One event of every type the domain can emit.
+    fn every_event() -> Vec<UserEvent> {
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap();
+        let hash = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+        vec![
+            UserEvent::UserRegistered(UserRegistered {
+                personal: PersonalData {
+                    email: Email::parse("ada@example.com").unwrap(),
+                    display_name: DisplayName::parse("Ada").unwrap(),
+                },
+                roles: [Role::User].into(),
+                status: UserStatus::Active,
+                password_hash: hash.clone(),
+            }),
+            UserEvent::LoginAttempted(LoginAttempted { at, failures: 1 }),
+            UserEvent::LoginSucceeded(LoginSucceeded { at }),
+            UserEvent::AccountLocked(AccountLocked {
+                at,
+                until: at,
+                failures: 10,
+            }),
+            UserEvent::PasswordRehashed(PasswordRehashed {
+                password_hash: hash,
+            }),
+        ]
+    }
+
+    /// The contract test: every domain event, as the relay publishes it,
+    /// is read by the projections' own declaration of the contract, and
+    /// carries no secret.
+    #[test]
+    fn the_samples_cover_every_event_type() {
+        // A new variant fails to compile here until it has a sample.
+        let covered: std::collections::BTreeSet<u8> = every_event()
+            .iter()
+            .map(|event| match event {
+                UserEvent::UserRegistered(_) => 0,
+                UserEvent::LoginAttempted(_) => 1,
+                UserEvent::LoginSucceeded(_) => 2,
+                UserEvent::AccountLocked(_) => 3,
+                UserEvent::PasswordRehashed(_) => 4,
+            })
+            .collect();
+        assert_eq!(covered.len(), 5);
+    }
+
+    #[test]
+    fn the_projections_read_every_published_event() {
+        for (n, event) in every_event().into_iter().enumerate() {
+            let stored = StoredEvent {
+                aggregate_id: "0190a3c2-0000-7000-8000-000000000001".into(),
+                sequence: i64::try_from(n).unwrap() + 1,
+                event_type: cqrs_es::DomainEvent::event_type(&event),
+                event_version: cqrs_es::DomainEvent::event_version(&event),
+                payload: serde_json::to_value(&event).unwrap(),
+                metadata: json!({"actor": "self"}),
+                position: 42,
+                transaction_id: "1000".into(),
+                recorded_at: Utc::now(),
+            };
+            let message = stored.to_message().unwrap();
+            assert!(!String::from_utf8_lossy(&message.value).contains("argon2"));
+            let envelope = Envelope::from_slice(&message.value).unwrap();
+            envelope
+                .event()
+                .unwrap_or_else(|e| panic!("{event:?} does not read: {e}"));
+        }
+    }
+}
