@@ -13,7 +13,7 @@ use std::time::Duration;
 use accountable::auth::Clock;
 use accountable::config::Config;
 use accountable::http::Application;
-use accountable::{db, processes};
+use accountable::{db, kafka, processes};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rdkafka::config::ClientConfig;
@@ -182,30 +182,43 @@ impl TestStack {
             .expect("the accountable binary starts")
     }
 
-    /// A plain consumer of the events topic from the beginning, in a group
-    /// of its own.
-    pub fn consumer(&self) -> StreamConsumer {
-        let consumer: StreamConsumer = ClientConfig::new()
+    /// A plain consumer of every partition of the events topic from the
+    /// beginning. The topic is created first if the relay has not yet, so
+    /// that the consumer reads from the moment it exists.
+    pub async fn consumer(&self) -> StreamConsumer {
+        kafka::ensure_topic(
+            &self.config.kafka_bootstrap_servers,
+            &self.config.events_topic,
+            self.config.topic_partitions,
+            self.config.topic_replication,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the Kafka broker must be running (scripts/test.sh starts it): {e}")
+        });
+        let consumer = self.reader();
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..self.config.topic_partitions {
+            assignment
+                .add_partition_offset(&self.config.events_topic, partition, Offset::Beginning)
+                .expect("a valid partition");
+        }
+        consumer.assign(&assignment).expect("assigned");
+        consumer
+    }
+
+    fn reader(&self) -> StreamConsumer {
+        ClientConfig::new()
             .set("bootstrap.servers", &self.config.kafka_bootstrap_servers)
             .set("group.id", format!("test-reader-{}", Uuid::new_v4()))
-            .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()
-            .expect("a Kafka consumer");
-        consumer
-            .subscribe(&[&self.config.events_topic])
-            .expect("subscribes");
-        consumer
+            .expect("a Kafka consumer")
     }
 
     /// A plain consumer of one partition of the events topic from `offset`.
     pub fn consumer_at(&self, partition: i32, offset: i64) -> StreamConsumer {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.config.kafka_bootstrap_servers)
-            .set("group.id", format!("test-reader-{}", Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("a Kafka consumer");
+        let consumer = self.reader();
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(&self.config.events_topic, partition, Offset::Offset(offset))

@@ -89,7 +89,7 @@ async fn a_plain_kafka_consumer_sees_the_event_keyed_by_user_with_cloudevents_he
     let session = api.register("ada@example.com", "Ada").await;
     let (user, id) = (&session.user, session.id.as_str());
 
-    let consumer = stack.consumer();
+    let consumer = stack.consumer().await;
     let messages = consume_until(&consumer, Duration::from_secs(30), |m| !m.is_empty()).await;
     let message = &messages[0];
 

@@ -63,7 +63,7 @@ async fn row(stack: &TestStack, id: &str) -> Option<UserRow> {
 /// Registers a user and returns its id and its message on the topic.
 async fn registered(stack: &TestStack, api: &crate::helpers::TestApi) -> (String, Received) {
     let id = api.register("ada@example.com", "Ada").await.id;
-    let consumer = stack.consumer();
+    let consumer = stack.consumer().await;
     let message = consume_until(&consumer, Duration::from_secs(30), |m| !m.is_empty()).await;
     applied_through(stack, message[0].partition, message[0].offset).await;
     (id, message[0].clone())
@@ -208,7 +208,7 @@ async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
             .await
             .unwrap();
             let on_topic: i64 = checkpoints.iter().map(|(_, next)| next).sum();
-            let all = consume_until(&stack.consumer(), Duration::from_secs(30), |m| {
+            let all = consume_until(&stack.consumer().await, Duration::from_secs(30), |m| {
                 m.len() as i64 >= on_topic
             })
             .await;

@@ -28,7 +28,7 @@ async fn an_event_with_a_lower_position_that_commits_later_is_not_skipped() {
     let stack = TestStack::new().await;
     let api = stack.api().await;
     stack.relay();
-    let consumer = stack.consumer();
+    let consumer = stack.consumer().await;
 
     // T1 takes the lower position and stays open.
     let early_id = Uuid::now_v7().to_string();
@@ -97,7 +97,7 @@ async fn of_two_relays_only_one_publishes() {
             .await,
         count as i64
     );
-    let consumer = stack.consumer();
+    let consumer = stack.consumer().await;
     let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= count).await;
     let ids: std::collections::HashSet<_> = messages.iter().map(|m| &m.headers["ce_id"]).collect();
     assert_eq!(
@@ -119,7 +119,7 @@ async fn a_consumer_resuming_at_any_offset_gets_that_offset() {
             .await;
     }
     stack.relay();
-    let all = consume_until(&stack.consumer(), Duration::from_secs(30), |m| {
+    let all = consume_until(&stack.consumer().await, Duration::from_secs(30), |m| {
         m.len() >= count
     })
     .await;
