@@ -182,28 +182,7 @@ impl UserQuery {
             None => users::find(&state.pool, id)
                 .await
                 .map_err(|e| ApiError::from(e).into_graphql())?,
-            Some(min_version) => {
-                match state
-                    .freshness
-                    .user_at_least(&state.pool, id, min_version, state.read_your_writes_timeout)
-                    .await
-                    .map_err(|e| ApiError::from(e).into_graphql())?
-                {
-                    Ok(row) => Some(row),
-                    Err(stale) => {
-                        let error = ApiError::new(
-                            Code::Unavailable,
-                            "the read side has not reached that version yet; retry shortly",
-                        )
-                        .with("minVersion", min_version);
-                        return Err(match stale.current {
-                            Some(current) => error.with("currentVersion", current),
-                            None => error,
-                        }
-                        .into_graphql());
-                    }
-                }
-            }
+            Some(min_version) => Some(read_at_least(state, id, min_version).await?.0),
         };
         Ok(row.map(User))
     }
@@ -358,12 +337,18 @@ async fn read_at_least(
         .map_err(|e| ApiError::from(e).into_graphql())?
     {
         Ok(row) => Ok(User(row)),
-        Err(_) => Err(ApiError::new(
-            Code::Unavailable,
-            "the read side has not caught up yet; retry shortly",
-        )
-        .with("minVersion", min_version)
-        .into_graphql()),
+        Err(stale) => {
+            let error = ApiError::new(
+                Code::Unavailable,
+                "the read side has not reached that version yet; retry shortly",
+            )
+            .with("minVersion", min_version);
+            Err(match stale.current {
+                Some(current) => error.with("currentVersion", current),
+                None => error,
+            }
+            .into_graphql())
+        }
     }
 }
 

@@ -214,14 +214,6 @@ async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
             .await;
             let distinct: std::collections::HashSet<_> =
                 all.iter().map(|m| m.headers["ce_id"].clone()).collect();
-            let activity: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-                "SELECT state, wait_event, left(query, 60) FROM pg_stat_activity
-                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            )
-            .fetch_all(&stack.pool)
-            .await
-            .unwrap();
-            eprintln!("sessions: {activity:?}");
             panic!(
                 "not converged: {} distinct events on the topic; {} events, {} published, {} projected, checkpoints {checkpoints:?}",
                 distinct.len(),
