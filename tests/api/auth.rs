@@ -24,6 +24,20 @@ const LOGOUT: &str = "mutation($token: String!) { logout(refreshToken: $token) }
 const LOGOUT_ALL: &str = "mutation { logoutAll }";
 const ME: &str = "{ me { id email version } }";
 
+impl TestApi {
+    /// The published signing keys.
+    async fn jwks(&self) -> Value {
+        self.client
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 async fn login(api: &TestApi, email: &str, password: &str) -> Value {
     api.graphql(LOGIN, json!({"email": email, "password": password}))
         .await
@@ -407,15 +421,7 @@ async fn another_service_verifies_a_token_with_the_jwks_alone() {
     let stack = TestStack::new().await;
     let api = stack.api().await;
     let ada = api.register("ada@example.com", "Ada").await;
-    let jwks: Value = api
-        .client
-        .get(api.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = api.jwks().await;
 
     let token = UntrustedToken::new(&ada.access).unwrap();
     let kid = token.header().key_id.clone().unwrap();
@@ -452,15 +458,7 @@ async fn keys_rotate_without_logging_anyone_out_and_a_retired_key_is_refused() {
     let jwks_lists = |kid: String| {
         let api = &api;
         async move {
-            let jwks: Value = api
-                .client
-                .get(api.url("/.well-known/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let jwks = api.jwks().await;
             jwks["keys"]
                 .as_array()
                 .unwrap()
@@ -588,15 +586,7 @@ async fn production_refuses_development_keys_and_signs_with_the_configured_key()
     let token = prod.register("grace@example.com", "Grace").await.access;
     let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
     assert_ne!(kid, dev_kid);
-    let jwks: Value = prod
-        .client
-        .get(prod.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = prod.jwks().await;
     let published = jwks["keys"].as_array().unwrap();
     assert_eq!(published.len(), 1, "{jwks}");
     assert_eq!(published[0]["kid"], kid.as_str());
