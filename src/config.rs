@@ -224,6 +224,16 @@ pub struct Config {
     )]
     pub login_max_failures: u32,
 
+    /// An email claim a registration has not confirmed in this time was
+    /// abandoned by a crash and may be taken over.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_EMAIL_CLAIM_TTL_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub email_claim_ttl_secs: u64,
+
     /// How long `user(id, minVersion)` waits for the read side to catch up.
     #[arg(
         long,

@@ -81,6 +81,7 @@ impl Application {
             pool.clone(),
             hasher.clone(),
             config.password_min_length,
+            Duration::from_secs(config.email_claim_ttl_secs),
         ));
         let configured_key = match &config.jwt_key_file {
             Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {

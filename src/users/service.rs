@@ -2,6 +2,7 @@
 //! passwords, and runs commands against the event store through cqrs-es.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -131,7 +132,16 @@ type UserStore = PersistedEventStore<PostgresEventRepository, User>;
 const CONFLICT_RETRIES: usize = 50;
 
 const CLAIM_EMAIL: &str = "
-INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2) ON CONFLICT (email_key) DO NOTHING";
+INSERT INTO user_emails (email_key, user_id, confirmed) VALUES ($1, $2, false)
+ON CONFLICT (email_key) DO NOTHING";
+const SELECT_STALE_CLAIM: &str = "
+SELECT user_id FROM user_emails
+ WHERE email_key = $1 AND NOT confirmed AND claimed_at < now() - make_interval(secs => $2)";
+const TAKE_OVER_CLAIM: &str = "
+UPDATE user_emails SET user_id = $3, claimed_at = now()
+ WHERE email_key = $1 AND user_id = $2 AND NOT confirmed";
+const CONFIRM_EMAIL: &str =
+    "UPDATE user_emails SET confirmed = true WHERE email_key = $1 AND user_id = $2";
 const RELEASE_EMAIL: &str = "DELETE FROM user_emails WHERE email_key = $1 AND user_id = $2";
 const FIND_BY_EMAIL: &str = "SELECT user_id FROM user_emails WHERE email_key = $1";
 
@@ -143,11 +153,19 @@ pub struct Users {
     store: UserStore,
     hasher: PasswordHasher,
     password_min_len: usize,
+    /// How old an unconfirmed email claim must be to count as abandoned.
+    claim_ttl: Duration,
 }
 
 impl Users {
-    pub fn new(pool: PgPool, hasher: PasswordHasher, password_min_len: usize) -> Self {
+    pub fn new(
+        pool: PgPool,
+        hasher: PasswordHasher,
+        password_min_len: usize,
+        claim_ttl: Duration,
+    ) -> Self {
         Self {
+            claim_ttl,
             store: PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
             pool,
             hasher,
@@ -166,30 +184,72 @@ impl Users {
         let password_hash = PasswordHash::new(self.hasher.hash(password).await?);
         let user_id = Uuid::now_v7();
         let key = email_key(&email);
-        let claimed = sqlx::query(CLAIM_EMAIL)
-            .bind(&key)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(infrastructure)?;
-        if claimed.rows_affected() == 0 {
-            return Err(CommandError::EmailTaken);
-        }
+        self.claim_email(&key, user_id).await?;
         let command = UserCommand::Register(RegisterUser {
             email,
             display_name,
             password_hash,
         });
         let registered = self.execute(user_id, command, ctx).await;
-        if registered.is_err() {
-            sqlx::query(RELEASE_EMAIL)
-                .bind(&key)
-                .bind(user_id)
+        let settle = if registered.is_ok() {
+            CONFIRM_EMAIL
+        } else {
+            RELEASE_EMAIL
+        };
+        sqlx::query(settle)
+            .bind(&key)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        registered
+    }
+
+    /// Claims `key` for `user_id`, unless a live claim or an account holds
+    /// it. The primary key makes concurrent claims race-free: one wins.
+    async fn claim_email(&self, key: &str, user_id: Uuid) -> Result<(), CommandError> {
+        let claimed = sqlx::query(CLAIM_EMAIL)
+            .bind(key)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        if claimed.rows_affected() == 1 {
+            return Ok(());
+        }
+        let stale: Option<Uuid> = sqlx::query_scalar(SELECT_STALE_CLAIM)
+            .bind(key)
+            .bind(self.claim_ttl.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        let Some(holder) = stale else {
+            return Err(CommandError::EmailTaken);
+        };
+        // A crash may have come after the holder's events committed: then
+        // the address is theirs, and the claim is confirmed now.
+        if self.load(holder).await?.is_some() {
+            sqlx::query(CONFIRM_EMAIL)
+                .bind(key)
+                .bind(holder)
                 .execute(&self.pool)
                 .await
                 .map_err(infrastructure)?;
+            return Err(CommandError::EmailTaken);
         }
-        registered
+        let taken = sqlx::query(TAKE_OVER_CLAIM)
+            .bind(key)
+            .bind(holder)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        if taken.rows_affected() == 1 {
+            tracing::info!(abandoned_by = %holder, "took over an abandoned email claim");
+            Ok(())
+        } else {
+            Err(CommandError::EmailTaken)
+        }
     }
 
     /// The user holding `email`, if any.

@@ -5,5 +5,6 @@ mod bad_input;
 mod helpers;
 mod pipeline;
 mod projection;
+mod registration;
 mod relay;
 mod schema;
