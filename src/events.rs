@@ -167,9 +167,9 @@ mod tests {
     use super::*;
     use crate::users::aggregate::{
         AccountLocked, LoginAttempted, LoginSucceeded, PasswordHash, PasswordRehashed,
-        PersonalData, UserRegistered,
+        PersonalData, ProfilePersonal, ProfileUpdated, UserRegistered,
     };
-    use crate::users::values::{DisplayName, Email};
+    use crate::users::values::{DisplayName, Email, Locale};
     use crate::users::{Role, UserStatus};
 
     /// One event of every type the domain can emit.
@@ -196,6 +196,13 @@ mod tests {
             UserEvent::PasswordRehashed(PasswordRehashed {
                 password_hash: hash,
             }),
+            UserEvent::ProfileUpdated(ProfileUpdated {
+                personal: Some(ProfilePersonal {
+                    display_name: DisplayName::parse("Ada Lovelace").unwrap(),
+                }),
+                locale: Some(Locale::parse("en-GB").unwrap()),
+                time_zone: None,
+            }),
         ]
     }
 
@@ -213,9 +220,10 @@ mod tests {
                 UserEvent::LoginSucceeded(_) => 2,
                 UserEvent::AccountLocked(_) => 3,
                 UserEvent::PasswordRehashed(_) => 4,
+                UserEvent::ProfileUpdated(_) => 5,
             })
             .collect();
-        assert_eq!(covered.len(), 5);
+        assert_eq!(covered.len(), 6);
     }
 
     #[test]

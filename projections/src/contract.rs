@@ -55,6 +55,7 @@ impl Envelope {
             LOGIN_SUCCEEDED_V1 => serde_json::from_value(value).map(AccountEvent::LoginSucceeded),
             LOCKED_V1 => serde_json::from_value(value).map(AccountEvent::Locked),
             PASSWORD_REHASHED_V1 => Ok(AccountEvent::PasswordRehashed),
+            PROFILE_UPDATED_V1 => serde_json::from_value(value).map(AccountEvent::ProfileUpdated),
             other => return Err(ContractError::UnknownType(other.to_owned())),
         }
         .map_err(data)
@@ -66,6 +67,7 @@ pub const LOGIN_ATTEMPTED_V1: &str = "accountable.user.login_attempted.v1";
 pub const LOGIN_SUCCEEDED_V1: &str = "accountable.user.login_succeeded.v1";
 pub const LOCKED_V1: &str = "accountable.user.locked.v1";
 pub const PASSWORD_REHASHED_V1: &str = "accountable.user.password_rehashed.v1";
+pub const PROFILE_UPDATED_V1: &str = "accountable.user.profile_updated.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountEvent {
@@ -77,6 +79,7 @@ pub enum AccountEvent {
     Locked(Locked),
     /// The password hash was recomputed; the hash itself is never published.
     PasswordRehashed,
+    ProfileUpdated(ProfileUpdated),
 }
 
 /// Fields that identify a person.
@@ -109,4 +112,17 @@ pub struct Locked {
     pub at: DateTime<Utc>,
     pub until: DateTime<Utc>,
     pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ProfilePersonal {
+    pub display_name: String,
+}
+
+/// Only the fields that changed are present (`null` = unchanged).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ProfileUpdated {
+    pub personal: Option<ProfilePersonal>,
+    pub locale: Option<String>,
+    pub time_zone: Option<String>,
 }

@@ -14,6 +14,8 @@ pub struct UserRow {
     pub display_name: String,
     pub status: String,
     pub roles: Vec<String>,
+    pub locale: Option<String>,
+    pub time_zone: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -48,6 +50,8 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
                 display_name: e.personal.display_name.clone(),
                 status: e.status.clone(),
                 roles: e.roles.clone(),
+                locale: None,
+                time_zone: None,
                 version: envelope.sequence,
                 created_at: envelope.time,
                 updated_at: envelope.time,
@@ -61,6 +65,19 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             | AccountEvent::PasswordRehashed,
             Some(row),
         ) => row.version = envelope.sequence,
+        (AccountEvent::ProfileUpdated(e), Some(row)) => {
+            if let Some(personal) = &e.personal {
+                row.display_name.clone_from(&personal.display_name);
+            }
+            if e.locale.is_some() {
+                row.locale.clone_from(&e.locale);
+            }
+            if e.time_zone.is_some() {
+                row.time_zone.clone_from(&e.time_zone);
+            }
+            row.version = envelope.sequence;
+            row.updated_at = envelope.time;
+        }
         // Anything but a registration as a user's first event.
         (_, None) => return Outcome::Gap { after: 0 },
     }
@@ -68,25 +85,27 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
 }
 
 const SELECT_FOR_UPDATE: &str = "
-SELECT id, email, display_name, status, roles, version, created_at, updated_at
+SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
   FROM users WHERE id = ANY($1) FOR UPDATE";
 
 /// Writes a row unless the table already holds the same or a later version,
 /// so that concurrent or repeated writers can never move a row backwards.
 const UPSERT: &str = "
-INSERT INTO users (id, email, display_name, status, roles, version, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO users (id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (id) DO UPDATE SET
     email = EXCLUDED.email,
     display_name = EXCLUDED.display_name,
     status = EXCLUDED.status,
     roles = EXCLUDED.roles,
+    locale = EXCLUDED.locale,
+    time_zone = EXCLUDED.time_zone,
     version = EXCLUDED.version,
     updated_at = EXCLUDED.updated_at
 WHERE users.version < EXCLUDED.version";
 
 const SELECT_ONE: &str = "
-SELECT id, email, display_name, status, roles, version, created_at, updated_at
+SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
   FROM users WHERE id = $1";
 
 pub async fn load_for_update(
@@ -106,6 +125,8 @@ pub async fn save(conn: &mut PgConnection, row: &UserRow) -> Result<(), sqlx::Er
         .bind(&row.display_name)
         .bind(&row.status)
         .bind(&row.roles)
+        .bind(&row.locale)
+        .bind(&row.time_zone)
         .bind(row.version)
         .bind(row.created_at)
         .bind(row.updated_at)
@@ -211,6 +232,25 @@ mod tests {
                 ..before
             })
         );
+    }
+
+    #[test]
+    fn a_profile_update_changes_only_what_it_names() {
+        let mut row = None;
+        apply(&mut row, &envelope(1, json!({})));
+        let updated = envelope(
+            2,
+            json!({
+            "type": "accountable.user.profile_updated.v1",
+            "time": "2026-11-21T12:00:00Z",
+            "data": {"personal": null, "locale": "en-GB", "time_zone": null}}),
+        );
+        assert_eq!(apply(&mut row, &updated), Outcome::Applied);
+        let row = row.unwrap();
+        assert_eq!(row.display_name, "Ada");
+        assert_eq!(row.locale.as_deref(), Some("en-GB"));
+        assert_eq!(row.time_zone, None);
+        assert_eq!((row.version, row.updated_at), (2, updated.time));
     }
 
     #[test]

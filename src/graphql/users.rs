@@ -373,6 +373,8 @@ fn registered_user(executed: Executed) -> Result<UserRow, ApiError> {
             .iter()
             .map(|r| r.as_str().to_owned())
             .collect(),
+        locale: None,
+        time_zone: None,
         version: executed.version,
         created_at: executed.recorded_at,
         updated_at: executed.recorded_at,

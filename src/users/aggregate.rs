@@ -10,7 +10,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::values::{DisplayName, Email};
+use super::values::{DisplayName, Email, Locale, TimeZone};
 
 /// What a user may do beyond managing their own account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -106,6 +106,20 @@ pub struct AccountLocked {
     pub failures: u32,
 }
 
+/// The personal part of a profile change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfilePersonal {
+    pub display_name: DisplayName,
+}
+
+/// The profile changed; fields that did not change are absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    pub personal: Option<ProfilePersonal>,
+    pub locale: Option<Locale>,
+    pub time_zone: Option<TimeZone>,
+}
+
 /// The password hash was recomputed with the current cost parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordRehashed {
@@ -120,6 +134,7 @@ pub enum UserEvent {
     LoginSucceeded(LoginSucceeded),
     AccountLocked(AccountLocked),
     PasswordRehashed(PasswordRehashed),
+    ProfileUpdated(ProfileUpdated),
 }
 
 impl DomainEvent for UserEvent {
@@ -130,6 +145,7 @@ impl DomainEvent for UserEvent {
             Self::LoginSucceeded(_) => "LoginSucceeded",
             Self::AccountLocked(_) => "AccountLocked",
             Self::PasswordRehashed(_) => "PasswordRehashed",
+            Self::ProfileUpdated(_) => "ProfileUpdated",
         }
         .to_owned()
     }
@@ -173,6 +189,14 @@ impl UserEvent {
             Self::PasswordRehashed(_) => PublicEvent {
                 cloud_type: "accountable.user.password_rehashed.v1",
                 data: json!({}),
+            },
+            Self::ProfileUpdated(e) => PublicEvent {
+                cloud_type: "accountable.user.profile_updated.v1",
+                data: json!({
+                    "personal": e.personal,
+                    "locale": e.locale,
+                    "time_zone": e.time_zone,
+                }),
             },
         }
     }
@@ -225,6 +249,12 @@ pub enum UserCommand {
     RehashPassword {
         password_hash: PasswordHash,
     },
+    /// Change what is given; what is `None` or equal stays.
+    UpdateProfile {
+        display_name: Option<DisplayName>,
+        locale: Option<Locale>,
+        time_zone: Option<TimeZone>,
+    },
 }
 
 /// A command the aggregate refuses; each maps to one client-facing code.
@@ -251,6 +281,10 @@ pub struct Account {
     /// Locks since the last success; each lasts longer.
     pub lockouts: u32,
     pub locked_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub locale: Option<Locale>,
+    #[serde(default)]
+    pub time_zone: Option<TimeZone>,
 }
 
 impl Account {
@@ -299,6 +333,29 @@ impl Aggregate for User {
             (UserCommand::RehashPassword { password_hash }, Some(_)) => {
                 UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
             }
+            (
+                UserCommand::UpdateProfile {
+                    display_name,
+                    locale,
+                    time_zone,
+                },
+                Some(account),
+            ) => {
+                let changed = ProfileUpdated {
+                    personal: display_name
+                        .filter(|name| *name != account.personal.display_name)
+                        .map(|display_name| ProfilePersonal { display_name }),
+                    locale: locale.filter(|l| Some(l) != account.locale.as_ref()),
+                    time_zone: time_zone.filter(|t| Some(t) != account.time_zone.as_ref()),
+                };
+                if changed.personal.is_none()
+                    && changed.locale.is_none()
+                    && changed.time_zone.is_none()
+                {
+                    return Ok(());
+                }
+                UserEvent::ProfileUpdated(changed)
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -315,6 +372,8 @@ impl Aggregate for User {
                 last_failure_at: None,
                 lockouts: 0,
                 locked_until: None,
+                locale: None,
+                time_zone: None,
             });
             return;
         }
@@ -338,6 +397,17 @@ impl Aggregate for User {
                 account.locked_until = Some(e.until);
             }
             UserEvent::PasswordRehashed(e) => account.password_hash = e.password_hash,
+            UserEvent::ProfileUpdated(e) => {
+                if let Some(personal) = e.personal {
+                    account.personal.display_name = personal.display_name;
+                }
+                if e.locale.is_some() {
+                    account.locale = e.locale;
+                }
+                if e.time_zone.is_some() {
+                    account.time_zone = e.time_zone;
+                }
+            }
         }
     }
 }
@@ -568,5 +638,48 @@ mod tests {
             .when(UserCommand::RehashPassword { password_hash })
             .then_expect_events(vec![event.clone()]);
         assert!(!event.public().data.to_string().contains("argon2"));
+    }
+
+    fn update(name: Option<&str>, locale: Option<&str>, zone: Option<&str>) -> UserCommand {
+        UserCommand::UpdateProfile {
+            display_name: name.map(|n| DisplayName::parse(n).unwrap()),
+            locale: locale.map(|l| Locale::parse(l).unwrap()),
+            time_zone: zone.map(|z| TimeZone::parse(z).unwrap()),
+        }
+    }
+
+    #[test]
+    fn given_registered_when_update_profile_then_only_the_changes_are_recorded() {
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(update(Some("Ada"), Some("en-GB"), Some("Europe/London")))
+            .then_expect_events(vec![UserEvent::ProfileUpdated(ProfileUpdated {
+                personal: None,
+                locale: Some(Locale::parse("en-GB").unwrap()),
+                time_zone: Some(TimeZone::parse("Europe/London").unwrap()),
+            })]);
+    }
+
+    #[test]
+    fn given_a_profile_when_it_is_set_to_what_it_is_then_nothing_is_written() {
+        let set = UserEvent::ProfileUpdated(ProfileUpdated {
+            personal: Some(ProfilePersonal {
+                display_name: DisplayName::parse("Ada Lovelace").unwrap(),
+            }),
+            locale: Some(Locale::parse("en-GB").unwrap()),
+            time_zone: None,
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered(), set])
+            .when(update(Some("Ada Lovelace"), Some("en-GB"), None))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn given_nothing_when_update_profile_then_not_registered() {
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(update(Some("Ada"), None, None))
+            .then_expect_error(UserError::NotRegistered);
     }
 }

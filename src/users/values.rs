@@ -115,6 +115,67 @@ impl DisplayName {
     }
 }
 
+/// A language tag such as `en`, `pt-BR` or `zh-Hant-TW` (BCP 47 shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Locale(String);
+
+impl Locale {
+    const MAX_LEN: usize = 35;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let tag = input.trim();
+        let mut parts = tag.split('-');
+        let language_ok = parts.next().is_some_and(|l| {
+            (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic())
+        });
+        let rest_ok = parts
+            .all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+        if tag.len() > Self::MAX_LEN || !language_ok || !rest_ok {
+            return Err(InvalidInput::new(
+                "locale",
+                "must be a language tag such as en or pt-BR",
+            ));
+        }
+        Ok(Self(tag.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An IANA time zone name such as `Europe/Paris` or `UTC` (checked for
+/// shape, not against the tz database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TimeZone(String);
+
+impl TimeZone {
+    const MAX_LEN: usize = 64;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let name = input.trim();
+        let part_ok = |p: &str| {
+            !p.is_empty()
+                && p.starts_with(|c: char| c.is_ascii_alphabetic())
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
+        };
+        if name.len() > Self::MAX_LEN || !name.split('/').all(part_ok) {
+            return Err(InvalidInput::new(
+                "timeZone",
+                "must be an IANA time zone such as Europe/Paris",
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A password as the user meant it: NFKC-normalised, so that equivalent
 /// input verifies, and counted in code points. Never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -203,6 +264,50 @@ mod tests {
         assert!(DisplayName::parse("tab\there").is_err());
         assert_eq!(DisplayName::parse(" Ada ").unwrap().as_str(), "Ada");
         assert!(DisplayName::parse(&"é".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn locales_are_language_tags() {
+        for good in ["en", "pt-BR", "zh-Hant-TW", "de-CH-1996"] {
+            assert_eq!(Locale::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "e",
+            "english",
+            "en_US",
+            "en-",
+            "en-toolongsubtag",
+            "<script>",
+        ] {
+            assert_eq!(Locale::parse(bad).unwrap_err().field, "locale", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn time_zones_are_iana_names() {
+        for good in [
+            "UTC",
+            "Europe/Paris",
+            "America/Argentina/Buenos_Aires",
+            "Etc/GMT+5",
+        ] {
+            assert_eq!(TimeZone::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "/",
+            "Europe/",
+            "../etc/passwd",
+            "Europe/Pa ris",
+            &"A".repeat(65),
+        ] {
+            assert_eq!(
+                TimeZone::parse(bad).unwrap_err().field,
+                "timeZone",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
