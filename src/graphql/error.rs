@@ -104,6 +104,9 @@ impl From<CommandError> for ApiError {
             CommandError::Conflict | CommandError::EmailTaken => {
                 Self::new(Code::Conflict, error.to_string())
             }
+            CommandError::VersionMismatch { current } => {
+                Self::new(Code::Conflict, error.to_string()).with("currentVersion", current)
+            }
             CommandError::Infrastructure(detail) => Self::internal(&detail),
         }
     }

@@ -11,11 +11,14 @@ use super::guards::{caller, SelfOr, SignedIn};
 use super::{ApiState, RequestMeta};
 use crate::auth::{AuthError, Caller};
 use crate::users::{
-    self as domain, Actor, CommandContext, Executed, Registration, Role as DomainRole,
+    self as domain, Actor, CommandContext, Executed, ProfileChange, Registration,
+    Role as DomainRole,
 };
 
 /// Who may read any account besides its owner.
 const READERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Auditor];
+/// Who may change any account besides its owner.
+const ADMINS: &[DomainRole] = &[DomainRole::Admin];
 
 /// What a user may do beyond managing their own account.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,16 @@ impl User {
     /// `expectedVersion` refer to.
     async fn version(&self) -> i64 {
         self.0.version
+    }
+
+    /// A language tag such as `en-GB`, if set.
+    async fn locale(&self) -> Option<&str> {
+        self.0.locale.as_deref()
+    }
+
+    /// An IANA time zone such as `Europe/London`, if set.
+    async fn time_zone(&self) -> Option<&str> {
+        self.0.time_zone.as_deref()
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -145,6 +158,51 @@ impl AuthPayload {
             user_id: signed_in.user_id,
             version: signed_in.executed.map(|e| e.version),
             written,
+        }
+    }
+}
+
+/// Parts of a profile to change; what is left out stays as it is.
+#[derive(InputObject)]
+pub struct UpdateProfileInput {
+    /// The user to change: oneself, or anyone for an admin.
+    pub id: ID,
+    /// 1 to 100 characters.
+    pub display_name: Option<String>,
+    /// A language tag such as `en-GB`.
+    pub locale: Option<String>,
+    /// An IANA time zone such as `Europe/London`.
+    pub time_zone: Option<String>,
+    /// The version the change is based on; another current version answers
+    /// `CONFLICT` with `currentVersion`, and nothing is written.
+    pub expected_version: Option<i64>,
+}
+
+/// The answer to a mutation that changes a user.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct UserPayload {
+    /// The user's version after the mutation; pass it as `minVersion` to
+    /// read your write.
+    pub version: i64,
+    #[graphql(skip)]
+    user_id: Uuid,
+}
+
+#[ComplexObject]
+impl UserPayload {
+    /// The user as the read side shows it, at least at `version`.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        let state = ctx.data::<ApiState>()?;
+        read_at_least(state, self.user_id, self.version).await
+    }
+}
+
+impl From<Executed> for UserPayload {
+    fn from(executed: Executed) -> Self {
+        Self {
+            version: executed.version,
+            user_id: executed.user_id,
         }
     }
 }
@@ -255,6 +313,34 @@ impl UserMutation {
         Ok(AuthPayload::new(signed_in, None))
     }
 
+    /// Changes a profile: the user themself, or an admin.
+    #[graphql(guard = "SelfOr { id: &input.id, roles: ADMINS }")]
+    async fn update_profile(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProfileInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let state = ctx.data::<ApiState>()?;
+        let command_ctx = acting(ctx)?;
+        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let executed = state
+            .auth
+            .users
+            .update_profile(
+                id,
+                ProfileChange {
+                    display_name: input.display_name.as_deref(),
+                    locale: input.locale.as_deref(),
+                    time_zone: input.time_zone.as_deref(),
+                },
+                input.expected_version,
+                &command_ctx,
+            )
+            .await
+            .map_err(|e| ApiError::from(e).into_graphql())?;
+        Ok(executed.into())
+    }
+
     /// Ends the session of this refresh token. Always true: whether the
     /// token was live is not revealed.
     async fn logout(
@@ -286,6 +372,20 @@ impl UserMutation {
             .map_err(auth_error)?;
         Ok(true)
     }
+}
+
+/// The command context of a signed-in caller's operation.
+fn acting(ctx: &Context<'_>) -> async_graphql::Result<CommandContext> {
+    let meta = ctx.data::<RequestMeta>()?;
+    let Caller::User { id, .. } = caller(ctx) else {
+        return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
+    };
+    Ok(CommandContext {
+        actor: Actor::User(*id),
+        correlation_id: meta.correlation_id.clone(),
+        causation_id: meta.request_id.clone(),
+        request_id: meta.request_id.clone(),
+    })
 }
 
 /// The shared state and a command context for an operation that counts

@@ -7,4 +7,6 @@ pub mod service;
 pub mod values;
 
 pub use aggregate::{Account, Role, User, UserEvent, UserStatus};
-pub use service::{Actor, CommandContext, CommandError, Executed, Registration, Users};
+pub use service::{
+    Actor, CommandContext, CommandError, Executed, ProfileChange, Registration, Users,
+};

@@ -16,7 +16,7 @@ use super::aggregate::{
     Account, LockoutPolicy, PasswordHash, RegisterUser, User, UserCommand, UserError,
 };
 use super::password::{HashError, PasswordHasher};
-use super::values::{DisplayName, Email, InvalidInput, Password};
+use super::values::{DisplayName, Email, InvalidInput, Locale, Password, TimeZone};
 
 /// Who caused a command; recorded in every event's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +85,9 @@ pub enum CommandError {
     Conflict,
     #[error("this email address is already registered")]
     EmailTaken,
+    /// `expectedVersion` was given and the user is at another version.
+    #[error("the user is at version {current}, not the one expected")]
+    VersionMismatch { current: i64 },
     #[error("infrastructure failure: {0}")]
     Infrastructure(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -105,6 +108,14 @@ impl From<HashError> for CommandError {
     fn from(err: HashError) -> Self {
         Self::Infrastructure(Box::new(err))
     }
+}
+
+/// A profile change as the client sent it; `None` leaves a part as it is.
+#[derive(Debug, Default)]
+pub struct ProfileChange<'a> {
+    pub display_name: Option<&'a str>,
+    pub locale: Option<&'a str>,
+    pub time_zone: Option<&'a str>,
 }
 
 /// Registration input as the client sent it.
@@ -190,7 +201,7 @@ impl Users {
             display_name,
             password_hash,
         });
-        let registered = self.execute(user_id, command, ctx).await;
+        let registered = self.execute(user_id, command, None, ctx).await;
         let settle = if registered.is_ok() {
             CONFIRM_EMAIL
         } else {
@@ -302,6 +313,23 @@ impl Users {
         .await
     }
 
+    /// Changes the given parts of a profile; a change to nothing writes
+    /// nothing and answers the current version.
+    pub async fn update_profile(
+        &self,
+        user_id: Uuid,
+        profile: ProfileChange<'_>,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let command = UserCommand::UpdateProfile {
+            display_name: profile.display_name.map(DisplayName::parse).transpose()?,
+            locale: profile.locale.map(Locale::parse).transpose()?,
+            time_zone: profile.time_zone.map(TimeZone::parse).transpose()?,
+        };
+        self.execute(user_id, command, expected_version, ctx).await
+    }
+
     /// The current state of a user, from its events.
     pub async fn load(&self, user_id: Uuid) -> Result<Option<Account>, CommandError> {
         let context = self.store.load_aggregate(&user_id.to_string()).await?;
@@ -318,7 +346,7 @@ impl Users {
     ) -> Result<Executed, CommandError> {
         let mut attempts = 0;
         loop {
-            match self.execute(user_id, command(), ctx).await {
+            match self.execute(user_id, command(), None, ctx).await {
                 Err(CommandError::Conflict) if attempts < CONFLICT_RETRIES => attempts += 1,
                 outcome => return outcome,
             }
@@ -326,14 +354,20 @@ impl Users {
     }
 
     /// Loads the user, decides, and appends the resulting events in one
-    /// transaction; a concurrent append to the same user is a `Conflict`.
+    /// transaction; a concurrent append to the same user is a `Conflict`,
+    /// and so is a user at another version than `expected`.
     async fn execute(
         &self,
         user_id: Uuid,
         command: UserCommand,
+        expected: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
         let mut context = self.store.load_aggregate(&user_id.to_string()).await?;
+        let current = i64::try_from(context.current_sequence).map_err(infrastructure)?;
+        if expected.is_some_and(|expected| expected != current) {
+            return Err(CommandError::VersionMismatch { current });
+        }
         let sink = EventSink::default();
         context
             .aggregate

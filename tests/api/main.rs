@@ -1,5 +1,6 @@
 //! End-to-end tests against a real PostgreSQL and a real Kafka broker.
 
+mod accounts;
 mod auth;
 mod bad_input;
 mod helpers;

@@ -1,0 +1,144 @@
+//! Account mutations end to end: the write, its rules, and the read side
+//! after it converged.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{error_code, Session, TestApi, TestStack};
+
+const UPDATE_PROFILE: &str = "mutation($input: UpdateProfileInput!) {
+  updateProfile(input: $input) { version user { id displayName locale timeZone version } }
+}";
+
+async fn update_profile(api: &TestApi, session: &Session, input: Value) -> Value {
+    let mut input = input;
+    input["id"] = json!(session.id);
+    api.graphql_as(
+        Some(&session.access),
+        UPDATE_PROFILE,
+        json!({"input": input}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_user_updates_their_profile_and_reads_it_back() {
+    let (_stack, api) = TestStack::full().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+
+    let body = update_profile(
+        &api,
+        &ada,
+        json!({"displayName": "Ada Lovelace", "locale": "en-GB", "timeZone": "Europe/London"}),
+    )
+    .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let payload = &body["data"]["updateProfile"];
+    assert_eq!(payload["version"], 2);
+    assert_eq!(
+        payload["user"],
+        json!({"id": ada.id, "displayName": "Ada Lovelace", "locale": "en-GB",
+               "timeZone": "Europe/London", "version": 2})
+    );
+
+    // Setting what is already set writes nothing.
+    let body = update_profile(&api, &ada, json!({"displayName": "Ada Lovelace"})).await;
+    assert_eq!(body["data"]["updateProfile"]["version"], 2, "{body}");
+}
+
+#[tokio::test]
+async fn a_user_cannot_change_another_users_profile() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let grace = api.register("grace@example.com", "Grace").await;
+    let body = api
+        .graphql_as(
+            Some(&ada.access),
+            UPDATE_PROFILE,
+            json!({"input": {"id": grace.id, "displayName": "Mallory"}}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    let anonymous = api
+        .graphql(
+            UPDATE_PROFILE,
+            json!({"input": {"id": grace.id, "displayName": "Mallory"}}),
+        )
+        .await;
+    assert_eq!(error_code(&anonymous), "UNAUTHENTICATED", "{anonymous}");
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM events WHERE event_type = 'ProfileUpdated'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_stale_expected_version_is_a_conflict_and_writes_nothing() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+
+    let body = update_profile(
+        &api,
+        &ada,
+        json!({"displayName": "Ada L", "expectedVersion": 7}),
+    )
+    .await;
+    assert_eq!(error_code(&body), "CONFLICT", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["currentVersion"], 1);
+    assert_eq!(stack.count("SELECT count(*) FROM events").await, 1);
+}
+
+#[tokio::test]
+async fn of_two_concurrent_changes_from_one_version_one_wins_and_none_is_lost_silently() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+
+    const NO_USER: &str =
+        "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }";
+    let change = |name: &str| {
+        api.graphql_as(
+            Some(&ada.access),
+            NO_USER,
+            json!({"input": {"id": ada.id, "displayName": name, "expectedVersion": 1}}),
+        )
+    };
+    let (a, b) = tokio::join!(change("From phone"), change("From laptop"));
+    let outcomes: Vec<&str> = [&a, &b]
+        .iter()
+        .map(|body| {
+            body["errors"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("OK")
+        })
+        .collect();
+    let mut sorted = outcomes.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["CONFLICT", "OK"], "{a} {b}");
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM events WHERE event_type = 'ProfileUpdated'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn invalid_profile_input_answers_bad_user_input() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    for (input, field) in [
+        (json!({"displayName": ""}), "displayName"),
+        (json!({"locale": "english please"}), "locale"),
+        (json!({"timeZone": "../../etc/passwd"}), "timeZone"),
+    ] {
+        let body = update_profile(&api, &ada, input).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+    }
+    assert_eq!(stack.count("SELECT count(*) FROM events").await, 1);
+}
