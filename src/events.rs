@@ -166,8 +166,8 @@ mod tests {
 
     use super::*;
     use crate::users::aggregate::{
-        AccountLocked, LoginAttempted, LoginSucceeded, PasswordHash, PasswordRehashed,
-        PersonalData, ProfilePersonal, ProfileUpdated, UserRegistered,
+        AccountLocked, LoginAttempted, LoginSucceeded, PasswordChanged, PasswordHash,
+        PasswordRehashed, PersonalData, ProfilePersonal, ProfileUpdated, UserRegistered,
     };
     use crate::users::values::{DisplayName, Email, Locale};
     use crate::users::{Role, UserStatus};
@@ -194,6 +194,9 @@ mod tests {
                 failures: 10,
             }),
             UserEvent::PasswordRehashed(PasswordRehashed {
+                password_hash: hash.clone(),
+            }),
+            UserEvent::PasswordChanged(PasswordChanged {
                 password_hash: hash,
             }),
             UserEvent::ProfileUpdated(ProfileUpdated {
@@ -221,9 +224,10 @@ mod tests {
                 UserEvent::AccountLocked(_) => 3,
                 UserEvent::PasswordRehashed(_) => 4,
                 UserEvent::ProfileUpdated(_) => 5,
+                UserEvent::PasswordChanged(_) => 6,
             })
             .collect();
-        assert_eq!(covered.len(), 6);
+        assert_eq!(covered.len(), 7);
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl Envelope {
             LOGIN_SUCCEEDED_V1 => serde_json::from_value(value).map(AccountEvent::LoginSucceeded),
             LOCKED_V1 => serde_json::from_value(value).map(AccountEvent::Locked),
             PASSWORD_REHASHED_V1 => Ok(AccountEvent::PasswordRehashed),
+            PASSWORD_CHANGED_V1 => Ok(AccountEvent::PasswordChanged),
             PROFILE_UPDATED_V1 => serde_json::from_value(value).map(AccountEvent::ProfileUpdated),
             other => return Err(ContractError::UnknownType(other.to_owned())),
         }
@@ -67,6 +68,7 @@ pub const LOGIN_ATTEMPTED_V1: &str = "accountable.user.login_attempted.v1";
 pub const LOGIN_SUCCEEDED_V1: &str = "accountable.user.login_succeeded.v1";
 pub const LOCKED_V1: &str = "accountable.user.locked.v1";
 pub const PASSWORD_REHASHED_V1: &str = "accountable.user.password_rehashed.v1";
+pub const PASSWORD_CHANGED_V1: &str = "accountable.user.password_changed.v1";
 pub const PROFILE_UPDATED_V1: &str = "accountable.user.profile_updated.v1";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +81,8 @@ pub enum AccountEvent {
     Locked(Locked),
     /// The password hash was recomputed; the hash itself is never published.
     PasswordRehashed,
+    /// The user set a new password; the hash is never published.
+    PasswordChanged,
     ProfileUpdated(ProfileUpdated),
 }
 

@@ -62,7 +62,8 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             AccountEvent::LoginAttempted(_)
             | AccountEvent::LoginSucceeded(_)
             | AccountEvent::Locked(_)
-            | AccountEvent::PasswordRehashed,
+            | AccountEvent::PasswordRehashed
+            | AccountEvent::PasswordChanged,
             Some(row),
         ) => row.version = envelope.sequence,
         (AccountEvent::ProfileUpdated(e), Some(row)) => {

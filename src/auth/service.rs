@@ -39,6 +39,9 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
+    /// A change that needs the current password was given another.
+    #[error("that is not the current password")]
+    WrongCurrentPassword,
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error("tokens: {0}")]
@@ -151,6 +154,42 @@ impl Auth {
             refresh_token: rotated.token,
             executed: None,
         })
+    }
+
+    /// Sets a new password once the current one is proven, then ends every
+    /// session of the user: whoever knew the old password is signed out.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current: &str,
+        new: &str,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, AuthError> {
+        let account = self
+            .users
+            .load(user_id)
+            .await?
+            .ok_or(CommandError::Rejected(
+                crate::users::aggregate::UserError::NotRegistered,
+            ))?;
+        let current = Password::parse(current, 1).map_err(|_| AuthError::WrongCurrentPassword)?;
+        let verified = self
+            .hasher
+            .verify(current, account.password_hash.expose().to_owned())
+            .await
+            .map_err(CommandError::from)?;
+        if !verified.matches {
+            return Err(AuthError::WrongCurrentPassword);
+        }
+        let executed = self
+            .users
+            .change_password(user_id, new, expected_version, ctx)
+            .await?;
+        self.sessions
+            .end_all(user_id, self.clock.now(), "password-change")
+            .await?;
+        Ok(executed)
     }
 
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {

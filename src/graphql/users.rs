@@ -178,6 +178,16 @@ pub struct UpdateProfileInput {
     pub expected_version: Option<i64>,
 }
 
+#[derive(InputObject)]
+pub struct ChangePasswordInput {
+    /// Oneself: nobody changes another user's password.
+    pub id: ID,
+    pub current_password: String,
+    /// 15 to 256 characters; compared after NFKC normalisation.
+    pub new_password: String,
+    pub expected_version: Option<i64>,
+}
+
 /// The answer to a mutation that changes a user.
 #[derive(SimpleObject)]
 #[graphql(complex)]
@@ -341,6 +351,31 @@ impl UserMutation {
         Ok(executed.into())
     }
 
+    /// Sets a new password, given the current one. Every session of the
+    /// user ends, this one included: sign in again with the new password.
+    #[graphql(guard = "SelfOr { id: &input.id, roles: &[] }")]
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangePasswordInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let state = ctx.data::<ApiState>()?;
+        let command_ctx = acting(ctx)?;
+        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let executed = state
+            .auth
+            .change_password(
+                id,
+                &input.current_password,
+                &input.new_password,
+                input.expected_version,
+                &command_ctx,
+            )
+            .await
+            .map_err(auth_error)?;
+        Ok(executed.into())
+    }
+
     /// Ends the session of this refresh token. Always true: whether the
     /// token was live is not revealed.
     async fn logout(
@@ -417,6 +452,11 @@ fn auth_error(error: AuthError) -> async_graphql::Error {
         AuthError::InvalidCredentials | AuthError::InvalidToken(_) => {
             ApiError::invalid_credentials()
         }
+        AuthError::WrongCurrentPassword => ApiError::new(
+            Code::BadUserInput,
+            "currentPassword: that is not the current password",
+        )
+        .with("field", "currentPassword"),
         AuthError::Command(error) => ApiError::from(error),
         AuthError::Tokens(error) => ApiError::internal(&error),
         AuthError::Database(error) => ApiError::from(error),

@@ -106,6 +106,13 @@ pub struct AccountLocked {
     pub failures: u32,
 }
 
+/// The user set a new password (after proving the current one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    /// Secret: never published.
+    pub password_hash: PasswordHash,
+}
+
 /// The personal part of a profile change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfilePersonal {
@@ -135,6 +142,7 @@ pub enum UserEvent {
     AccountLocked(AccountLocked),
     PasswordRehashed(PasswordRehashed),
     ProfileUpdated(ProfileUpdated),
+    PasswordChanged(PasswordChanged),
 }
 
 impl DomainEvent for UserEvent {
@@ -146,6 +154,7 @@ impl DomainEvent for UserEvent {
             Self::AccountLocked(_) => "AccountLocked",
             Self::PasswordRehashed(_) => "PasswordRehashed",
             Self::ProfileUpdated(_) => "ProfileUpdated",
+            Self::PasswordChanged(_) => "PasswordChanged",
         }
         .to_owned()
     }
@@ -188,6 +197,10 @@ impl UserEvent {
             },
             Self::PasswordRehashed(_) => PublicEvent {
                 cloud_type: "accountable.user.password_rehashed.v1",
+                data: json!({}),
+            },
+            Self::PasswordChanged(_) => PublicEvent {
+                cloud_type: "accountable.user.password_changed.v1",
                 data: json!({}),
             },
             Self::ProfileUpdated(e) => PublicEvent {
@@ -247,6 +260,10 @@ pub enum UserCommand {
         at: DateTime<Utc>,
     },
     RehashPassword {
+        password_hash: PasswordHash,
+    },
+    /// Set a new password; the service has checked the current one.
+    ChangePassword {
         password_hash: PasswordHash,
     },
     /// Change what is given; what is `None` or equal stays.
@@ -333,6 +350,9 @@ impl Aggregate for User {
             (UserCommand::RehashPassword { password_hash }, Some(_)) => {
                 UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
             }
+            (UserCommand::ChangePassword { password_hash }, Some(_)) => {
+                UserEvent::PasswordChanged(PasswordChanged { password_hash })
+            }
             (
                 UserCommand::UpdateProfile {
                     display_name,
@@ -396,7 +416,10 @@ impl Aggregate for User {
                 account.lockouts += 1;
                 account.locked_until = Some(e.until);
             }
-            UserEvent::PasswordRehashed(e) => account.password_hash = e.password_hash,
+            UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
+            | UserEvent::PasswordChanged(PasswordChanged { password_hash }) => {
+                account.password_hash = password_hash;
+            }
             UserEvent::ProfileUpdated(e) => {
                 if let Some(personal) = e.personal {
                     account.personal.display_name = personal.display_name;
@@ -681,5 +704,18 @@ mod tests {
             .given_no_previous_events()
             .when(update(Some("Ada"), None, None))
             .then_expect_error(UserError::NotRegistered);
+    }
+
+    #[test]
+    fn given_registered_when_change_password_then_changed_and_not_published() {
+        let password_hash = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
+        let event = UserEvent::PasswordChanged(PasswordChanged {
+            password_hash: password_hash.clone(),
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::ChangePassword { password_hash })
+            .then_expect_events(vec![event.clone()]);
+        assert!(!event.public().data.to_string().contains("argon2"));
     }
 }

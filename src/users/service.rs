@@ -330,6 +330,24 @@ impl Users {
         self.execute(user_id, command, expected_version, ctx).await
     }
 
+    /// Sets a new password; the caller has checked the current one.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        new_password: &str,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let password =
+            Password::parse(new_password, self.password_min_len).map_err(|e| InvalidInput {
+                field: "newPassword",
+                ..e
+            })?;
+        let password_hash = PasswordHash::new(self.hasher.hash(password).await?);
+        let command = UserCommand::ChangePassword { password_hash };
+        self.execute(user_id, command, expected_version, ctx).await
+    }
+
     /// The current state of a user, from its events.
     pub async fn load(&self, user_id: Uuid) -> Result<Option<Account>, CommandError> {
         let context = self.store.load_aggregate(&user_id.to_string()).await?;

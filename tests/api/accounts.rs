@@ -142,3 +142,80 @@ async fn invalid_profile_input_answers_bad_user_input() {
     }
     assert_eq!(stack.count("SELECT count(*) FROM events").await, 1);
 }
+
+const CHANGE_PASSWORD: &str = "mutation($input: ChangePasswordInput!) {
+  changePassword(input: $input) { version }
+}";
+
+#[tokio::test]
+async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let new_password = "a brand new passphrase, long enough";
+    let change = |current: &str| {
+        api.graphql_as(
+            Some(&ada.access),
+            CHANGE_PASSWORD,
+            json!({"input": {"id": ada.id, "currentPassword": current, "newPassword": new_password}}),
+        )
+    };
+
+    let wrong = change("not the current password").await;
+    assert_eq!(error_code(&wrong), "BAD_USER_INPUT", "{wrong}");
+    assert_eq!(wrong["errors"][0]["extensions"]["field"], "currentPassword");
+    assert_eq!(stack.count("SELECT count(*) FROM events").await, 1);
+
+    let body = change(crate::helpers::PASSWORD).await;
+    assert_eq!(body["data"]["changePassword"]["version"], 2, "{body}");
+
+    // Every session ended, this one included.
+    let me = api
+        .graphql_as(Some(&ada.access), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(error_code(&me), "UNAUTHENTICATED", "{me}");
+    let refreshed = api
+        .graphql(
+            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
+            json!({"t": ada.refresh}),
+        )
+        .await;
+    assert_eq!(error_code(&refreshed), "UNAUTHENTICATED");
+
+    // The old password no longer signs in; the new one does.
+    let login = |password: &str| {
+        api.graphql(
+            "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }",
+            json!({"e": "ada@example.com", "p": password}),
+        )
+    };
+    assert_eq!(
+        error_code(&login(crate::helpers::PASSWORD).await),
+        "UNAUTHENTICATED"
+    );
+    assert!(login(new_password).await["errors"].is_null());
+    // No password hash travels anywhere but the store.
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM events WHERE event_type = 'PasswordChanged'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn nobody_changes_another_users_password() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let grace = api.register("grace@example.com", "Grace").await;
+    let body = api
+        .graphql_as(
+            Some(&ada.access),
+            CHANGE_PASSWORD,
+            json!({"input": {"id": grace.id, "currentPassword": "guess",
+                             "newPassword": "a brand new passphrase, long enough"}}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+}
