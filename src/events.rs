@@ -167,7 +167,8 @@ mod tests {
     use super::*;
     use crate::users::aggregate::{
         AccountLocked, LoginAttempted, LoginSucceeded, PasswordChanged, PasswordHash,
-        PasswordRehashed, PersonalData, ProfilePersonal, ProfileUpdated, UserRegistered,
+        PasswordRehashed, PersonalData, ProfilePersonal, ProfileUpdated, RoleAssigned, RoleRevoked,
+        UserRegistered,
     };
     use crate::users::values::{DisplayName, Email, Locale};
     use crate::users::{Role, UserStatus};
@@ -199,6 +200,8 @@ mod tests {
             UserEvent::PasswordChanged(PasswordChanged {
                 password_hash: hash,
             }),
+            UserEvent::RoleAssigned(RoleAssigned { role: Role::Admin }),
+            UserEvent::RoleRevoked(RoleRevoked { role: Role::Admin }),
             UserEvent::ProfileUpdated(ProfileUpdated {
                 personal: Some(ProfilePersonal {
                     display_name: DisplayName::parse("Ada Lovelace").unwrap(),
@@ -225,9 +228,11 @@ mod tests {
                 UserEvent::PasswordRehashed(_) => 4,
                 UserEvent::ProfileUpdated(_) => 5,
                 UserEvent::PasswordChanged(_) => 6,
+                UserEvent::RoleAssigned(_) => 7,
+                UserEvent::RoleRevoked(_) => 8,
             })
             .collect();
-        assert_eq!(covered.len(), 7);
+        assert_eq!(covered.len(), 9);
     }
 
     #[test]

@@ -1,5 +1,8 @@
 use accountable::auth::keys;
 use accountable::config::{Config, Environment};
+use accountable::users::password::PasswordHasher;
+use accountable::users::values::Email;
+use accountable::users::{CommandContext, Role, Users};
 use accountable::{db, graphql, processes, telemetry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +34,30 @@ enum Command {
     /// Manage the keys that sign access tokens.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Operators' account tools.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Give a role to the user with this email, as actor `system` (makes
+    /// the first admin).
+    Grant {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+fn parse_role(input: &str) -> Result<Role, String> {
+    match input.to_ascii_uppercase().as_str() {
+        "USER" => Ok(Role::User),
+        "AUDITOR" => Ok(Role::Auditor),
+        "ADMIN" => Ok(Role::Admin),
+        _ => Err("one of USER, AUDITOR, ADMIN".into()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -76,6 +103,27 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             println!("{kid}");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Grant { email, role }) => {
+            let users = Users::new(
+                pool,
+                PasswordHasher::new(config.hash_cost(), 1)?,
+                config.password_min_length,
+                std::time::Duration::from_secs(config.email_claim_ttl_secs),
+            );
+            let user_id = users
+                .find_by_email(&Email::parse(&email)?)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
+            let executed = users
+                .assign_role(user_id, role, None, &CommandContext::system())
+                .await?;
+            println!(
+                "{user_id} has {} (version {})",
+                role.as_str(),
+                executed.version
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::Retire { kid }) => {

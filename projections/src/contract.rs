@@ -56,6 +56,8 @@ impl Envelope {
             LOCKED_V1 => serde_json::from_value(value).map(AccountEvent::Locked),
             PASSWORD_REHASHED_V1 => Ok(AccountEvent::PasswordRehashed),
             PASSWORD_CHANGED_V1 => Ok(AccountEvent::PasswordChanged),
+            ROLE_ASSIGNED_V1 => serde_json::from_value(value).map(AccountEvent::RoleAssigned),
+            ROLE_REVOKED_V1 => serde_json::from_value(value).map(AccountEvent::RoleRevoked),
             PROFILE_UPDATED_V1 => serde_json::from_value(value).map(AccountEvent::ProfileUpdated),
             other => return Err(ContractError::UnknownType(other.to_owned())),
         }
@@ -69,6 +71,8 @@ pub const LOGIN_SUCCEEDED_V1: &str = "accountable.user.login_succeeded.v1";
 pub const LOCKED_V1: &str = "accountable.user.locked.v1";
 pub const PASSWORD_REHASHED_V1: &str = "accountable.user.password_rehashed.v1";
 pub const PASSWORD_CHANGED_V1: &str = "accountable.user.password_changed.v1";
+pub const ROLE_ASSIGNED_V1: &str = "accountable.user.role_assigned.v1";
+pub const ROLE_REVOKED_V1: &str = "accountable.user.role_revoked.v1";
 pub const PROFILE_UPDATED_V1: &str = "accountable.user.profile_updated.v1";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +88,8 @@ pub enum AccountEvent {
     /// The user set a new password; the hash is never published.
     PasswordChanged,
     ProfileUpdated(ProfileUpdated),
+    RoleAssigned(RoleChange),
+    RoleRevoked(RoleChange),
 }
 
 /// Fields that identify a person.
@@ -129,4 +135,10 @@ pub struct ProfileUpdated {
     pub personal: Option<ProfilePersonal>,
     pub locale: Option<String>,
     pub time_zone: Option<String>,
+}
+
+/// A role given or taken: `USER`, `AUDITOR` or `ADMIN`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RoleChange {
+    pub role: String,
 }

@@ -66,6 +66,19 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             | AccountEvent::PasswordChanged,
             Some(row),
         ) => row.version = envelope.sequence,
+        (AccountEvent::RoleAssigned(e), Some(row)) => {
+            if !row.roles.contains(&e.role) {
+                row.roles.push(e.role.clone());
+                row.roles.sort();
+            }
+            row.version = envelope.sequence;
+            row.updated_at = envelope.time;
+        }
+        (AccountEvent::RoleRevoked(e), Some(row)) => {
+            row.roles.retain(|r| *r != e.role);
+            row.version = envelope.sequence;
+            row.updated_at = envelope.time;
+        }
         (AccountEvent::ProfileUpdated(e), Some(row)) => {
             if let Some(personal) = &e.personal {
                 row.display_name.clone_from(&personal.display_name);

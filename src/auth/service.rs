@@ -192,6 +192,28 @@ impl Auth {
         Ok(executed)
     }
 
+    /// Takes a role and ends the user's sessions, so that no token still
+    /// carries the role.
+    pub async fn revoke_role(
+        &self,
+        user_id: Uuid,
+        role: crate::users::Role,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, AuthError> {
+        let before = self.users.load(user_id).await?;
+        let executed = self
+            .users
+            .revoke_role(user_id, role, expected_version, ctx)
+            .await?;
+        if before.is_some_and(|account| account.roles.contains(&role)) {
+            self.sessions
+                .end_all(user_id, self.clock.now(), "role-revoked")
+                .await?;
+        }
+        Ok(executed)
+    }
+
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
         Ok(self.sessions.end(refresh_token, self.clock.now()).await?)
     }

@@ -101,6 +101,9 @@ impl From<CommandError> for ApiError {
                 Self::new(Code::NotFound, rejection.to_string())
             }
             CommandError::Rejected(UserError::Locked) => Self::invalid_credentials(),
+            CommandError::Rejected(rejection @ UserError::BaseRole) => {
+                Self::new(Code::BadUserInput, rejection.to_string()).with("field", "role")
+            }
             CommandError::Conflict | CommandError::EmailTaken => {
                 Self::new(Code::Conflict, error.to_string())
             }

@@ -36,6 +36,19 @@ impl Guard for SignedIn {
     }
 }
 
+/// A signed-in user with one of `roles`.
+pub struct AnyRole(pub &'static [Role]);
+
+impl Guard for AnyRole {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        match caller(ctx) {
+            Caller::Anonymous => Err(unauthenticated()),
+            Caller::User { roles, .. } if has_any(roles, self.0) => Ok(()),
+            Caller::User { .. } => Err(forbidden()),
+        }
+    }
+}
+
 /// The user `id` themself, or a signed-in user with one of `roles`.
 pub struct SelfOr<'a> {
     pub id: &'a ID,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::{ApiError, Code};
-use super::guards::{caller, SelfOr, SignedIn};
+use super::guards::{caller, AnyRole, SelfOr, SignedIn};
 use super::{ApiState, RequestMeta};
 use crate::auth::{AuthError, Caller};
 use crate::users::{
@@ -175,6 +175,14 @@ pub struct UpdateProfileInput {
     pub time_zone: Option<String>,
     /// The version the change is based on; another current version answers
     /// `CONFLICT` with `currentVersion`, and nothing is written.
+    pub expected_version: Option<i64>,
+}
+
+/// A role to give or take.
+#[derive(InputObject)]
+pub struct RoleInput {
+    pub id: ID,
+    pub role: Role,
     pub expected_version: Option<i64>,
 }
 
@@ -371,6 +379,44 @@ impl UserMutation {
                 input.expected_version,
                 &command_ctx,
             )
+            .await
+            .map_err(auth_error)?;
+        Ok(executed.into())
+    }
+
+    /// Gives a user a role (admins only). Having it already writes nothing.
+    #[graphql(guard = "AnyRole(ADMINS)")]
+    async fn assign_role(
+        &self,
+        ctx: &Context<'_>,
+        input: RoleInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let state = ctx.data::<ApiState>()?;
+        let command_ctx = acting(ctx)?;
+        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let executed = state
+            .auth
+            .users
+            .assign_role(id, input.role.into(), input.expected_version, &command_ctx)
+            .await
+            .map_err(|e| ApiError::from(e).into_graphql())?;
+        Ok(executed.into())
+    }
+
+    /// Takes a role from a user (admins only) and ends that user's sessions,
+    /// so that no live token still carries it. `USER` stays with everyone.
+    #[graphql(guard = "AnyRole(ADMINS)")]
+    async fn revoke_role(
+        &self,
+        ctx: &Context<'_>,
+        input: RoleInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let state = ctx.data::<ApiState>()?;
+        let command_ctx = acting(ctx)?;
+        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let executed = state
+            .auth
+            .revoke_role(id, input.role.into(), input.expected_version, &command_ctx)
             .await
             .map_err(auth_error)?;
         Ok(executed.into())

@@ -113,6 +113,16 @@ pub struct PasswordChanged {
     pub password_hash: PasswordHash,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleAssigned {
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRevoked {
+    pub role: Role,
+}
+
 /// The personal part of a profile change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfilePersonal {
@@ -143,6 +153,8 @@ pub enum UserEvent {
     PasswordRehashed(PasswordRehashed),
     ProfileUpdated(ProfileUpdated),
     PasswordChanged(PasswordChanged),
+    RoleAssigned(RoleAssigned),
+    RoleRevoked(RoleRevoked),
 }
 
 impl DomainEvent for UserEvent {
@@ -155,6 +167,8 @@ impl DomainEvent for UserEvent {
             Self::PasswordRehashed(_) => "PasswordRehashed",
             Self::ProfileUpdated(_) => "ProfileUpdated",
             Self::PasswordChanged(_) => "PasswordChanged",
+            Self::RoleAssigned(_) => "RoleAssigned",
+            Self::RoleRevoked(_) => "RoleRevoked",
         }
         .to_owned()
     }
@@ -198,6 +212,14 @@ impl UserEvent {
             Self::PasswordRehashed(_) => PublicEvent {
                 cloud_type: "accountable.user.password_rehashed.v1",
                 data: json!({}),
+            },
+            Self::RoleAssigned(e) => PublicEvent {
+                cloud_type: "accountable.user.role_assigned.v1",
+                data: json!({"role": e.role}),
+            },
+            Self::RoleRevoked(e) => PublicEvent {
+                cloud_type: "accountable.user.role_revoked.v1",
+                data: json!({"role": e.role}),
             },
             Self::PasswordChanged(_) => PublicEvent {
                 cloud_type: "accountable.user.password_changed.v1",
@@ -262,6 +284,12 @@ pub enum UserCommand {
     RehashPassword {
         password_hash: PasswordHash,
     },
+    AssignRole {
+        role: Role,
+    },
+    RevokeRole {
+        role: Role,
+    },
     /// Set a new password; the service has checked the current one.
     ChangePassword {
         password_hash: PasswordHash,
@@ -283,6 +311,8 @@ pub enum UserError {
     NotRegistered,
     #[error("the account is locked")]
     Locked,
+    #[error("every user keeps the USER role")]
+    BaseRole,
 }
 
 /// The current state of one account, as the write side needs it to decide.
@@ -349,6 +379,21 @@ impl Aggregate for User {
             }
             (UserCommand::RehashPassword { password_hash }, Some(_)) => {
                 UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
+            }
+            (UserCommand::AssignRole { role }, Some(account)) => {
+                if account.roles.contains(&role) {
+                    return Ok(());
+                }
+                UserEvent::RoleAssigned(RoleAssigned { role })
+            }
+            (UserCommand::RevokeRole { role: Role::User }, Some(_)) => {
+                return Err(UserError::BaseRole)
+            }
+            (UserCommand::RevokeRole { role }, Some(account)) => {
+                if !account.roles.contains(&role) {
+                    return Ok(());
+                }
+                UserEvent::RoleRevoked(RoleRevoked { role })
             }
             (UserCommand::ChangePassword { password_hash }, Some(_)) => {
                 UserEvent::PasswordChanged(PasswordChanged { password_hash })
@@ -419,6 +464,12 @@ impl Aggregate for User {
             UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
             | UserEvent::PasswordChanged(PasswordChanged { password_hash }) => {
                 account.password_hash = password_hash;
+            }
+            UserEvent::RoleAssigned(e) => {
+                account.roles.insert(e.role);
+            }
+            UserEvent::RoleRevoked(e) => {
+                account.roles.remove(&e.role);
             }
             UserEvent::ProfileUpdated(e) => {
                 if let Some(personal) = e.personal {
@@ -717,5 +768,34 @@ mod tests {
             .when(UserCommand::ChangePassword { password_hash })
             .then_expect_events(vec![event.clone()]);
         assert!(!event.public().data.to_string().contains("argon2"));
+    }
+
+    #[test]
+    fn roles_are_assigned_and_revoked_once_and_user_stays() {
+        let assigned = UserEvent::RoleAssigned(RoleAssigned { role: Role::Admin });
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::AssignRole { role: Role::Admin })
+            .then_expect_events(vec![assigned.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), assigned.clone()])
+            .when(UserCommand::AssignRole { role: Role::Admin })
+            .then_expect_events(vec![]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), assigned])
+            .when(UserCommand::RevokeRole { role: Role::Admin })
+            .then_expect_events(vec![UserEvent::RoleRevoked(RoleRevoked {
+                role: Role::Admin,
+            })]);
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::RevokeRole {
+                role: Role::Auditor,
+            })
+            .then_expect_events(vec![]);
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::RevokeRole { role: Role::User })
+            .then_expect_error(UserError::BaseRole);
     }
 }

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::aggregate::{
-    Account, LockoutPolicy, PasswordHash, RegisterUser, User, UserCommand, UserError,
+    Account, LockoutPolicy, PasswordHash, RegisterUser, Role, User, UserCommand, UserError,
 };
 use super::password::{HashError, PasswordHasher};
 use super::values::{DisplayName, Email, InvalidInput, Locale, Password, TimeZone};
@@ -328,6 +328,40 @@ impl Users {
             time_zone: profile.time_zone.map(TimeZone::parse).transpose()?,
         };
         self.execute(user_id, command, expected_version, ctx).await
+    }
+
+    /// Gives `role` to the user; having it already writes nothing.
+    pub async fn assign_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        self.execute(
+            user_id,
+            UserCommand::AssignRole { role },
+            expected_version,
+            ctx,
+        )
+        .await
+    }
+
+    /// Takes `role` from the user; not having it writes nothing.
+    pub async fn revoke_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        self.execute(
+            user_id,
+            UserCommand::RevokeRole { role },
+            expected_version,
+            ctx,
+        )
+        .await
     }
 
     /// Sets a new password; the caller has checked the current one.

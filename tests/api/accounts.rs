@@ -219,3 +219,122 @@ async fn nobody_changes_another_users_password() {
         .await;
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
 }
+
+const ASSIGN: &str = "mutation($input: RoleInput!) { assignRole(input: $input) { version } }";
+const REVOKE: &str = "mutation($input: RoleInput!) { revokeRole(input: $input) { version } }";
+
+async fn login(api: &TestApi, email: &str) -> Session {
+    let body = api
+        .graphql(
+            "mutation($e: String!, $p: String!) {
+               login(input: {email: $e, password: $p}) { accessToken refreshToken }
+             }",
+            json!({"e": email, "p": crate::helpers::PASSWORD}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    Session::from(&body["data"]["login"])
+}
+
+#[tokio::test]
+async fn the_first_admin_is_made_by_the_cli_and_manages_other_accounts() {
+    let (stack, api) = TestStack::full().await;
+    api.register("ada@example.com", "Ada").await;
+    let grace = api.register("grace@example.com", "Grace").await;
+
+    stack.grant("ada@example.com", "ADMIN").await;
+    let granted_by: Value =
+        sqlx::query_scalar("SELECT metadata FROM events WHERE event_type = 'RoleAssigned'")
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
+    assert_eq!(granted_by["actor"], "system");
+
+    let admin = login(&api, "ada@example.com").await;
+    let read = api.user(&admin.access, &grace.id, Some(1)).await;
+    assert_eq!(read["data"]["user"]["email"], "grace@example.com", "{read}");
+
+    let body = api
+        .graphql_as(
+            Some(&admin.access),
+            UPDATE_PROFILE,
+            json!({"input": {"id": grace.id, "displayName": "Grace Hopper"}}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["updateProfile"]["user"]["displayName"], "Grace Hopper",
+        "{body}"
+    );
+
+    let body = api
+        .graphql_as(
+            Some(&admin.access),
+            ASSIGN,
+            json!({"input": {"id": grace.id, "role": "AUDITOR"}}),
+        )
+        .await;
+    let version = body["data"]["assignRole"]["version"]
+        .as_i64()
+        .expect("a version");
+    let read = api.user(&admin.access, &grace.id, Some(version)).await;
+    assert_eq!(
+        read["data"]["user"]["roles"],
+        json!(["AUDITOR", "USER"]),
+        "{read}"
+    );
+}
+
+#[tokio::test]
+async fn only_admins_give_roles() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let grace = api.register("grace@example.com", "Grace").await;
+    let body = api
+        .graphql_as(
+            Some(&grace.access),
+            ASSIGN,
+            json!({"input": {"id": grace.id, "role": "ADMIN"}}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM events WHERE event_type = 'RoleAssigned'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_role_ends_the_users_sessions_and_user_stays() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    api.register("ada@example.com", "Ada").await;
+    api.register("grace@example.com", "Grace").await;
+    stack.grant("ada@example.com", "ADMIN").await;
+    stack.grant("grace@example.com", "AUDITOR").await;
+    let admin = login(&api, "ada@example.com").await;
+    let auditor = login(&api, "grace@example.com").await;
+
+    let body = api
+        .graphql_as(
+            Some(&admin.access),
+            REVOKE,
+            json!({"input": {"id": auditor.id, "role": "AUDITOR"}}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let me = api
+        .graphql_as(Some(&auditor.access), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(error_code(&me), "UNAUTHENTICATED", "{me}");
+
+    let body = api
+        .graphql_as(
+            Some(&admin.access),
+            REVOKE,
+            json!({"input": {"id": auditor.id, "role": "USER"}}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+}

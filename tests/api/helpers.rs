@@ -148,7 +148,14 @@ impl TestStack {
     /// `accountable SUBCOMMAND` as a child process on this stack; killed
     /// (SIGKILL) when dropped.
     pub fn process(&self, subcommand: &str) -> tokio::process::Child {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_accountable"))
+        self.process_command(subcommand)
+            .spawn()
+            .expect("the accountable binary starts")
+    }
+
+    fn process_command(&self, subcommand: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_accountable"));
+        command
             .arg(subcommand)
             .env("DATABASE_URL", &self.config.database_url)
             .env(
@@ -177,9 +184,23 @@ impl TestStack {
                 "RUST_LOG",
                 std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the accountable binary starts")
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs `accountable admin grant --email EMAIL --role ROLE` on this stack.
+    pub async fn grant(&self, email: &str, role: &str) {
+        let output = self
+            .process_command("admin")
+            .args(["grant", "--email", email, "--role", role])
+            .output()
+            .await
+            .expect("the accountable binary runs");
+        assert!(
+            output.status.success(),
+            "admin grant failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// A plain consumer of every partition of the events topic from the
