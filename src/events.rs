@@ -168,7 +168,7 @@ mod tests {
     use crate::users::aggregate::{
         AccountLocked, LoginAttempted, LoginSucceeded, PasswordChanged, PasswordHash,
         PasswordRehashed, PersonalData, ProfilePersonal, ProfileUpdated, RoleAssigned, RoleRevoked,
-        UserRegistered,
+        UserDeactivated, UserDeleted, UserReactivated, UserRegistered,
     };
     use crate::users::values::{DisplayName, Email, Locale};
     use crate::users::{Role, UserStatus};
@@ -202,6 +202,17 @@ mod tests {
             }),
             UserEvent::RoleAssigned(RoleAssigned { role: Role::Admin }),
             UserEvent::RoleRevoked(RoleRevoked { role: Role::Admin }),
+            UserEvent::UserDeactivated(UserDeactivated {
+                reason: "abuse".into(),
+            }),
+            UserEvent::UserReactivated(UserReactivated {
+                reason: "appeal".into(),
+            }),
+            UserEvent::UserDeleted(UserDeleted {
+                reason: "asked".into(),
+                status: UserStatus::Active,
+                roles: [Role::User].into(),
+            }),
             UserEvent::ProfileUpdated(ProfileUpdated {
                 personal: Some(ProfilePersonal {
                     display_name: DisplayName::parse("Ada Lovelace").unwrap(),
@@ -230,9 +241,12 @@ mod tests {
                 UserEvent::PasswordChanged(_) => 6,
                 UserEvent::RoleAssigned(_) => 7,
                 UserEvent::RoleRevoked(_) => 8,
+                UserEvent::UserDeactivated(_) => 9,
+                UserEvent::UserReactivated(_) => 10,
+                UserEvent::UserDeleted(_) => 11,
             })
             .collect();
-        assert_eq!(covered.len(), 9);
+        assert_eq!(covered.len(), 12);
     }
 
     #[test]

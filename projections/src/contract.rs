@@ -56,6 +56,9 @@ impl Envelope {
             LOCKED_V1 => serde_json::from_value(value).map(AccountEvent::Locked),
             PASSWORD_REHASHED_V1 => Ok(AccountEvent::PasswordRehashed),
             PASSWORD_CHANGED_V1 => Ok(AccountEvent::PasswordChanged),
+            DEACTIVATED_V1 => Ok(AccountEvent::Deactivated),
+            REACTIVATED_V1 => Ok(AccountEvent::Reactivated),
+            DELETED_V1 => Ok(AccountEvent::Deleted),
             ROLE_ASSIGNED_V1 => serde_json::from_value(value).map(AccountEvent::RoleAssigned),
             ROLE_REVOKED_V1 => serde_json::from_value(value).map(AccountEvent::RoleRevoked),
             PROFILE_UPDATED_V1 => serde_json::from_value(value).map(AccountEvent::ProfileUpdated),
@@ -71,6 +74,9 @@ pub const LOGIN_SUCCEEDED_V1: &str = "accountable.user.login_succeeded.v1";
 pub const LOCKED_V1: &str = "accountable.user.locked.v1";
 pub const PASSWORD_REHASHED_V1: &str = "accountable.user.password_rehashed.v1";
 pub const PASSWORD_CHANGED_V1: &str = "accountable.user.password_changed.v1";
+pub const DEACTIVATED_V1: &str = "accountable.user.deactivated.v1";
+pub const REACTIVATED_V1: &str = "accountable.user.reactivated.v1";
+pub const DELETED_V1: &str = "accountable.user.deleted.v1";
 pub const ROLE_ASSIGNED_V1: &str = "accountable.user.role_assigned.v1";
 pub const ROLE_REVOKED_V1: &str = "accountable.user.role_revoked.v1";
 pub const PROFILE_UPDATED_V1: &str = "accountable.user.profile_updated.v1";
@@ -90,6 +96,10 @@ pub enum AccountEvent {
     ProfileUpdated(ProfileUpdated),
     RoleAssigned(RoleChange),
     RoleRevoked(RoleChange),
+    Deactivated,
+    Reactivated,
+    /// The account is gone from read sides; its history stays.
+    Deleted,
 }
 
 /// Fields that identify a person.

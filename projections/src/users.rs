@@ -66,6 +66,9 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             | AccountEvent::PasswordChanged,
             Some(row),
         ) => row.version = envelope.sequence,
+        (AccountEvent::Deactivated, Some(row)) => set_status(row, "DEACTIVATED", envelope),
+        (AccountEvent::Reactivated, Some(row)) => set_status(row, "ACTIVE", envelope),
+        (AccountEvent::Deleted, Some(row)) => set_status(row, "DELETED", envelope),
         (AccountEvent::RoleAssigned(e), Some(row)) => {
             if !row.roles.contains(&e.role) {
                 row.roles.push(e.role.clone());
@@ -96,6 +99,12 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
         (_, None) => return Outcome::Gap { after: 0 },
     }
     Outcome::Applied
+}
+
+fn set_status(row: &mut UserRow, status: &str, envelope: &Envelope) {
+    status.clone_into(&mut row.status);
+    row.version = envelope.sequence;
+    row.updated_at = envelope.time;
 }
 
 const SELECT_FOR_UPDATE: &str = "

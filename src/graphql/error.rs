@@ -101,6 +101,10 @@ impl From<CommandError> for ApiError {
                 Self::new(Code::NotFound, rejection.to_string())
             }
             CommandError::Rejected(UserError::Locked) => Self::invalid_credentials(),
+            CommandError::Rejected(rejection @ UserError::Deactivated) => {
+                Self::new(Code::Forbidden, rejection.to_string())
+            }
+            CommandError::Rejected(UserError::Deleted) => Self::new(Code::NotFound, "no such user"),
             CommandError::Rejected(rejection @ UserError::BaseRole) => {
                 Self::new(Code::BadUserInput, rejection.to_string()).with("field", "role")
             }

@@ -37,6 +37,10 @@ pub enum Role {
 pub enum UserStatus {
     /// May sign in and act.
     Active,
+    /// Stopped by an admin: cannot sign in until reactivated.
+    Deactivated,
+    /// Deleted: hidden from queries; the history stays.
+    Deleted,
 }
 
 /// An account, as the read side shows it.
@@ -59,6 +63,8 @@ impl User {
     async fn status(&self) -> async_graphql::Result<UserStatus> {
         match self.0.status.as_str() {
             "ACTIVE" => Ok(UserStatus::Active),
+            "DEACTIVATED" => Ok(UserStatus::Deactivated),
+            "DELETED" => Ok(UserStatus::Deleted),
             other => Err(ApiError::internal(&format!("unknown status {other}")).into_graphql()),
         }
     }

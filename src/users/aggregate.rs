@@ -35,12 +35,16 @@ impl Role {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UserStatus {
     Active,
+    Deactivated,
+    Deleted,
 }
 
 impl UserStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "ACTIVE",
+            Self::Deactivated => "DEACTIVATED",
+            Self::Deleted => "DELETED",
         }
     }
 }
@@ -113,6 +117,26 @@ pub struct PasswordChanged {
     pub password_hash: PasswordHash,
 }
 
+/// An admin stopped the account: no sign-in until reactivated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeactivated {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserReactivated {
+    pub reason: String,
+}
+
+/// The account is gone from the read side; its history stays. Says what
+/// was deleted, so that readers need nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    pub reason: String,
+    pub status: UserStatus,
+    pub roles: BTreeSet<Role>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleAssigned {
     pub role: Role,
@@ -155,6 +179,9 @@ pub enum UserEvent {
     PasswordChanged(PasswordChanged),
     RoleAssigned(RoleAssigned),
     RoleRevoked(RoleRevoked),
+    UserDeactivated(UserDeactivated),
+    UserReactivated(UserReactivated),
+    UserDeleted(UserDeleted),
 }
 
 impl DomainEvent for UserEvent {
@@ -169,6 +196,9 @@ impl DomainEvent for UserEvent {
             Self::PasswordChanged(_) => "PasswordChanged",
             Self::RoleAssigned(_) => "RoleAssigned",
             Self::RoleRevoked(_) => "RoleRevoked",
+            Self::UserDeactivated(_) => "UserDeactivated",
+            Self::UserReactivated(_) => "UserReactivated",
+            Self::UserDeleted(_) => "UserDeleted",
         }
         .to_owned()
     }
@@ -212,6 +242,18 @@ impl UserEvent {
             Self::PasswordRehashed(_) => PublicEvent {
                 cloud_type: "accountable.user.password_rehashed.v1",
                 data: json!({}),
+            },
+            Self::UserDeactivated(e) => PublicEvent {
+                cloud_type: "accountable.user.deactivated.v1",
+                data: json!({"reason": e.reason}),
+            },
+            Self::UserReactivated(e) => PublicEvent {
+                cloud_type: "accountable.user.reactivated.v1",
+                data: json!({"reason": e.reason}),
+            },
+            Self::UserDeleted(e) => PublicEvent {
+                cloud_type: "accountable.user.deleted.v1",
+                data: json!({"reason": e.reason, "status": e.status, "roles": e.roles}),
             },
             Self::RoleAssigned(e) => PublicEvent {
                 cloud_type: "accountable.user.role_assigned.v1",
@@ -284,6 +326,15 @@ pub enum UserCommand {
     RehashPassword {
         password_hash: PasswordHash,
     },
+    Deactivate {
+        reason: String,
+    },
+    Reactivate {
+        reason: String,
+    },
+    Delete {
+        reason: String,
+    },
     AssignRole {
         role: Role,
     },
@@ -313,6 +364,10 @@ pub enum UserError {
     Locked,
     #[error("every user keeps the USER role")]
     BaseRole,
+    #[error("the account is deactivated")]
+    Deactivated,
+    #[error("the account is deleted")]
+    Deleted,
 }
 
 /// The current state of one account, as the write side needs it to decide.
@@ -371,6 +426,28 @@ impl Aggregate for User {
                 password_hash: cmd.password_hash,
             }),
             (_, None) => return Err(UserError::NotRegistered),
+            (_, Some(account)) if account.status == UserStatus::Deleted => {
+                return Err(UserError::Deleted)
+            }
+            (UserCommand::Deactivate { reason }, Some(account)) => {
+                if account.status == UserStatus::Deactivated {
+                    return Ok(());
+                }
+                UserEvent::UserDeactivated(UserDeactivated { reason })
+            }
+            (UserCommand::Reactivate { reason }, Some(account)) => {
+                if account.status == UserStatus::Active {
+                    return Ok(());
+                }
+                UserEvent::UserReactivated(UserReactivated { reason })
+            }
+            (UserCommand::Delete { reason }, Some(account)) => {
+                UserEvent::UserDeleted(UserDeleted {
+                    reason,
+                    status: account.status,
+                    roles: account.roles.clone(),
+                })
+            }
             (UserCommand::AttemptLogin { at, policy }, Some(account)) => {
                 attempt_login(account, at, policy)?
             }
@@ -465,6 +542,9 @@ impl Aggregate for User {
             | UserEvent::PasswordChanged(PasswordChanged { password_hash }) => {
                 account.password_hash = password_hash;
             }
+            UserEvent::UserDeactivated(_) => account.status = UserStatus::Deactivated,
+            UserEvent::UserReactivated(_) => account.status = UserStatus::Active,
+            UserEvent::UserDeleted(_) => account.status = UserStatus::Deleted,
             UserEvent::RoleAssigned(e) => {
                 account.roles.insert(e.role);
             }
@@ -493,6 +573,9 @@ fn attempt_login(
     at: DateTime<Utc>,
     policy: LockoutPolicy,
 ) -> Result<UserEvent, UserError> {
+    if account.status == UserStatus::Deactivated {
+        return Err(UserError::Deactivated);
+    }
     if account.is_locked(at) {
         return Err(UserError::Locked);
     }
@@ -797,5 +880,68 @@ mod tests {
             .given(vec![registered()])
             .when(UserCommand::RevokeRole { role: Role::User })
             .then_expect_error(UserError::BaseRole);
+    }
+
+    fn deactivated() -> UserEvent {
+        UserEvent::UserDeactivated(UserDeactivated {
+            reason: "abuse".into(),
+        })
+    }
+
+    #[test]
+    fn deactivation_stops_sign_in_until_reactivation() {
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::Deactivate {
+                reason: "abuse".into(),
+            })
+            .then_expect_events(vec![deactivated()]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), deactivated()])
+            .when(attempt(0))
+            .then_expect_error(UserError::Deactivated);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), deactivated()])
+            .when(UserCommand::Deactivate {
+                reason: "again".into(),
+            })
+            .then_expect_events(vec![]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), deactivated()])
+            .when(UserCommand::Reactivate {
+                reason: "appeal".into(),
+            })
+            .then_expect_events(vec![UserEvent::UserReactivated(UserReactivated {
+                reason: "appeal".into(),
+            })]);
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::Reactivate {
+                reason: "nothing to do".into(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn deletion_says_what_was_deleted_and_ends_every_command() {
+        let deleted = UserEvent::UserDeleted(UserDeleted {
+            reason: "asked".into(),
+            status: UserStatus::Deactivated,
+            roles: BTreeSet::from([Role::User]),
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered(), deactivated()])
+            .when(UserCommand::Delete {
+                reason: "asked".into(),
+            })
+            .then_expect_events(vec![deleted.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), deleted.clone()])
+            .when(update(Some("Ghost"), None, None))
+            .then_expect_error(UserError::Deleted);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), deleted])
+            .when(attempt(0))
+            .then_expect_error(UserError::Deleted);
     }
 }
