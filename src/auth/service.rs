@@ -214,6 +214,42 @@ impl Auth {
         Ok(executed)
     }
 
+    /// Stops an account and ends its sessions.
+    pub async fn deactivate(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, AuthError> {
+        let executed = self
+            .users
+            .deactivate(user_id, reason, expected_version, ctx)
+            .await?;
+        self.sessions
+            .end_all(user_id, self.clock.now(), "deactivated")
+            .await?;
+        Ok(executed)
+    }
+
+    /// Deletes an account and ends its sessions.
+    pub async fn delete(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, AuthError> {
+        let executed = self
+            .users
+            .delete(user_id, reason, expected_version, ctx)
+            .await?;
+        self.sessions
+            .end_all(user_id, self.clock.now(), "deleted")
+            .await?;
+        Ok(executed)
+    }
+
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
         Ok(self.sessions.end(refresh_token, self.clock.now()).await?)
     }

@@ -111,6 +111,7 @@ impl From<CommandError> for ApiError {
             CommandError::Conflict | CommandError::EmailTaken => {
                 Self::new(Code::Conflict, error.to_string())
             }
+            CommandError::LastAdmin => Self::new(Code::Forbidden, error.to_string()),
             CommandError::VersionMismatch { current } => {
                 Self::new(Code::Conflict, error.to_string()).with("currentVersion", current)
             }

@@ -184,6 +184,16 @@ pub struct UpdateProfileInput {
     pub expected_version: Option<i64>,
 }
 
+/// A user to act on, why, and from which version.
+#[derive(InputObject)]
+pub struct UserRefInput {
+    pub id: ID,
+    /// Why (1 to 500 characters); kept in the event. Required to deactivate
+    /// or reactivate.
+    pub reason: Option<String>,
+    pub expected_version: Option<i64>,
+}
+
 /// A role to give or take.
 #[derive(InputObject)]
 pub struct RoleInput {
@@ -266,7 +276,7 @@ impl UserQuery {
                 .map_err(|e| ApiError::from(e).into_graphql())?,
             Some(min_version) => Some(read_at_least(state, id, min_version).await?.0),
         };
-        Ok(row.map(User))
+        Ok(row.filter(|r| r.status != "DELETED").map(User))
     }
 }
 
@@ -423,6 +433,78 @@ impl UserMutation {
         let executed = state
             .auth
             .revoke_role(id, input.role.into(), input.expected_version, &command_ctx)
+            .await
+            .map_err(auth_error)?;
+        Ok(executed.into())
+    }
+
+    /// Stops an account (admins only), with a reason: it cannot sign in, and
+    /// its sessions end. The last active admin cannot be deactivated.
+    #[graphql(guard = "AnyRole(ADMINS)")]
+    async fn deactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let state = ctx.data::<ApiState>()?;
+        let command_ctx = acting(ctx)?;
+        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let executed = state
+            .auth
+            .deactivate(
+                id,
+                input.reason.as_deref().unwrap_or_default(),
+                input.expected_version,
+                &command_ctx,
+            )
+            .await
+            .map_err(auth_error)?;
+        Ok(executed.into())
+    }
+
+    /// Lets a deactivated account sign in again (admins only), with a reason.
+    #[graphql(guard = "AnyRole(ADMINS)")]
+    async fn reactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let state = ctx.data::<ApiState>()?;
+        let command_ctx = acting(ctx)?;
+        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let executed = state
+            .auth
+            .users
+            .reactivate(
+                id,
+                input.reason.as_deref().unwrap_or_default(),
+                input.expected_version,
+                &command_ctx,
+            )
+            .await
+            .map_err(|e| ApiError::from(e).into_graphql())?;
+        Ok(executed.into())
+    }
+
+    /// Deletes an account (the user themself, or an admin): queries stop
+    /// showing it, its address is free again, its sessions end, and its
+    /// history stays. The last active admin cannot be deleted.
+    #[graphql(guard = "SelfOr { id: &input.id, roles: ADMINS }")]
+    async fn delete_user(
+        &self,
+        ctx: &Context<'_>,
+        input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let state = ctx.data::<ApiState>()?;
+        let command_ctx = acting(ctx)?;
+        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let reason = input.reason.as_deref().unwrap_or(match &command_ctx.actor {
+            Actor::User(actor) if *actor == id => "deleted by the user",
+            _ => "deleted by an admin",
+        });
+        let executed = state
+            .auth
+            .delete(id, reason, input.expected_version, &command_ctx)
             .await
             .map_err(auth_error)?;
         Ok(executed.into())

@@ -9,11 +9,12 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use postgres_es::PostgresEventRepository;
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
 use super::aggregate::{
     Account, LockoutPolicy, PasswordHash, RegisterUser, Role, User, UserCommand, UserError,
+    UserStatus,
 };
 use super::password::{HashError, PasswordHasher};
 use super::values::{DisplayName, Email, InvalidInput, Locale, Password, TimeZone};
@@ -85,6 +86,8 @@ pub enum CommandError {
     Conflict,
     #[error("this email address is already registered")]
     EmailTaken,
+    #[error("the last active admin cannot be demoted, deactivated or deleted")]
+    LastAdmin,
     /// `expectedVersion` was given and the user is at another version.
     #[error("the user is at version {current}, not the one expected")]
     VersionMismatch { current: i64 },
@@ -155,6 +158,15 @@ const CONFIRM_EMAIL: &str =
     "UPDATE user_emails SET confirmed = true WHERE email_key = $1 AND user_id = $2";
 const RELEASE_EMAIL: &str = "DELETE FROM user_emails WHERE email_key = $1 AND user_id = $2";
 const FIND_BY_EMAIL: &str = "SELECT user_id FROM user_emails WHERE email_key = $1";
+
+/// Serialises the changes that can remove an active admin.
+const LOCK_ADMINS: &str = "SELECT pg_advisory_lock(hashtext('accountable.admins'))";
+/// Everyone who was ever made an admin: the candidates to fold.
+const ADMIN_CANDIDATES: &str = "
+SELECT DISTINCT aggregate_id FROM events
+ WHERE aggregate_type = $1 AND event_type = 'RoleAssigned'
+   AND payload -> 'RoleAssigned' ->> 'role' = 'ADMIN'";
+const RELEASE_EMAILS_OF: &str = "DELETE FROM user_emails WHERE user_id = $1";
 
 const SELECT_RECORDED_AT: &str = "
 SELECT recorded_at FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
@@ -347,7 +359,8 @@ impl Users {
         .await
     }
 
-    /// Takes `role` from the user; not having it writes nothing.
+    /// Takes `role` from the user; not having it writes nothing. The last
+    /// active admin keeps ADMIN.
     pub async fn revoke_role(
         &self,
         user_id: Uuid,
@@ -355,13 +368,126 @@ impl Users {
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
-        self.execute(
+        let command = UserCommand::RevokeRole { role };
+        if role == Role::Admin {
+            self.keeping_an_admin(user_id, command, expected_version, ctx)
+                .await
+        } else {
+            self.execute(user_id, command, expected_version, ctx).await
+        }
+    }
+
+    /// Stops an account (admins); the last active admin stays.
+    pub async fn deactivate(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let reason = parse_reason(reason)?;
+        self.keeping_an_admin(
             user_id,
-            UserCommand::RevokeRole { role },
+            UserCommand::Deactivate { reason },
             expected_version,
             ctx,
         )
         .await
+    }
+
+    pub async fn reactivate(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let reason = parse_reason(reason)?;
+        self.execute(
+            user_id,
+            UserCommand::Reactivate { reason },
+            expected_version,
+            ctx,
+        )
+        .await
+    }
+
+    /// Deletes an account: the read side stops showing it, its address is
+    /// free again, its history stays. The last active admin stays.
+    pub async fn delete(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let reason = parse_reason(reason)?;
+        let executed = self
+            .keeping_an_admin(
+                user_id,
+                UserCommand::Delete { reason },
+                expected_version,
+                ctx,
+            )
+            .await?;
+        sqlx::query(RELEASE_EMAILS_OF)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        Ok(executed)
+    }
+
+    /// Runs a command that may take an active admin away, refusing it when
+    /// that admin is the last. Such commands run one at a time (an advisory
+    /// lock), and admins are counted from the event store, the truth.
+    async fn keeping_an_admin(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        // The lock lives as long as this connection, which is closed below
+        // (or by the server, should this process die).
+        let mut lock = self.pool.acquire().await.map_err(infrastructure)?.detach();
+        sqlx::query(LOCK_ADMINS)
+            .execute(&mut lock)
+            .await
+            .map_err(infrastructure)?;
+        let outcome = match self.last_admin(user_id).await {
+            Ok(true) => Err(CommandError::LastAdmin),
+            Ok(false) => self.execute(user_id, command, expected_version, ctx).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = lock.close().await {
+            tracing::warn!(error = %error, "closing the admin lock connection");
+        }
+        outcome
+    }
+
+    /// Whether `user_id` is an active admin and no other is.
+    async fn last_admin(&self, user_id: Uuid) -> Result<bool, CommandError> {
+        let is_admin = |account: &Account| {
+            account.status == UserStatus::Active && account.roles.contains(&Role::Admin)
+        };
+        if !self.load(user_id).await?.as_ref().is_some_and(is_admin) {
+            return Ok(false);
+        }
+        let candidates: Vec<String> = sqlx::query_scalar(ADMIN_CANDIDATES)
+            .bind(User::TYPE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        for candidate in candidates {
+            let Ok(id) = Uuid::parse_str(&candidate) else {
+                continue;
+            };
+            if id != user_id && self.load(id).await?.as_ref().is_some_and(is_admin) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Sets a new password; the caller has checked the current one.
@@ -455,4 +581,17 @@ fn infrastructure(error: impl std::error::Error + Send + Sync + 'static) -> Comm
 /// Addresses are compared case-insensitively.
 fn email_key(email: &Email) -> String {
     email.as_str().to_lowercase()
+}
+
+/// Why an admin acted: 1 to 500 characters, no control characters.
+fn parse_reason(input: &str) -> Result<String, InvalidInput> {
+    let reason = input.trim();
+    let len = reason.chars().count();
+    if len == 0 || len > 500 || reason.chars().any(char::is_control) {
+        return Err(InvalidInput {
+            field: "reason",
+            reason: "must be 1 to 500 characters without control characters".into(),
+        });
+    }
+    Ok(reason.to_owned())
 }

@@ -338,3 +338,190 @@ async fn revoking_a_role_ends_the_users_sessions_and_user_stays() {
         .await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
 }
+
+const DEACTIVATE: &str =
+    "mutation($input: UserRefInput!) { deactivateUser(input: $input) { version } }";
+const REACTIVATE: &str =
+    "mutation($input: UserRefInput!) { reactivateUser(input: $input) { version } }";
+const DELETE: &str = "mutation($input: UserRefInput!) { deleteUser(input: $input) { version } }";
+
+async fn try_login(api: &TestApi, email: &str) -> Value {
+    api.graphql(
+        "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }",
+        json!({"e": email, "p": crate::helpers::PASSWORD}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_deactivated_user_is_signed_out_until_reactivated() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    api.register("ada@example.com", "Ada").await;
+    let grace = api.register("grace@example.com", "Grace").await;
+    stack.grant("ada@example.com", "ADMIN").await;
+    let admin = login(&api, "ada@example.com").await;
+
+    let missing_reason = api
+        .graphql_as(
+            Some(&admin.access),
+            DEACTIVATE,
+            json!({"input": {"id": grace.id}}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&missing_reason),
+        "BAD_USER_INPUT",
+        "{missing_reason}"
+    );
+    let by_user = api
+        .graphql_as(
+            Some(&grace.access),
+            DEACTIVATE,
+            json!({"input": {"id": admin.id, "reason": "coup"}}),
+        )
+        .await;
+    assert_eq!(error_code(&by_user), "FORBIDDEN", "{by_user}");
+
+    let body = api
+        .graphql_as(
+            Some(&admin.access),
+            DEACTIVATE,
+            json!({"input": {"id": grace.id, "reason": "abuse"}}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    // The old access token stops working at once, and so does signing in.
+    let me = api
+        .graphql_as(Some(&grace.access), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(error_code(&me), "UNAUTHENTICATED", "{me}");
+    assert_eq!(
+        error_code(&try_login(&api, "grace@example.com").await),
+        "UNAUTHENTICATED"
+    );
+
+    let body = api
+        .graphql_as(
+            Some(&admin.access),
+            REACTIVATE,
+            json!({"input": {"id": grace.id, "reason": "appeal"}}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(try_login(&api, "grace@example.com").await["errors"].is_null());
+}
+
+#[tokio::test]
+async fn a_deleted_user_disappears_from_queries_and_frees_the_address() {
+    let (stack, api) = TestStack::full().await;
+    api.register("ada@example.com", "Ada").await;
+    let grace = api.register("grace@example.com", "Grace").await;
+    stack.grant("ada@example.com", "ADMIN").await;
+    let admin = login(&api, "ada@example.com").await;
+
+    let body = api
+        .graphql_as(
+            Some(&grace.access),
+            DELETE,
+            json!({"input": {"id": grace.id}}),
+        )
+        .await;
+    let version = body["data"]["deleteUser"]["version"]
+        .as_i64()
+        .expect("deleted");
+    let read = api.user(&admin.access, &grace.id, Some(version)).await;
+    assert!(read["errors"].is_null(), "{read}");
+    assert!(read["data"]["user"].is_null(), "{read}");
+    assert_eq!(
+        error_code(&try_login(&api, "grace@example.com").await),
+        "UNAUTHENTICATED"
+    );
+
+    // The history stays; the address is free for a new account.
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT count(*) FROM events WHERE aggregate_id = '{}'",
+                grace.id
+            ))
+            .await,
+        2
+    );
+    let again = api.register("grace@example.com", "Grace again").await;
+    assert_ne!(again.id, grace.id);
+}
+
+#[tokio::test]
+async fn the_last_active_admin_cannot_be_demoted_deactivated_or_deleted() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    api.register("ada@example.com", "Ada").await;
+    api.register("grace@example.com", "Grace").await;
+    stack.grant("ada@example.com", "ADMIN").await;
+    let ada = login(&api, "ada@example.com").await;
+
+    for (mutation, input) in [
+        (REVOKE, json!({"id": ada.id, "role": "ADMIN"})),
+        (DEACTIVATE, json!({"id": ada.id, "reason": "leaving"})),
+        (DELETE, json!({"id": ada.id})),
+    ] {
+        let body = api
+            .graphql_as(Some(&ada.access), mutation, json!({"input": input}))
+            .await;
+        assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    }
+
+    // With a second admin, the first may step down.
+    stack.grant("grace@example.com", "ADMIN").await;
+    let body = api
+        .graphql_as(
+            Some(&ada.access),
+            REVOKE,
+            json!({"input": {"id": ada.id, "role": "ADMIN"}}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let grace = login(&api, "grace@example.com").await;
+    let body = api
+        .graphql_as(
+            Some(&grace.access),
+            DELETE,
+            json!({"input": {"id": grace.id}}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+}
+
+#[tokio::test]
+async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    api.register("ada@example.com", "Ada").await;
+    api.register("grace@example.com", "Grace").await;
+    stack.grant("ada@example.com", "ADMIN").await;
+    stack.grant("grace@example.com", "ADMIN").await;
+    let ada = login(&api, "ada@example.com").await;
+    let grace = login(&api, "grace@example.com").await;
+
+    let (a, b) = tokio::join!(
+        api.graphql_as(
+            Some(&ada.access),
+            REVOKE,
+            json!({"input": {"id": grace.id, "role": "ADMIN"}})
+        ),
+        api.graphql_as(
+            Some(&grace.access),
+            REVOKE,
+            json!({"input": {"id": ada.id, "role": "ADMIN"}})
+        ),
+    );
+    let succeeded = [&a, &b].iter().filter(|b| b["errors"].is_null()).count();
+    assert_eq!(succeeded, 1, "{a} {b}");
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM events WHERE event_type = 'RoleRevoked'")
+            .await,
+        1
+    );
+}
