@@ -166,9 +166,10 @@ mod tests {
 
     use super::*;
     use crate::users::aggregate::{
-        AccountLocked, LoginAttempted, LoginSucceeded, PasswordChanged, PasswordHash,
-        PasswordRehashed, PersonalData, ProfilePersonal, ProfileUpdated, RoleAssigned, RoleRevoked,
-        UserDeactivated, UserDeleted, UserReactivated, UserRegistered,
+        AccountLocked, EmailChanged, EmailPersonal, LoginAttempted, LoginSucceeded,
+        PasswordChanged, PasswordHash, PasswordRehashed, PersonalData, ProfilePersonal,
+        ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted, UserReactivated,
+        UserRegistered,
     };
     use crate::users::values::{DisplayName, Email, Locale};
     use crate::users::{Role, UserStatus};
@@ -208,6 +209,11 @@ mod tests {
             UserEvent::UserReactivated(UserReactivated {
                 reason: "appeal".into(),
             }),
+            UserEvent::EmailChanged(EmailChanged {
+                personal: EmailPersonal {
+                    email: Email::parse("ada@lovelace.example").unwrap(),
+                },
+            }),
             UserEvent::UserDeleted(UserDeleted {
                 reason: "asked".into(),
                 status: UserStatus::Active,
@@ -244,9 +250,10 @@ mod tests {
                 UserEvent::UserDeactivated(_) => 9,
                 UserEvent::UserReactivated(_) => 10,
                 UserEvent::UserDeleted(_) => 11,
+                UserEvent::EmailChanged(_) => 12,
             })
             .collect();
-        assert_eq!(covered.len(), 12);
+        assert_eq!(covered.len(), 13);
     }
 
     #[test]

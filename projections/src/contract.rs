@@ -56,6 +56,7 @@ impl Envelope {
             LOCKED_V1 => serde_json::from_value(value).map(AccountEvent::Locked),
             PASSWORD_REHASHED_V1 => Ok(AccountEvent::PasswordRehashed),
             PASSWORD_CHANGED_V1 => Ok(AccountEvent::PasswordChanged),
+            EMAIL_CHANGED_V1 => serde_json::from_value(value).map(AccountEvent::EmailChanged),
             DEACTIVATED_V1 => Ok(AccountEvent::Deactivated),
             REACTIVATED_V1 => Ok(AccountEvent::Reactivated),
             DELETED_V1 => Ok(AccountEvent::Deleted),
@@ -74,6 +75,7 @@ pub const LOGIN_SUCCEEDED_V1: &str = "accountable.user.login_succeeded.v1";
 pub const LOCKED_V1: &str = "accountable.user.locked.v1";
 pub const PASSWORD_REHASHED_V1: &str = "accountable.user.password_rehashed.v1";
 pub const PASSWORD_CHANGED_V1: &str = "accountable.user.password_changed.v1";
+pub const EMAIL_CHANGED_V1: &str = "accountable.user.email_changed.v1";
 pub const DEACTIVATED_V1: &str = "accountable.user.deactivated.v1";
 pub const REACTIVATED_V1: &str = "accountable.user.reactivated.v1";
 pub const DELETED_V1: &str = "accountable.user.deleted.v1";
@@ -96,6 +98,7 @@ pub enum AccountEvent {
     ProfileUpdated(ProfileUpdated),
     RoleAssigned(RoleChange),
     RoleRevoked(RoleChange),
+    EmailChanged(EmailChanged),
     Deactivated,
     Reactivated,
     /// The account is gone from read sides; its history stays.
@@ -151,4 +154,15 @@ pub struct ProfileUpdated {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RoleChange {
     pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EmailPersonal {
+    pub email: String,
+}
+
+/// The new address only (the old one is personal data of the past).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EmailChanged {
+    pub personal: EmailPersonal,
 }

@@ -66,6 +66,11 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             | AccountEvent::PasswordChanged,
             Some(row),
         ) => row.version = envelope.sequence,
+        (AccountEvent::EmailChanged(e), Some(row)) => {
+            row.email.clone_from(&e.personal.email);
+            row.version = envelope.sequence;
+            row.updated_at = envelope.time;
+        }
         (AccountEvent::Deactivated, Some(row)) => set_status(row, "DEACTIVATED", envelope),
         (AccountEvent::Reactivated, Some(row)) => set_status(row, "ACTIVE", envelope),
         (AccountEvent::Deleted, Some(row)) => set_status(row, "DELETED", envelope),

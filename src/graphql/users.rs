@@ -184,6 +184,15 @@ pub struct UpdateProfileInput {
     pub expected_version: Option<i64>,
 }
 
+#[derive(InputObject)]
+pub struct ChangeEmailInput {
+    /// Oneself, or anyone for an admin.
+    pub id: ID,
+    /// The new address; it must not belong to another account.
+    pub email: String,
+    pub expected_version: Option<i64>,
+}
+
 /// A user to act on, why, and from which version.
 #[derive(InputObject)]
 pub struct UserRefInput {
@@ -370,6 +379,26 @@ impl UserMutation {
                 input.expected_version,
                 &command_ctx,
             )
+            .await
+            .map_err(|e| ApiError::from(e).into_graphql())?;
+        Ok(executed.into())
+    }
+
+    /// Moves an account to a new email address (the user themself, or an
+    /// admin). A taken address answers `CONFLICT`; the old one is free after.
+    #[graphql(guard = "SelfOr { id: &input.id, roles: ADMINS }")]
+    async fn change_email(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangeEmailInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let state = ctx.data::<ApiState>()?;
+        let command_ctx = acting(ctx)?;
+        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let executed = state
+            .auth
+            .users
+            .change_email(id, &input.email, input.expected_version, &command_ctx)
             .await
             .map_err(|e| ApiError::from(e).into_graphql())?;
         Ok(executed.into())

@@ -117,6 +117,17 @@ pub struct PasswordChanged {
     pub password_hash: PasswordHash,
 }
 
+/// The personal part of an email change: the new address only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailPersonal {
+    pub email: Email,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChanged {
+    pub personal: EmailPersonal,
+}
+
 /// An admin stopped the account: no sign-in until reactivated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserDeactivated {
@@ -182,6 +193,7 @@ pub enum UserEvent {
     UserDeactivated(UserDeactivated),
     UserReactivated(UserReactivated),
     UserDeleted(UserDeleted),
+    EmailChanged(EmailChanged),
 }
 
 impl DomainEvent for UserEvent {
@@ -199,6 +211,7 @@ impl DomainEvent for UserEvent {
             Self::UserDeactivated(_) => "UserDeactivated",
             Self::UserReactivated(_) => "UserReactivated",
             Self::UserDeleted(_) => "UserDeleted",
+            Self::EmailChanged(_) => "EmailChanged",
         }
         .to_owned()
     }
@@ -242,6 +255,10 @@ impl UserEvent {
             Self::PasswordRehashed(_) => PublicEvent {
                 cloud_type: "accountable.user.password_rehashed.v1",
                 data: json!({}),
+            },
+            Self::EmailChanged(e) => PublicEvent {
+                cloud_type: "accountable.user.email_changed.v1",
+                data: json!({"personal": e.personal}),
             },
             Self::UserDeactivated(e) => PublicEvent {
                 cloud_type: "accountable.user.deactivated.v1",
@@ -325,6 +342,9 @@ pub enum UserCommand {
     },
     RehashPassword {
         password_hash: PasswordHash,
+    },
+    ChangeEmail {
+        email: Email,
     },
     Deactivate {
         reason: String,
@@ -428,6 +448,14 @@ impl Aggregate for User {
             (_, None) => return Err(UserError::NotRegistered),
             (_, Some(account)) if account.status == UserStatus::Deleted => {
                 return Err(UserError::Deleted)
+            }
+            (UserCommand::ChangeEmail { email }, Some(account)) => {
+                if email == account.personal.email {
+                    return Ok(());
+                }
+                UserEvent::EmailChanged(EmailChanged {
+                    personal: EmailPersonal { email },
+                })
             }
             (UserCommand::Deactivate { reason }, Some(account)) => {
                 if account.status == UserStatus::Deactivated {
@@ -542,6 +570,7 @@ impl Aggregate for User {
             | UserEvent::PasswordChanged(PasswordChanged { password_hash }) => {
                 account.password_hash = password_hash;
             }
+            UserEvent::EmailChanged(e) => account.personal.email = e.personal.email,
             UserEvent::UserDeactivated(_) => account.status = UserStatus::Deactivated,
             UserEvent::UserReactivated(_) => account.status = UserStatus::Active,
             UserEvent::UserDeleted(_) => account.status = UserStatus::Deleted,
@@ -943,5 +972,22 @@ mod tests {
             .given(vec![registered(), deleted])
             .when(attempt(0))
             .then_expect_error(UserError::Deleted);
+    }
+
+    #[test]
+    fn an_email_change_records_the_new_address_and_a_same_one_writes_nothing() {
+        let new = Email::parse("ada@lovelace.example").unwrap();
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::ChangeEmail { email: new.clone() })
+            .then_expect_events(vec![UserEvent::EmailChanged(EmailChanged {
+                personal: EmailPersonal { email: new },
+            })]);
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::ChangeEmail {
+                email: Email::parse("ada@example.com").unwrap(),
+            })
+            .then_expect_events(vec![]);
     }
 }

@@ -166,6 +166,7 @@ const ADMIN_CANDIDATES: &str = "
 SELECT DISTINCT aggregate_id FROM events
  WHERE aggregate_type = $1 AND event_type = 'RoleAssigned'
    AND payload -> 'RoleAssigned' ->> 'role' = 'ADMIN'";
+const RELEASE_OTHER_EMAILS: &str = "DELETE FROM user_emails WHERE email_key <> $1 AND user_id = $2";
 const RELEASE_EMAILS_OF: &str = "DELETE FROM user_emails WHERE user_id = $1";
 
 const SELECT_RECORDED_AT: &str = "
@@ -375,6 +376,56 @@ impl Users {
         } else {
             self.execute(user_id, command, expected_version, ctx).await
         }
+    }
+
+    /// Moves the account to a new address: the new one is claimed first and
+    /// the old one freed once the change is committed.
+    pub async fn change_email(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        let email = Email::parse(email)?;
+        let key = email_key(&email);
+        let held: Option<Uuid> = sqlx::query_scalar(FIND_BY_EMAIL)
+            .bind(&key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        let claimed = held != Some(user_id);
+        if claimed {
+            self.claim_email(&key, user_id).await?;
+        }
+        let changed = self
+            .execute(
+                user_id,
+                UserCommand::ChangeEmail { email },
+                expected_version,
+                ctx,
+            )
+            .await;
+        let settle = match (&changed, claimed) {
+            (Ok(_), _) => RELEASE_OTHER_EMAILS,
+            (Err(_), true) => RELEASE_EMAIL,
+            (Err(_), false) => return changed,
+        };
+        sqlx::query(settle)
+            .bind(&key)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        if changed.is_ok() {
+            sqlx::query(CONFIRM_EMAIL)
+                .bind(&key)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await
+                .map_err(infrastructure)?;
+        }
+        changed
     }
 
     /// Stops an account (admins); the last active admin stays.

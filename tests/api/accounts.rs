@@ -525,3 +525,50 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
         1
     );
 }
+
+const CHANGE_EMAIL: &str = "mutation($input: ChangeEmailInput!) {
+  changeEmail(input: $input) { version user { email } }
+}";
+
+#[tokio::test]
+async fn an_email_change_moves_sign_in_and_frees_the_old_address() {
+    let (_stack, api) = TestStack::full().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let grace = api.register("grace@example.com", "Grace").await;
+
+    let taken = api
+        .graphql_as(
+            Some(&ada.access),
+            CHANGE_EMAIL,
+            json!({"input": {"id": ada.id, "email": "GRACE@example.com"}}),
+        )
+        .await;
+    assert_eq!(error_code(&taken), "CONFLICT", "{taken}");
+    let not_hers = api
+        .graphql_as(
+            Some(&grace.access),
+            CHANGE_EMAIL,
+            json!({"input": {"id": ada.id, "email": "x@example.com"}}),
+        )
+        .await;
+    assert_eq!(error_code(&not_hers), "FORBIDDEN", "{not_hers}");
+
+    let body = api
+        .graphql_as(
+            Some(&ada.access),
+            CHANGE_EMAIL,
+            json!({"input": {"id": ada.id, "email": "ada@lovelace.example"}}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["changeEmail"]["user"]["email"], "ada@lovelace.example",
+        "{body}"
+    );
+    assert!(try_login(&api, "ada@lovelace.example").await["errors"].is_null());
+    assert_eq!(
+        error_code(&try_login(&api, "ada@example.com").await),
+        "UNAUTHENTICATED"
+    );
+    // The old address is free again.
+    api.register("ada@example.com", "Another Ada").await;
+}
