@@ -104,6 +104,16 @@ pub struct Config {
     )]
     pub kafka_session_timeout_ms: u64,
 
+    /// How long a projection worker may go without polling Kafka; also how
+    /// long its group waits for a member that died during a rebalance.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_KAFKA_MAX_POLL_INTERVAL_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub kafka_max_poll_interval_ms: u64,
+
     /// How often the relay looks for events without being notified.
     #[arg(
         long,
@@ -287,6 +297,7 @@ impl Config {
             max_batch: 500,
             batch_window: Duration::from_millis(5),
             session_timeout: Duration::from_millis(self.kafka_session_timeout_ms),
+            max_poll_interval: Duration::from_millis(self.kafka_max_poll_interval_ms),
         }
     }
 

@@ -54,6 +54,10 @@ pub struct WorkerConfig {
     pub batch_window: Duration,
     /// How soon the group gives the partitions of a silent member to others.
     pub session_timeout: Duration,
+    /// How long a member may go without polling; also the rebalance
+    /// timeout, so it bounds how long a group waits for a member that died
+    /// in the middle of a rebalance.
+    pub max_poll_interval: Duration,
 }
 
 struct Parsed {
@@ -120,6 +124,10 @@ impl Worker {
             .set(
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                config.max_poll_interval.as_millis().to_string(),
             )
             .create_with_context(RebalanceLog)?;
         consumer.subscribe(&[&config.topic])?;

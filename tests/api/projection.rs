@@ -214,8 +214,16 @@ async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
             .await;
             let distinct: std::collections::HashSet<_> =
                 all.iter().map(|m| m.headers["ce_id"].clone()).collect();
+            let sessions: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT state, wait_event_type || ':' || wait_event, left(query, 60)
+                   FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(&stack.pool)
+            .await
+            .unwrap_or_default();
             panic!(
-                "not converged: {} distinct events on the topic; {} events, {} published, {} projected, checkpoints {checkpoints:?}",
+                "not converged (database sessions: {sessions:?}): {} distinct events on the topic; {} events, {} published, {} projected, checkpoints {checkpoints:?}",
                 distinct.len(),
                 stack.count("SELECT count(*) FROM events").await,
                 published().await,
