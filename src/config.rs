@@ -95,25 +95,6 @@ pub struct Config {
     )]
     pub projection_group: String,
 
-    /// How soon a dead projection worker's partitions go to another.
-    #[arg(
-        long,
-        env = "ACCOUNTABLE_KAFKA_SESSION_TIMEOUT_MS",
-        default_value_t = 10_000,
-        global = true
-    )]
-    pub kafka_session_timeout_ms: u64,
-
-    /// How long a projection worker may go without polling Kafka; also how
-    /// long its group waits for a member that died during a rebalance.
-    #[arg(
-        long,
-        env = "ACCOUNTABLE_KAFKA_MAX_POLL_INTERVAL_MS",
-        default_value_t = 60_000,
-        global = true
-    )]
-    pub kafka_max_poll_interval_ms: u64,
-
     /// How often the relay looks for events without being notified.
     #[arg(
         long,
@@ -296,8 +277,6 @@ impl Config {
             group_id: self.projection_group.clone(),
             max_batch: 500,
             batch_window: Duration::from_millis(5),
-            session_timeout: Duration::from_millis(self.kafka_session_timeout_ms),
-            max_poll_interval: Duration::from_millis(self.kafka_max_poll_interval_ms),
         }
     }
 

@@ -1,17 +1,18 @@
-//! The projection worker: a Kafka consumer group whose batches are applied
-//! to PostgreSQL in one transaction each, with offsets committed to Kafka
-//! only after the database commit.
+//! The projection worker: consumes the partitions it owns, applies each
+//! batch to PostgreSQL in one transaction together with the offsets it
+//! reached, and resumes from those offsets. Partitions are shared among
+//! workers through PostgreSQL advisory locks rather than the broker's group
+//! coordinator (which, in tansu 0.6, could strand a group whose member died
+//! mid-rebalance); offsets are also committed to Kafka, after the database
+//! commit, for lag monitoring.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
@@ -52,12 +53,6 @@ pub struct WorkerConfig {
     pub max_batch: usize,
     /// How long a batch waits for more messages once it has one.
     pub batch_window: Duration,
-    /// How soon the group gives the partitions of a silent member to others.
-    pub session_timeout: Duration,
-    /// How long a member may go without polling; also the rebalance
-    /// timeout, so it bounds how long a group waits for a member that died
-    /// in the middle of a rebalance.
-    pub max_poll_interval: Duration,
 }
 
 struct Parsed {
@@ -77,32 +72,25 @@ pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
     history: Arc<dyn EventHistory>,
-    consumer: StreamConsumer<RebalanceLog>,
+    consumer: Arc<StreamConsumer>,
 }
 
-/// Logs partition assignments, so that who consumes what is visible.
-pub struct RebalanceLog;
+/// How often a worker looks for partitions no live worker owns.
+const CLAIM_EVERY: Duration = Duration::from_secs(2);
 
-impl ClientContext for RebalanceLog {}
+/// Claims one partition of a projection for this session, if free.
+const TRY_CLAIM: &str = "SELECT pg_try_advisory_lock(hashtext($1), $2)";
 
-impl ConsumerContext for RebalanceLog {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let partitions = |list: &TopicPartitionList| {
-            list.elements()
-                .iter()
-                .map(|e| e.partition())
-                .collect::<Vec<_>>()
-        };
-        match rebalance {
-            Rebalance::Assign(list) => {
-                tracing::info!(partitions = ?partitions(list), "partitions assigned")
-            }
-            Rebalance::Revoke(list) => {
-                tracing::info!(partitions = ?partitions(list), "partitions revoked")
-            }
-            Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance failed"),
-        }
-    }
+const SELECT_CHECKPOINTS: &str = "
+SELECT partition, next_offset FROM projection_checkpoints WHERE projection = $1 AND topic = $2";
+
+/// The partitions this worker owns: session advisory locks on one
+/// PostgreSQL connection. When the worker dies, its connection closes, the
+/// locks go with it, and other workers claim the partitions.
+#[derive(Default)]
+struct Ownership {
+    conn: Option<PgConnection>,
+    partitions: BTreeSet<i32>,
 }
 
 impl Worker {
@@ -111,7 +99,7 @@ impl Worker {
         config: WorkerConfig,
         history: Arc<dyn EventHistory>,
     ) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer<RebalanceLog> = ClientConfig::new()
+        let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
@@ -121,21 +109,12 @@ impl Worker {
             // Bounds the wait of a fetch on a broker that does not answer
             // as soon as data arrives, and so the projection's lag.
             .set("fetch.wait.max.ms", "100")
-            .set(
-                "session.timeout.ms",
-                config.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "max.poll.interval.ms",
-                config.max_poll_interval.as_millis().to_string(),
-            )
-            .create_with_context(RebalanceLog)?;
-        consumer.subscribe(&[&config.topic])?;
+            .create()?;
         Ok(Self {
             pool,
             config,
             history,
-            consumer,
+            consumer: Arc::new(consumer),
         })
     }
 
@@ -143,9 +122,20 @@ impl Worker {
     /// committed first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(topic = %self.config.topic, group = %self.config.group_id, "projection worker started");
+        let mut ownership = Ownership::default();
+        let mut next_claim = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_claim {
+                if let Err(error) = self.claim(&mut ownership).await {
+                    tracing::warn!(error = %error, "cannot claim partitions; releasing all");
+                    ownership = Ownership::default();
+                    self.consumer.unassign()?;
+                }
+                next_claim = tokio::time::Instant::now() + CLAIM_EVERY;
+            }
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(next_claim) => continue,
                 message = self.consumer.recv() => message,
             };
             let first = match first {
@@ -168,6 +158,71 @@ impl Worker {
         }
         tracing::info!("projection worker stopped");
         Ok(())
+    }
+
+    /// Claims the partitions of the topic that no live worker owns, and
+    /// consumes every owned partition from the offset after the last batch
+    /// applied to the database, which is kept with the rows.
+    async fn claim(&self, ownership: &mut Ownership) -> anyhow::Result<()> {
+        let partitions = self.partition_count().await?;
+        if ownership.conn.is_none() {
+            ownership.conn = Some(self.pool.acquire().await?.detach());
+            ownership.partitions.clear();
+        }
+        let Some(conn) = ownership.conn.as_mut() else {
+            return Ok(());
+        };
+        let mut claimed = Vec::new();
+        for partition in 0..partitions {
+            if ownership.partitions.contains(&partition) {
+                continue;
+            }
+            let free: bool = sqlx::query_scalar(TRY_CLAIM)
+                .bind(&self.config.group_id)
+                .bind(partition)
+                .fetch_one(&mut *conn)
+                .await?;
+            if free {
+                ownership.partitions.insert(partition);
+                claimed.push(partition);
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let checkpoints: HashMap<i32, i64> = sqlx::query_as(SELECT_CHECKPOINTS)
+            .bind(USERS)
+            .bind(&self.config.topic)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+        let mut assignment = TopicPartitionList::new();
+        for partition in &ownership.partitions {
+            let offset = checkpoints
+                .get(partition)
+                .map_or(Offset::Beginning, |next| Offset::Offset(*next));
+            assignment.add_partition_offset(&self.config.topic, *partition, offset)?;
+        }
+        self.consumer.assign(&assignment)?;
+        tracing::info!(claimed = ?claimed, owned = ?ownership.partitions, "partitions claimed");
+        Ok(())
+    }
+
+    /// How many partitions the topic has (0 while it does not exist).
+    async fn partition_count(&self) -> anyhow::Result<i32> {
+        let consumer = self.consumer.clone();
+        let topic = self.config.topic.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))
+        })
+        .await??;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.config.topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        Ok(i32::try_from(count)?)
     }
 
     async fn fill_batch(&self, first: OwnedMessage) -> Vec<OwnedMessage> {

@@ -58,8 +58,6 @@ impl TestStack {
         config.projection_group = format!("accountable.test.{id}.projection.users");
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.topic_partitions = 3;
-        config.kafka_session_timeout_ms = 6_000;
-        config.kafka_max_poll_interval_ms = 15_000;
         config.relay_poll_ms = 100;
         config.db_max_connections = 5;
         config.argon2_memory_kib = 1024;
@@ -171,14 +169,6 @@ impl TestStack {
             .env(
                 "ACCOUNTABLE_TOPIC_PARTITIONS",
                 self.config.topic_partitions.to_string(),
-            )
-            .env(
-                "ACCOUNTABLE_KAFKA_SESSION_TIMEOUT_MS",
-                self.config.kafka_session_timeout_ms.to_string(),
-            )
-            .env(
-                "ACCOUNTABLE_KAFKA_MAX_POLL_INTERVAL_MS",
-                self.config.kafka_max_poll_interval_ms.to_string(),
             )
             .env(
                 "ACCOUNTABLE_RELAY_POLL_MS",
