@@ -2,6 +2,7 @@
 //! `register`.
 
 use accountable_projections::users::{self, UserRow};
+use async_graphql::connection::{Connection, Edge};
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -250,6 +251,21 @@ impl From<Executed> for UserPayload {
     }
 }
 
+/// Narrows `users`; every given field must match.
+#[derive(InputObject, Default)]
+pub struct UserFilter {
+    /// Deleted users are listed only when asked for here.
+    pub status: Option<UserStatus>,
+    pub role: Option<Role>,
+    /// The start of the email address, case-insensitively.
+    pub email_prefix: Option<String>,
+    /// The start of the display name.
+    pub display_name_prefix: Option<String>,
+}
+
+/// Longest prefix a filter takes.
+const MAX_PREFIX: usize = 254;
+
 #[derive(Default)]
 pub struct UserQuery;
 
@@ -263,6 +279,65 @@ impl UserQuery {
             return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
         };
         read_at_least(state, *id, 1).await
+    }
+
+    /// Every account, in order of registration, a page at a time (admins
+    /// and auditors). `first` is 1 to 100 (default 20); `after` is the
+    /// `cursor` of the last edge of the previous page.
+    #[graphql(
+        guard = "AnyRole(READERS)",
+        complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity"
+    )]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<UserFilter>,
+    ) -> async_graphql::Result<Connection<String, User>> {
+        let state = ctx.data::<ApiState>()?;
+        let first = i64::from(first.unwrap_or(20).clamp(1, 100));
+        let after = after
+            .map(|cursor| {
+                Uuid::parse_str(&cursor).map_err(|_| {
+                    ApiError::new(Code::BadUserInput, "after: not a cursor of this list")
+                        .with("field", "after")
+                        .into_graphql()
+                })
+            })
+            .transpose()?;
+        let filter = filter.unwrap_or_default();
+        for prefix in [&filter.email_prefix, &filter.display_name_prefix]
+            .into_iter()
+            .flatten()
+        {
+            if prefix.chars().count() > MAX_PREFIX {
+                return Err(
+                    ApiError::new(Code::BadUserInput, "filter: prefix too long").into_graphql()
+                );
+            }
+        }
+        let list_filter = users::ListFilter {
+            status: filter
+                .status
+                .map(|s| domain::UserStatus::from(s).as_str().to_owned()),
+            role: filter
+                .role
+                .map(|r| domain::Role::from(r).as_str().to_owned()),
+            email_prefix: filter.email_prefix,
+            display_name_prefix: filter.display_name_prefix,
+        };
+        let mut rows = users::list(&state.pool, &list_filter, after, first + 1)
+            .await
+            .map_err(|e| ApiError::from(e).into_graphql())?;
+        let has_next = i64::try_from(rows.len()).unwrap_or(i64::MAX) > first;
+        rows.truncate(usize::try_from(first).unwrap_or_default());
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|row| Edge::new(row.id.to_string(), User(row))),
+        );
+        Ok(connection)
     }
 
     /// One account by id, or null if there is none. With `minVersion`, waits

@@ -572,3 +572,117 @@ async fn an_email_change_moves_sign_in_and_frees_the_old_address() {
     // The old address is free again.
     api.register("ada@example.com", "Another Ada").await;
 }
+
+const USERS: &str = "query($first: Int, $after: String, $filter: UserFilter) {
+  users(first: $first, after: $after, filter: $filter) {
+    pageInfo { hasNextPage hasPreviousPage }
+    edges { cursor node { email displayName status roles } }
+  }
+}";
+
+#[tokio::test]
+async fn admins_and_auditors_page_through_users_in_a_stable_order_with_filters() {
+    let (stack, api) = TestStack::full().await;
+    let mut emails = Vec::new();
+    for name in ["ada", "alan", "grace", "barbara", "edsger"] {
+        let email = format!("{name}@example.com");
+        api.register(&email, &name.to_uppercase()).await;
+        emails.push(email);
+    }
+    stack.grant("ada@example.com", "ADMIN").await;
+    stack.grant("grace@example.com", "AUDITOR").await;
+    let admin = login(&api, "ada@example.com").await;
+    let auditor = login(&api, "grace@example.com").await;
+    let edsger = login(&api, "edsger@example.com").await;
+    // Wait until the read side holds everyone with their roles.
+    let version_of_grace = 2;
+    let grace_id = auditor.id.clone();
+    api.user(&admin.access, &grace_id, Some(version_of_grace))
+        .await;
+
+    let forbidden = api.graphql_as(Some(&edsger.access), USERS, json!({})).await;
+    assert_eq!(error_code(&forbidden), "FORBIDDEN", "{forbidden}");
+
+    // Pages of two, in registration order, from each reader.
+    for reader in [&admin, &auditor] {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let body = api
+                .graphql_as(
+                    Some(&reader.access),
+                    USERS,
+                    json!({"first": 2, "after": after}),
+                )
+                .await;
+            let page = &body["data"]["users"];
+            let edges = page["edges"].as_array().unwrap_or_else(|| panic!("{body}"));
+            seen.extend(
+                edges
+                    .iter()
+                    .map(|e| e["node"]["email"].as_str().unwrap().to_owned()),
+            );
+            if page["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = edges
+                .last()
+                .map(|e| e["cursor"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(seen, emails);
+    }
+
+    let filtered = |filter: Value| {
+        let api = &api;
+        let token = admin.access.clone();
+        async move {
+            let body = api
+                .graphql_as(Some(&token), USERS, json!({"filter": filter}))
+                .await;
+            body["data"]["users"]["edges"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{body}"))
+                .iter()
+                .map(|e| e["node"]["email"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        filtered(json!({"emailPrefix": "AL"})).await,
+        ["alan@example.com"]
+    );
+    assert_eq!(
+        filtered(json!({"displayNamePrefix": "BAR"})).await,
+        ["barbara@example.com"]
+    );
+    assert_eq!(
+        filtered(json!({"role": "AUDITOR"})).await,
+        ["grace@example.com"]
+    );
+    assert!(filtered(json!({"emailPrefix": "%"})).await.is_empty());
+
+    // Deleted users leave the list, unless asked for.
+    let body = api
+        .graphql_as(
+            Some(&edsger.access),
+            DELETE,
+            json!({"input": {"id": edsger.id}}),
+        )
+        .await;
+    let version = body["data"]["deleteUser"]["version"]
+        .as_i64()
+        .expect("deleted");
+    api.user(&admin.access, &edsger.id, Some(version)).await;
+    assert!(!filtered(json!({}))
+        .await
+        .contains(&"edsger@example.com".to_owned()));
+    assert_eq!(
+        filtered(json!({"status": "DELETED"})).await,
+        ["edsger@example.com"]
+    );
+
+    let bad = api
+        .graphql_as(Some(&admin.access), USERS, json!({"after": "not-a-cursor"}))
+        .await;
+    assert_eq!(error_code(&bad), "BAD_USER_INPUT", "{bad}");
+}
