@@ -185,11 +185,9 @@ impl Auth {
         let executed = self
             .users
             .change_password(user_id, new, expected_version, ctx)
-            .await?;
-        self.sessions
-            .end_all(user_id, self.clock.now(), "password-change")
-            .await?;
-        Ok(executed)
+            .await;
+        self.then_end_sessions(user_id, executed, "password-change")
+            .await
     }
 
     /// Takes a role and ends the user's sessions, so that no token still
@@ -225,11 +223,9 @@ impl Auth {
         let executed = self
             .users
             .deactivate(user_id, reason, expected_version, ctx)
-            .await?;
-        self.sessions
-            .end_all(user_id, self.clock.now(), "deactivated")
-            .await?;
-        Ok(executed)
+            .await;
+        self.then_end_sessions(user_id, executed, "deactivated")
+            .await
     }
 
     /// Deletes an account and ends its sessions.
@@ -243,9 +239,20 @@ impl Auth {
         let executed = self
             .users
             .delete(user_id, reason, expected_version, ctx)
-            .await?;
+            .await;
+        self.then_end_sessions(user_id, executed, "deleted").await
+    }
+
+    /// Ends every session of the user once `executed` succeeded.
+    async fn then_end_sessions(
+        &self,
+        user_id: Uuid,
+        executed: Result<Executed, CommandError>,
+        reason: &str,
+    ) -> Result<Executed, AuthError> {
+        let executed = executed?;
         self.sessions
-            .end_all(user_id, self.clock.now(), "deleted")
+            .end_all(user_id, self.clock.now(), reason)
             .await?;
         Ok(executed)
     }

@@ -438,9 +438,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: UpdateProfileInput,
     ) -> async_graphql::Result<UserPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let command_ctx = acting(ctx)?;
-        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .users
@@ -467,9 +465,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: ChangeEmailInput,
     ) -> async_graphql::Result<UserPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let command_ctx = acting(ctx)?;
-        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .users
@@ -487,9 +483,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: ChangePasswordInput,
     ) -> async_graphql::Result<UserPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let command_ctx = acting(ctx)?;
-        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .change_password(
@@ -511,9 +505,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: RoleInput,
     ) -> async_graphql::Result<UserPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let command_ctx = acting(ctx)?;
-        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .users
@@ -531,9 +523,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: RoleInput,
     ) -> async_graphql::Result<UserPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let command_ctx = acting(ctx)?;
-        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .revoke_role(id, input.role.into(), input.expected_version, &command_ctx)
@@ -550,9 +540,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: UserRefInput,
     ) -> async_graphql::Result<UserPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let command_ctx = acting(ctx)?;
-        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .deactivate(
@@ -573,9 +561,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: UserRefInput,
     ) -> async_graphql::Result<UserPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let command_ctx = acting(ctx)?;
-        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .users
@@ -599,9 +585,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: UserRefInput,
     ) -> async_graphql::Result<UserPayload> {
-        let state = ctx.data::<ApiState>()?;
-        let command_ctx = acting(ctx)?;
-        let id = parse_id(&input.id).map_err(ApiError::into_graphql)?;
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
         let reason = input.reason.as_deref().unwrap_or(match &command_ctx.actor {
             Actor::User(actor) if *actor == id => "deleted by the user",
             _ => "deleted by an admin",
@@ -645,6 +629,18 @@ impl UserMutation {
             .map_err(auth_error)?;
         Ok(true)
     }
+}
+
+/// The shared state, the command context of a signed-in caller, and the
+/// user a mutation acts on.
+fn target<'a>(
+    ctx: &Context<'a>,
+    id: &ID,
+) -> async_graphql::Result<(&'a ApiState, CommandContext, Uuid)> {
+    let state = ctx.data::<ApiState>()?;
+    let command_ctx = acting(ctx)?;
+    let id = parse_id(id).map_err(ApiError::into_graphql)?;
+    Ok((state, command_ctx, id))
 }
 
 /// The command context of a signed-in caller's operation.
