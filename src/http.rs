@@ -96,7 +96,7 @@ impl Application {
             Arc::new(KeyRing::load(pool.clone(), config.env, configured_key.as_deref()).await?);
         keys::follow_changes(keys.clone(), Duration::from_secs(60), shutdown.clone()).await?;
         let dummy_hash = hasher
-            .hash(Password::parse("no one's password, never stored", 1)?)
+            .hash(Password::parse_existing("no one's password, never stored")?)
             .await?;
         let auth = Arc::new(Auth {
             users,

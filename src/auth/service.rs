@@ -89,7 +89,7 @@ impl Auth {
         ctx: &CommandContext,
     ) -> Result<SignedIn, AuthError> {
         // A password over the cap is refused before any hashing.
-        let Ok(password) = Password::parse(password, 1) else {
+        let Ok(password) = Password::parse_existing(password) else {
             return Err(AuthError::InvalidCredentials);
         };
         let user_id = match Email::parse(email) {
@@ -173,7 +173,8 @@ impl Auth {
             .ok_or(CommandError::Rejected(
                 crate::users::aggregate::UserError::NotRegistered,
             ))?;
-        let current = Password::parse(current, 1).map_err(|_| AuthError::WrongCurrentPassword)?;
+        let current =
+            Password::parse_existing(current).map_err(|_| AuthError::WrongCurrentPassword)?;
         let verified = self
             .hasher
             .verify(current, account.password_hash.expose().to_owned())

@@ -1,7 +1,9 @@
 //! Input parsed into types before it reaches the aggregate: a value of one of
 //! these types is valid by construction.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
@@ -176,6 +178,12 @@ impl TimeZone {
     }
 }
 
+/// The passwords of 8 characters or more among the 30,000 most common ones,
+/// from zxcvbn's frequency lists (MIT licence, Dropbox; taken from the PyPI
+/// package zxcvbn 4.5.0), lower-cased.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("common-passwords.txt").lines().collect());
+
 /// A password as the user meant it: NFKC-normalised, so that equivalent
 /// input verifies, and counted in code points. Never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -187,7 +195,25 @@ impl Password {
     /// A hard cap on input so that hashing cost stays bounded.
     pub const MAX_LEN: usize = 256;
 
+    /// Also refuses passwords on the shipped common-password list.
     pub fn parse(input: &str, min_len: usize) -> Result<Self, InvalidInput> {
+        let password = Self::parse_length(input, min_len)?;
+        if COMMON_PASSWORDS.contains(password.0.to_lowercase().as_str()) {
+            return Err(InvalidInput::new(
+                "password",
+                "is one of the most common passwords; choose another",
+            ));
+        }
+        Ok(password)
+    }
+
+    /// Checks the length only: for passwords that already exist, such as
+    /// the one a user signs in with.
+    pub fn parse_existing(input: &str) -> Result<Self, InvalidInput> {
+        Self::parse_length(input, 1)
+    }
+
+    fn parse_length(input: &str, min_len: usize) -> Result<Self, InvalidInput> {
         // Checked on the raw input first so that a huge string is refused
         // before any work proportional to it beyond one count.
         if input.chars().take(Self::MAX_LEN * 4 + 1).count() > Self::MAX_LEN * 4 {
@@ -318,6 +344,17 @@ mod tests {
         assert!(Password::parse(&"🔒".repeat(15), 15).is_ok());
         assert!(Password::parse(&"a".repeat(257), 15).is_err());
         assert!(Password::parse(&"a".repeat(1 << 20), 15).is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        for common in ["1qaz2wsx3edc4rfv", "Q1W2E3R4T5Y6U7I8", "123456789qwerty"] {
+            let err = Password::parse(common, 15).unwrap_err();
+            assert!(err.reason.contains("common"), "{common}: {err}");
+        }
+        assert!(Password::parse("correct horse battery staple", 15).is_ok());
+        // Existing passwords are checked for length only.
+        assert!(Password::parse_existing("1qaz2wsx3edc4rfv").is_ok());
     }
 
     #[test]

@@ -30,6 +30,7 @@ async fn invalid_registrations_answer_bad_user_input_and_write_nothing() {
         ("ada@example.com", "", "Ada", "password"),
         ("ada@example.com", "too short", "Ada", "password"),
         ("ada@example.com", long_password.as_str(), "Ada", "password"),
+        ("ada@example.com", "1qaz2wsx3edc4rfv", "Ada", "password"),
         ("ada@example.com", PASSWORD, "", "displayName"),
         ("ada@example.com", PASSWORD, "bell\u{7}", "displayName"),
     ];
