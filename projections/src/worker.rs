@@ -154,7 +154,7 @@ impl Worker {
             if !self.apply_with_retry(&batch, &shutdown).await {
                 break;
             }
-            self.commit_offsets(&batch, CommitMode::Async)?;
+            self.commit_offsets(&batch)?;
         }
         tracing::info!("projection worker stopped");
         Ok(())
@@ -350,12 +350,12 @@ impl Worker {
         Ok(Step::Changed(envelope.subject))
     }
 
-    fn commit_offsets(&self, batch: &[OwnedMessage], mode: CommitMode) -> anyhow::Result<()> {
+    fn commit_offsets(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in next_offsets(batch) {
             offsets.add_partition_offset(&topic, partition, Offset::Offset(next))?;
         }
-        if let Err(error) = self.consumer.commit(&offsets, mode) {
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
             // The rows are committed; a lost offset commit only means a
             // harmless re-delivery.
             tracing::warn!(error = %error, "offset commit failed");

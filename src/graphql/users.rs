@@ -737,6 +737,9 @@ fn registered_user(executed: Executed) -> Result<UserRow, ApiError> {
     let account = executed
         .account
         .ok_or_else(|| ApiError::new(Code::NotFound, "no such user"))?;
+    let registered_at = executed
+        .registered_at
+        .ok_or_else(|| ApiError::internal(&"a registration without its time"))?;
     Ok(UserRow {
         id: executed.user_id,
         email: account.personal.email.as_str().to_owned(),
@@ -750,7 +753,7 @@ fn registered_user(executed: Executed) -> Result<UserRow, ApiError> {
         locale: None,
         time_zone: None,
         version: executed.version,
-        created_at: executed.recorded_at,
-        updated_at: executed.recorded_at,
+        created_at: registered_at,
+        updated_at: registered_at,
     })
 }

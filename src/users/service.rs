@@ -136,8 +136,9 @@ pub struct Executed {
     /// The sequence of the last event of the user; what `minVersion` waits for.
     pub version: i64,
     pub account: Option<Account>,
-    /// When the last event was recorded (the time of the writing transaction).
-    pub recorded_at: DateTime<Utc>,
+    /// When a registration was recorded (the time of its transaction); only
+    /// a registration looks it up, as only its answer shows it.
+    pub registered_at: Option<DateTime<Utc>>,
 }
 
 type UserStore = PersistedEventStore<PostgresEventRepository, User>;
@@ -214,7 +215,17 @@ impl Users {
             display_name,
             password_hash,
         });
-        let registered = self.execute(user_id, command, None, ctx).await;
+        let mut registered = self.execute(user_id, command, None, ctx).await;
+        if let Ok(executed) = &mut registered {
+            let recorded_at = sqlx::query_scalar(SELECT_RECORDED_AT)
+                .bind(User::TYPE)
+                .bind(user_id.to_string())
+                .bind(executed.version)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(infrastructure)?;
+            executed.registered_at = Some(recorded_at);
+        }
         let settle = if registered.is_ok() {
             CONFIRM_EMAIL
         } else {
@@ -609,18 +620,11 @@ impl Users {
         let committed = self.store.commit(events, context, ctx.metadata()).await?;
         let version = committed.last().map_or(previous, |e| e.sequence);
         let version = i64::try_from(version).map_err(infrastructure)?;
-        let recorded_at = sqlx::query_scalar(SELECT_RECORDED_AT)
-            .bind(User::TYPE)
-            .bind(user_id.to_string())
-            .bind(version)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(infrastructure)?;
         Ok(Executed {
             user_id,
             version,
             account,
-            recorded_at,
+            registered_at: None,
         })
     }
 }
