@@ -32,6 +32,7 @@ use crate::auth::{Auth, AuthError, Caller, Clock};
 use crate::config::{Config, Environment};
 use crate::graphql::error::Code;
 use crate::graphql::freshness::ProjectionWatch;
+use crate::graphql::loader::{self, LookupCount};
 use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
 use crate::users::password::PasswordHasher;
 use crate::users::values::Password;
@@ -55,6 +56,7 @@ struct HttpState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    user_lookups: LookupCount,
 }
 
 impl Application {
@@ -108,6 +110,7 @@ impl Application {
             dummy_hash,
         });
         let freshness = ProjectionWatch::start(&pool, shutdown).await?;
+        let (users, user_lookups) = loader::users(pool.clone());
         let schema = graphql::build_schema(
             config.env,
             ApiState {
@@ -115,6 +118,7 @@ impl Application {
                 auth: auth.clone(),
                 limiter: ClientLimiter::per_minute(config.rate_limit),
                 freshness,
+                users,
                 read_your_writes_timeout: config.read_your_writes_timeout(),
             },
         );
@@ -130,7 +134,13 @@ impl Application {
                 },
                 config.env,
             ),
+            user_lookups,
         })
+    }
+
+    /// Counts the queries that read user rows for the API.
+    pub fn user_lookups(&self) -> LookupCount {
+        self.user_lookups.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {

@@ -132,9 +132,9 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at
 WHERE users.version < EXCLUDED.version";
 
-const SELECT_ONE: &str = "
+const SELECT_MANY: &str = "
 SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
-  FROM users WHERE id = $1";
+  FROM users WHERE id = ANY($1)";
 
 pub async fn load_for_update(
     conn: &mut PgConnection,
@@ -215,11 +215,10 @@ fn escape_like(input: &str) -> String {
         .replace('_', "\\_")
 }
 
-pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(SELECT_ONE)
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+/// The rows of those of `ids` that have one, deleted users included, in no
+/// particular order.
+pub async fn find_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as(SELECT_MANY).bind(ids).fetch_all(pool).await
 }
 
 #[cfg(test)]

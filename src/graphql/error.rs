@@ -125,3 +125,9 @@ impl From<sqlx::Error> for ApiError {
         Self::internal(&error)
     }
 }
+
+impl From<std::sync::Arc<sqlx::Error>> for ApiError {
+    fn from(error: std::sync::Arc<sqlx::Error>) -> Self {
+        Self::internal(&error)
+    }
+}

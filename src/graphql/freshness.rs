@@ -1,15 +1,18 @@
 //! Read-your-writes: lets a query wait until the read side has applied a
 //! given version, woken by the projection workers' NOTIFY after each batch.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use accountable_projections::users::{self, UserRow};
+use accountable_projections::users::UserRow;
 use accountable_projections::worker::PROJECTED_CHANNEL;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use super::loader;
 
 /// Counts projected batches; waiters look again at every change.
 #[derive(Clone)]
@@ -50,16 +53,16 @@ impl ProjectionWatch {
     /// The row of `id` once its version is at least `min_version`.
     pub async fn user_at_least(
         &self,
-        pool: &PgPool,
+        users: &loader::Users,
         id: Uuid,
         min_version: i64,
         timeout: Duration,
-    ) -> Result<Result<UserRow, Stale>, sqlx::Error> {
+    ) -> Result<Result<UserRow, Stale>, Arc<sqlx::Error>> {
         let mut batches = self.batches.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             batches.mark_unchanged();
-            let row = users::find(pool, id).await?;
+            let row = users.load_one(id).await?;
             match row {
                 Some(row) if row.version >= min_version => return Ok(Ok(row)),
                 _ => {}

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod freshness;
 pub mod guards;
+pub mod loader;
 pub mod users;
 
 use std::net::IpAddr;
@@ -18,10 +19,14 @@ use crate::auth::Auth;
 use crate::config::Environment;
 use freshness::ProjectionWatch;
 
+/// What can be read: the caller's account and, for admins and auditors,
+/// everyone's.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
 pub struct QueryRoot(users::UserQuery);
 
+/// Every change to accounts and sessions. Each answers its errors with
+/// `extensions.code`, and writes nothing when it fails.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
 pub struct MutationRoot(users::UserMutation);
@@ -34,6 +39,8 @@ pub struct ApiState {
     pub auth: Arc<Auth>,
     pub limiter: ClientLimiter,
     pub freshness: ProjectionWatch,
+    /// Every read of a user row goes through it.
+    pub users: loader::Users,
     pub read_your_writes_timeout: Duration,
 }
 
@@ -71,4 +78,69 @@ pub fn build_schema(env: Environment, state: ApiState) -> AppSchema {
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
     schema_builder(Environment::Development).finish().sdl()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    const INTROSPECTION: &str = "{ __schema { types {
+        name description
+        fields(includeDeprecated: true) { name description args { name description } }
+        inputFields { name description }
+        enumValues(includeDeprecated: true) { name description }
+    } } }";
+
+    fn described(item: &Value) -> bool {
+        item["description"]
+            .as_str()
+            .is_some_and(|text| !text.trim().is_empty())
+    }
+
+    /// The names of the types, fields, arguments and enum values of the
+    /// public API that have no description.
+    fn undescribed(schema: &Value) -> Vec<String> {
+        let mut missing = Vec::new();
+        let types = schema["__schema"]["types"].as_array().into_iter().flatten();
+        // `ID` is the specification's own scalar; async-graphql gives it no
+        // description and takes none.
+        let ours = |ty: &&Value| {
+            let name = ty["name"].as_str().unwrap_or("__");
+            !name.starts_with("__") && name != "ID"
+        };
+        for ty in types.filter(ours) {
+            let name = ty["name"].as_str().unwrap_or_default();
+            if !described(ty) {
+                missing.push(name.to_owned());
+            }
+            for list in ["fields", "inputFields", "enumValues"] {
+                for member in ty[list].as_array().into_iter().flatten() {
+                    let member_name = format!("{name}.{}", member["name"].as_str().unwrap_or("?"));
+                    if !described(member) {
+                        missing.push(member_name.clone());
+                    }
+                    for arg in member["args"].as_array().into_iter().flatten() {
+                        if !described(arg) {
+                            missing.push(format!("{member_name}({})", arg["name"]));
+                        }
+                    }
+                }
+            }
+        }
+        missing
+    }
+
+    #[tokio::test]
+    async fn every_type_field_argument_and_value_has_a_description() {
+        let schema = schema_builder(Environment::Development).finish();
+        let response = schema.execute(INTROSPECTION).await;
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        let data = response.data.into_json().expect("introspection is JSON");
+        assert!(data["__schema"]["types"]
+            .as_array()
+            .is_some_and(|t| t.len() > 10));
+        assert_eq!(undescribed(&data), Vec::<String>::new());
+    }
 }

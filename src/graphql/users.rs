@@ -1,8 +1,7 @@
-//! The account part of the schema: the `User` type, `user(id)` and
-//! `register`.
+//! The account part of the schema: the `User` type, its queries and every
+//! account mutation.
 
 use accountable_projections::users::{self, UserRow};
-use async_graphql::connection::{Connection, Edge};
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -33,6 +32,7 @@ pub enum Role {
     Admin,
 }
 
+/// Where an account is in its life.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[graphql(remote = "domain::UserStatus")]
 pub enum UserStatus {
@@ -44,23 +44,28 @@ pub enum UserStatus {
     Deleted,
 }
 
-/// An account, as the read side shows it.
 pub struct User(UserRow);
 
+/// An account, as the read side shows it: it may trail the latest write by
+/// a moment; `version` tells which write it shows.
 #[Object]
 impl User {
+    /// Stable and opaque; a UUIDv7, so ids sort by registration time.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
+    /// The sign-in address, as registered (domain lower-cased).
     async fn email(&self) -> &str {
         &self.0.email
     }
 
+    /// How the user wants to be called: 1 to 100 characters.
     async fn display_name(&self) -> &str {
         &self.0.display_name
     }
 
+    /// Whether the account is active, deactivated or deleted.
     async fn status(&self) -> async_graphql::Result<UserStatus> {
         match self.0.status.as_str() {
             "ACTIVE" => Ok(UserStatus::Active),
@@ -70,6 +75,7 @@ impl User {
         }
     }
 
+    /// Every role held; `USER` always among them.
     async fn roles(&self) -> async_graphql::Result<Vec<Role>> {
         self.0
             .roles
@@ -99,26 +105,35 @@ impl User {
         self.0.time_zone.as_deref()
     }
 
+    /// When the account was registered.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 
+    /// When the last event the read side applied was recorded.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
 }
 
+/// A new account.
 #[derive(InputObject)]
 pub struct RegisterInput {
+    /// The sign-in address; at most 254 characters, not already taken.
     pub email: String,
-    /// 15 to 256 characters; compared after NFKC normalisation.
+    /// 15 to 256 characters, not a commonly used password; compared after
+    /// NFKC normalisation.
     pub password: String,
+    /// 1 to 100 characters, no control characters.
     pub display_name: String,
 }
 
+/// Credentials to sign in with.
 #[derive(InputObject)]
 pub struct LoginInput {
+    /// The address the account signs in with.
     pub email: String,
+    /// The account's password.
     pub password: String,
 }
 
@@ -185,40 +200,51 @@ pub struct UpdateProfileInput {
     pub expected_version: Option<i64>,
 }
 
+/// A new sign-in address.
 #[derive(InputObject)]
 pub struct ChangeEmailInput {
     /// Oneself, or anyone for an admin.
     pub id: ID,
     /// The new address; it must not belong to another account.
     pub email: String,
+    /// The version the change is based on (see `UpdateProfileInput`).
     pub expected_version: Option<i64>,
 }
 
 /// A user to act on, why, and from which version.
 #[derive(InputObject)]
 pub struct UserRefInput {
+    /// The user to act on.
     pub id: ID,
     /// Why (1 to 500 characters); kept in the event. Required to deactivate
     /// or reactivate.
     pub reason: Option<String>,
+    /// The version the change is based on (see `UpdateProfileInput`).
     pub expected_version: Option<i64>,
 }
 
 /// A role to give or take.
 #[derive(InputObject)]
 pub struct RoleInput {
+    /// The user who gains or loses the role.
     pub id: ID,
+    /// The role; `USER` cannot be revoked.
     pub role: Role,
+    /// The version the change is based on (see `UpdateProfileInput`).
     pub expected_version: Option<i64>,
 }
 
+/// A new password, proven by the current one.
 #[derive(InputObject)]
 pub struct ChangePasswordInput {
     /// Oneself: nobody changes another user's password.
     pub id: ID,
+    /// The password in use now.
     pub current_password: String,
-    /// 15 to 256 characters; compared after NFKC normalisation.
+    /// 15 to 256 characters, not a commonly used password; compared after
+    /// NFKC normalisation.
     pub new_password: String,
+    /// The version the change is based on (see `UpdateProfileInput`).
     pub expected_version: Option<i64>,
 }
 
@@ -256,11 +282,65 @@ impl From<Executed> for UserPayload {
 pub struct UserFilter {
     /// Deleted users are listed only when asked for here.
     pub status: Option<UserStatus>,
+    /// Users who hold this role.
     pub role: Option<Role>,
     /// The start of the email address, case-insensitively.
     pub email_prefix: Option<String>,
     /// The start of the display name.
     pub display_name_prefix: Option<String>,
+}
+
+/// A page of `users`, in the shape of a Relay connection.
+#[derive(SimpleObject)]
+pub struct UserConnection {
+    /// Where this page sits in the whole list.
+    page_info: PageInfo,
+    /// The users on this page, each with its cursor.
+    edges: Vec<UserEdge>,
+}
+
+/// A user on a page, and where the page stands at them.
+#[derive(SimpleObject)]
+pub struct UserEdge {
+    /// Pass as `after` to list the users after this one.
+    cursor: String,
+    /// The user.
+    node: User,
+}
+
+/// Whether there is more of a list before or after a page.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    /// Whether the list goes on after this page.
+    has_next_page: bool,
+    /// Whether this page is not the first one.
+    has_previous_page: bool,
+    /// The cursor of the first user on this page.
+    start_cursor: Option<String>,
+    /// The cursor of the last user on this page; pass it as `after` for the
+    /// next page.
+    end_cursor: Option<String>,
+}
+
+impl UserConnection {
+    fn new(rows: Vec<UserRow>, has_previous_page: bool, has_next_page: bool) -> Self {
+        let edges: Vec<UserEdge> = rows
+            .into_iter()
+            .map(|row| UserEdge {
+                cursor: row.id.to_string(),
+                node: User(row),
+            })
+            .collect();
+        Self {
+            page_info: PageInfo {
+                has_next_page,
+                has_previous_page,
+                start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+                end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+            },
+            edges,
+        }
+    }
 }
 
 /// Longest prefix a filter takes.
@@ -291,10 +371,14 @@ impl UserQuery {
     async fn users(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
-        filter: Option<UserFilter>,
-    ) -> async_graphql::Result<Connection<String, User>> {
+        #[graphql(desc = "How many users to list: 1 to 100, 20 if left out.")] first: Option<i32>,
+        #[graphql(desc = "The `cursor` of the last user of the previous page.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "Which users to list; all but deleted ones if left out.")] filter: Option<
+            UserFilter,
+        >,
+    ) -> async_graphql::Result<UserConnection> {
         let state = ctx.data::<ApiState>()?;
         let first = i64::from(first.unwrap_or(20).clamp(1, 100));
         let after = after
@@ -332,12 +416,7 @@ impl UserQuery {
             .map_err(|e| ApiError::from(e).into_graphql())?;
         let has_next = i64::try_from(rows.len()).unwrap_or(i64::MAX) > first;
         rows.truncate(usize::try_from(first).unwrap_or_default());
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|row| Edge::new(row.id.to_string(), User(row))),
-        );
-        Ok(connection)
+        Ok(UserConnection::new(rows, after.is_some(), has_next))
     }
 
     /// One account by id, or null if there is none. With `minVersion`, waits
@@ -349,13 +428,16 @@ impl UserQuery {
     async fn user(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The user to read.")] id: ID,
+        #[graphql(desc = "A version a mutation answered: wait until the read side shows it.")]
         min_version: Option<i64>,
     ) -> async_graphql::Result<Option<User>> {
         let state = ctx.data::<ApiState>()?;
         let id = parse_id(&id).map_err(ApiError::into_graphql)?;
         let row = match min_version {
-            None => users::find(&state.pool, id)
+            None => state
+                .users
+                .load_one(id)
                 .await
                 .map_err(|e| ApiError::from(e).into_graphql())?,
             Some(min_version) => Some(read_at_least(state, id, min_version).await?.0),
@@ -374,7 +456,7 @@ impl UserMutation {
     async fn register(
         &self,
         ctx: &Context<'_>,
-        input: RegisterInput,
+        #[graphql(desc = "The new account.")] input: RegisterInput,
     ) -> async_graphql::Result<AuthPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
         let signed_in = state
@@ -404,7 +486,7 @@ impl UserMutation {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        input: LoginInput,
+        #[graphql(desc = "The credentials.")] input: LoginInput,
     ) -> async_graphql::Result<AuthPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
         let signed_in = state
@@ -420,7 +502,7 @@ impl UserMutation {
     async fn refresh_token(
         &self,
         ctx: &Context<'_>,
-        refresh_token: String,
+        #[graphql(desc = "The refresh token the session holds now.")] refresh_token: String,
     ) -> async_graphql::Result<AuthPayload> {
         let (state, _) = limited(ctx, Actor::SelfService)?;
         let signed_in = state
@@ -436,7 +518,7 @@ impl UserMutation {
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
-        input: UpdateProfileInput,
+        #[graphql(desc = "What to change, for whom.")] input: UpdateProfileInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
@@ -463,7 +545,7 @@ impl UserMutation {
     async fn change_email(
         &self,
         ctx: &Context<'_>,
-        input: ChangeEmailInput,
+        #[graphql(desc = "The new address, for whom.")] input: ChangeEmailInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
@@ -481,7 +563,7 @@ impl UserMutation {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        input: ChangePasswordInput,
+        #[graphql(desc = "The current and the new password.")] input: ChangePasswordInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
@@ -503,7 +585,7 @@ impl UserMutation {
     async fn assign_role(
         &self,
         ctx: &Context<'_>,
-        input: RoleInput,
+        #[graphql(desc = "The user and the role.")] input: RoleInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
@@ -521,7 +603,7 @@ impl UserMutation {
     async fn revoke_role(
         &self,
         ctx: &Context<'_>,
-        input: RoleInput,
+        #[graphql(desc = "The user and the role.")] input: RoleInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
@@ -538,7 +620,7 @@ impl UserMutation {
     async fn deactivate_user(
         &self,
         ctx: &Context<'_>,
-        input: UserRefInput,
+        #[graphql(desc = "The user, and why.")] input: UserRefInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
@@ -559,7 +641,7 @@ impl UserMutation {
     async fn reactivate_user(
         &self,
         ctx: &Context<'_>,
-        input: UserRefInput,
+        #[graphql(desc = "The user, and why.")] input: UserRefInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
@@ -583,7 +665,7 @@ impl UserMutation {
     async fn delete_user(
         &self,
         ctx: &Context<'_>,
-        input: UserRefInput,
+        #[graphql(desc = "The user, and why.")] input: UserRefInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let reason = input.reason.as_deref().unwrap_or(match &command_ctx.actor {
@@ -603,7 +685,7 @@ impl UserMutation {
     async fn logout(
         &self,
         ctx: &Context<'_>,
-        refresh_token: String,
+        #[graphql(desc = "The refresh token the session holds now.")] refresh_token: String,
     ) -> async_graphql::Result<bool> {
         let state = ctx.data::<ApiState>()?;
         state
@@ -706,7 +788,12 @@ async fn read_at_least(
 ) -> async_graphql::Result<User> {
     match state
         .freshness
-        .user_at_least(&state.pool, id, min_version, state.read_your_writes_timeout)
+        .user_at_least(
+            &state.users,
+            id,
+            min_version,
+            state.read_your_writes_timeout,
+        )
         .await
         .map_err(|e| ApiError::from(e).into_graphql())?
     {

@@ -686,3 +686,40 @@ async fn admins_and_auditors_page_through_users_in_a_stable_order_with_filters()
         .await;
     assert_eq!(error_code(&bad), "BAD_USER_INPUT", "{bad}");
 }
+
+#[tokio::test]
+async fn the_lookups_of_one_operation_share_one_query() {
+    let (stack, api) = TestStack::full().await;
+    let mut users = Vec::new();
+    for name in ["ada", "alan", "grace", "edsger"] {
+        users.push(api.register(&format!("{name}@example.com"), name).await);
+    }
+    stack.grant("ada@example.com", "ADMIN").await;
+    let admin = login(&api, "ada@example.com").await;
+    for user in &users {
+        api.user(&admin.access, &user.id, Some(1)).await;
+    }
+
+    let fields: String = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| format!("u{i}: user(id: \"{}\") {{ email }}\n", user.id))
+        .collect();
+    let before = api.user_lookups.get();
+    let body = api
+        .graphql_as(Some(&admin.access), &format!("{{ {fields} }}"), json!({}))
+        .await;
+
+    assert!(body["errors"].is_null(), "{body}");
+    for (i, name) in ["ada", "alan", "grace", "edsger"].iter().enumerate() {
+        assert_eq!(
+            body["data"][format!("u{i}")]["email"],
+            format!("{name}@example.com")
+        );
+    }
+    assert_eq!(
+        api.user_lookups.get() - before,
+        1,
+        "four lookups, one query"
+    );
+}

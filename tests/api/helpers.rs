@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use accountable::auth::Clock;
 use accountable::config::Config;
+use accountable::graphql::loader::LookupCount;
 use accountable::http::Application;
 use accountable::{db, kafka, processes};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -38,6 +39,8 @@ pub struct TestStack {
 pub struct TestApi {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// The queries this API has sent to read user rows.
+    pub user_lookups: LookupCount,
 }
 
 impl TestStack {
@@ -106,10 +109,12 @@ impl TestStack {
                 .await
                 .expect("the API starts");
         let addr = app.local_addr().unwrap();
+        let user_lookups = app.user_lookups();
         tokio::spawn(app.run_until_stopped(self.shutdown.child_token()));
         TestApi {
             addr,
             client: reqwest::Client::new(),
+            user_lookups,
         }
     }
 

@@ -55,9 +55,10 @@ async fn applied_through(stack: &TestStack, partition: i32, offset: i64) {
 }
 
 async fn row(stack: &TestStack, id: &str) -> Option<UserRow> {
-    users::find(&stack.pool, Uuid::parse_str(id).unwrap())
+    users::find_many(&stack.pool, &[Uuid::parse_str(id).unwrap()])
         .await
         .unwrap()
+        .pop()
 }
 
 /// Registers a user and returns its id and its message on the topic.
