@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use accountable_projections::worker::WorkerConfig;
+use accountable_vault::MasterKey;
 use clap::{Parser, ValueEnum};
 
 use crate::auth::sessions::SessionConfig;
@@ -166,6 +167,23 @@ pub struct Config {
     #[arg(long, env = "ACCOUNTABLE_JWT_KEY_FILE", global = true)]
     pub jwt_key_file: Option<std::path::PathBuf>,
 
+    /// The master key (32 random bytes in base64, e.g. from `openssl rand
+    /// -base64 32`) that wraps every user's data key. A database refuses
+    /// any key other than the first it was used with. Production needs
+    /// this or `ACCOUNTABLE_MASTER_KEY_FILE`.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_MASTER_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub master_key: Option<String>,
+
+    /// A file holding the master key in base64. In development, when no key
+    /// is given, `.data/master.key` is used, and made on first start.
+    #[arg(long, env = "ACCOUNTABLE_MASTER_KEY_FILE", global = true)]
+    pub master_key_file: Option<std::path::PathBuf>,
+
     /// The `iss` of access tokens.
     #[arg(
         long,
@@ -235,11 +253,41 @@ pub struct Config {
     pub read_your_writes_timeout_ms: u64,
 }
 
+/// Where development keeps the master key it makes for itself.
+const DEVELOPMENT_MASTER_KEY: &str = ".data/master.key";
+
 impl Config {
     /// The configuration from the environment alone, as a test or an
     /// embedding program would take it.
     pub fn from_env() -> Self {
         Self::parse_from(["accountable"])
+    }
+
+    /// The configured master key. Without one, production refuses to start
+    /// and development makes one and keeps it in `.data/master.key`.
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        if let Some(text) = &self.master_key {
+            return MasterKey::from_base64(text)
+                .map_err(|e| anyhow::anyhow!("ACCOUNTABLE_MASTER_KEY: {e}"));
+        }
+        let path = match (&self.master_key_file, self.env) {
+            (Some(path), _) => path.clone(),
+            (None, Environment::Development) => {
+                let path = std::path::PathBuf::from(DEVELOPMENT_MASTER_KEY);
+                create_key_file(&path)?;
+                path
+            }
+            (None, Environment::Production) => anyhow::bail!(
+                "production needs a master key: set ACCOUNTABLE_MASTER_KEY or \
+                 ACCOUNTABLE_MASTER_KEY_FILE"
+            ),
+        };
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))?,
+        );
+        MasterKey::from_base64(&text)
+            .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))
     }
 
     pub fn hash_cost(&self) -> HashCost {
@@ -305,5 +353,34 @@ impl Config {
 
     pub fn read_your_writes_timeout(&self) -> Duration {
         Duration::from_millis(self.read_your_writes_timeout_ms)
+    }
+}
+
+/// Writes a new master key to `path` unless a file is there; a concurrent
+/// writer's key wins and is kept (the file appears whole or not at all).
+fn create_key_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let draft = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&draft)?;
+    file.write_all(MasterKey::generate().to_base64().as_bytes())?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&draft, path);
+    std::fs::remove_file(&draft)?;
+    match linked {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => Err(error.into()),
+        _ => {
+            tracing::warn!(path = %path.display(), "made a development master key");
+            Ok(())
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use accountable_projections::contract::Envelope;
 use accountable_projections::worker::EventHistory;
+use accountable_vault::{is_sealed, PERSONAL, SEALED_FIELDS};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::Aggregate;
@@ -12,6 +13,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::users::sealed_store::variant_fields;
 use crate::users::{User, UserEvent};
 
 /// The CloudEvents `source` of every account event.
@@ -66,20 +68,55 @@ pub enum PublishError {
         sequence: i64,
         source: serde_json::Error,
     },
+    /// Personal data is published sealed or not at all.
+    #[error("event {aggregate_id}/{sequence} holds {field} in clear")]
+    InClear {
+        aggregate_id: String,
+        sequence: i64,
+        field: &'static str,
+    },
 }
 
 impl StoredEvent {
     /// The public envelope: CloudEvents attributes, the event's place in its
     /// stream and in the store, who caused it, and its public data.
+    ///
+    /// Sealed fields are taken out before the event is read and the sealed
+    /// `personal` is put back into the public data as it is: the relay never
+    /// sees personal data in clear, and refuses to publish it so.
     pub fn envelope(&self) -> Result<serde_json::Value, PublishError> {
-        let event: UserEvent = serde_json::from_value(self.payload.clone()).map_err(|source| {
-            PublishError::Unreadable {
+        let mut payload = self.payload.clone();
+        let mut sealed_personal = None;
+        if let Some(fields) = variant_fields(&mut payload) {
+            for field in SEALED_FIELDS {
+                match fields.get_mut(field) {
+                    Some(value) if is_sealed(value) => {
+                        let sealed = value.take();
+                        if field == PERSONAL {
+                            sealed_personal = Some(sealed);
+                        }
+                    }
+                    Some(value) if !value.is_null() => {
+                        return Err(PublishError::InClear {
+                            aggregate_id: self.aggregate_id.clone(),
+                            sequence: self.sequence,
+                            field,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let event: UserEvent =
+            serde_json::from_value(payload).map_err(|source| PublishError::Unreadable {
                 aggregate_id: self.aggregate_id.clone(),
                 sequence: self.sequence,
                 source,
-            }
-        })?;
-        let public = event.public();
+            })?;
+        let mut public = event.public();
+        if let (Some(sealed), Some(slot)) = (sealed_personal, public.data.get_mut(PERSONAL)) {
+            *slot = sealed;
+        }
         Ok(json!({
             "specversion": "1.0",
             "id": self.cloud_event_id(),
@@ -162,14 +199,17 @@ impl EventHistory for StoreHistory {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use chrono::TimeZone;
+    use serde_json::Value;
 
     use super::*;
     use crate::users::aggregate::{
         AccountLocked, EmailChanged, EmailPersonal, LoginAttempted, LoginSucceeded,
         PasswordChanged, PasswordHash, PasswordRehashed, PersonalData, ProfilePersonal,
-        ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted, UserReactivated,
-        UserRegistered,
+        ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted, UserErased,
+        UserReactivated, UserRegistered, ERASED_FIELDS,
     };
     use crate::users::values::{DisplayName, Email, Locale};
     use crate::users::{Role, UserStatus};
@@ -180,13 +220,13 @@ mod tests {
         let hash = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
         vec![
             UserEvent::UserRegistered(UserRegistered {
-                personal: PersonalData {
+                personal: Some(PersonalData {
                     email: Email::parse("ada@example.com").unwrap(),
                     display_name: DisplayName::parse("Ada").unwrap(),
-                },
+                }),
                 roles: [Role::User].into(),
                 status: UserStatus::Active,
-                password_hash: hash.clone(),
+                password_hash: Some(hash.clone()),
             }),
             UserEvent::LoginAttempted(LoginAttempted { at, failures: 1 }),
             UserEvent::LoginSucceeded(LoginSucceeded { at }),
@@ -196,10 +236,10 @@ mod tests {
                 failures: 10,
             }),
             UserEvent::PasswordRehashed(PasswordRehashed {
-                password_hash: hash.clone(),
+                password_hash: Some(hash.clone()),
             }),
             UserEvent::PasswordChanged(PasswordChanged {
-                password_hash: hash,
+                password_hash: Some(hash),
             }),
             UserEvent::RoleAssigned(RoleAssigned { role: Role::Admin }),
             UserEvent::RoleRevoked(RoleRevoked { role: Role::Admin }),
@@ -210,9 +250,9 @@ mod tests {
                 reason: "appeal".into(),
             }),
             UserEvent::EmailChanged(EmailChanged {
-                personal: EmailPersonal {
+                personal: Some(EmailPersonal {
                     email: Email::parse("ada@lovelace.example").unwrap(),
-                },
+                }),
             }),
             UserEvent::UserDeleted(UserDeleted {
                 reason: "asked".into(),
@@ -221,10 +261,16 @@ mod tests {
             }),
             UserEvent::ProfileUpdated(ProfileUpdated {
                 personal: Some(ProfilePersonal {
-                    display_name: DisplayName::parse("Ada Lovelace").unwrap(),
+                    display_name: Some(DisplayName::parse("Ada Lovelace").unwrap()),
+                    locale: Some(Locale::parse("en-GB").unwrap()),
+                    time_zone: None,
                 }),
-                locale: Some(Locale::parse("en-GB").unwrap()),
-                time_zone: None,
+            }),
+            UserEvent::UserErased(UserErased {
+                fields: ERASED_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+                through_sequence: 13,
+                status: UserStatus::Deleted,
+                roles: [Role::User].into(),
             }),
         ]
     }
@@ -251,31 +297,74 @@ mod tests {
                 UserEvent::UserReactivated(_) => 10,
                 UserEvent::UserDeleted(_) => 11,
                 UserEvent::EmailChanged(_) => 12,
+                UserEvent::UserErased(_) => 13,
             })
             .collect();
-        assert_eq!(covered.len(), 13);
+        assert_eq!(covered.len(), 14);
+    }
+
+    /// A stand-in for the vault's seal (its cipher is tested in its crate):
+    /// the shape of a sealed field, with the clear JSON readable back here.
+    fn sealed_stand_in(value: &Value) -> Value {
+        json!({"alg": "A256GCM", "kid": Uuid::nil(), "iv": "AAAAAAAAAAAAAAAA",
+               "ct": URL_SAFE_NO_PAD.encode(value.to_string())})
+    }
+
+    fn stored(n: usize, payload: Value) -> StoredEvent {
+        StoredEvent {
+            aggregate_id: "0190a3c2-0000-7000-8000-000000000001".into(),
+            sequence: i64::try_from(n).unwrap() + 1,
+            event_type: "Any".into(),
+            event_version: "1.0".into(),
+            payload,
+            metadata: json!({"actor": "self"}),
+            position: 42,
+            transaction_id: "1000".into(),
+            recorded_at: Utc::now(),
+        }
     }
 
     #[test]
-    fn the_projections_read_every_published_event() {
+    fn the_projections_read_every_published_event_once_opened() {
         for (n, event) in every_event().into_iter().enumerate() {
-            let stored = StoredEvent {
-                aggregate_id: "0190a3c2-0000-7000-8000-000000000001".into(),
-                sequence: i64::try_from(n).unwrap() + 1,
-                event_type: cqrs_es::DomainEvent::event_type(&event),
-                event_version: cqrs_es::DomainEvent::event_version(&event),
-                payload: serde_json::to_value(&event).unwrap(),
-                metadata: json!({"actor": "self"}),
-                position: 42,
-                transaction_id: "1000".into(),
-                recorded_at: Utc::now(),
-            };
-            let message = stored.to_message().unwrap();
-            assert!(!String::from_utf8_lossy(&message.value).contains("argon2"));
-            let envelope = Envelope::from_slice(&message.value).unwrap();
+            let mut payload = serde_json::to_value(&event).unwrap();
+            for field in SEALED_FIELDS {
+                if let Some(value) = variant_fields(&mut payload)
+                    .and_then(|fields| fields.get_mut(field))
+                    .filter(|value| !value.is_null())
+                {
+                    *value = sealed_stand_in(value);
+                }
+            }
+            let message = stored(n, payload).to_message().unwrap();
+            let text = String::from_utf8_lossy(&message.value);
+            assert!(!text.contains("argon2"), "{text}");
+            assert!(!text.contains("example"), "{text}");
+            assert!(!text.contains("Ada"), "{text}");
+
+            let mut envelope = Envelope::from_slice(&message.value).unwrap();
+            if let Some(sealed) = envelope.data.get_mut(PERSONAL).filter(|v| !v.is_null()) {
+                assert!(is_sealed(sealed), "{sealed}");
+                let clear = URL_SAFE_NO_PAD
+                    .decode(sealed["ct"].as_str().unwrap())
+                    .unwrap();
+                *sealed = serde_json::from_slice(&clear).unwrap();
+            }
             envelope
                 .event()
                 .unwrap_or_else(|e| panic!("{event:?} does not read: {e}"));
         }
+    }
+
+    #[test]
+    fn personal_data_in_clear_is_never_published() {
+        let clear = serde_json::to_value(&every_event()[0]).unwrap();
+        assert!(matches!(
+            stored(0, clear).to_message(),
+            Err(PublishError::InClear {
+                field: "personal",
+                ..
+            })
+        ));
     }
 }

@@ -34,6 +34,7 @@ use crate::graphql::error::Code;
 use crate::graphql::freshness::ProjectionWatch;
 use crate::graphql::loader::{self, LookupCount};
 use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
+use crate::shredding;
 use crate::users::password::PasswordHasher;
 use crate::users::values::Password;
 use crate::users::Users;
@@ -79,11 +80,13 @@ impl Application {
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let hasher = PasswordHasher::new(config.hash_cost(), config.hash_concurrency())?;
+        let vault = shredding::open_vault(config, &pool).await?;
         let users = Arc::new(Users::new(
             pool.clone(),
             hasher.clone(),
             config.password_min_length,
             Duration::from_secs(config.email_claim_ttl_secs),
+            vault,
         ));
         let configured_key = match &config.jwt_key_file {
             Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {

@@ -9,6 +9,8 @@
 //!   the service that runs commands.
 //! - [`events`]: stored events in their published (CloudEvents) form.
 //! - [`relay`]: event store → Kafka, in commit order, at least once.
+//! - [`shredding`]: the vault (the `accountable-vault` crate) that seals
+//!   personal data in events, and the migration of data stored in clear.
 //! - [`graphql`]: the schema, its resolvers and client-facing errors.
 //! - [`http`]: the axum server around the schema.
 //! - [`processes`]: `serve`, `relay`, `project` and `dev`, with one shutdown.
@@ -23,5 +25,6 @@ pub mod http;
 pub mod kafka;
 pub mod processes;
 pub mod relay;
+pub mod shredding;
 pub mod telemetry;
 pub mod users;

@@ -3,7 +3,7 @@ use accountable::config::{Config, Environment};
 use accountable::users::password::PasswordHasher;
 use accountable::users::values::Email;
 use accountable::users::{CommandContext, Role, Users};
-use accountable::{db, graphql, processes, telemetry};
+use accountable::{db, graphql, processes, shredding, telemetry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -90,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Project => processes::project(&config, pool, shutdown).await,
         Command::Dev => processes::dev(&config, pool, shutdown).await,
         Command::Migrate => {
+            shredding::open_vault(&config, &pool).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -106,11 +107,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(AdminCommand::Grant { email, role }) => {
+            let vault = shredding::open_vault(&config, &pool).await?;
             let users = Users::new(
                 pool,
                 PasswordHasher::new(config.hash_cost(), 1)?,
                 config.password_min_length,
                 std::time::Duration::from_secs(config.email_claim_ttl_secs),
+                vault,
             );
             let user_id = users
                 .find_by_email(&Email::parse(&email)?)

@@ -10,6 +10,7 @@ use crate::events::StoreHistory;
 use crate::http::Application;
 use crate::kafka;
 use crate::relay::Relay;
+use crate::shredding;
 
 pub async fn serve(
     config: &Config,
@@ -50,7 +51,8 @@ pub async fn project(
         tracing::warn!(error = %error, "cannot make sure the events topic exists");
     }
     let history = StoreHistory::new(pool.clone());
-    Worker::new(pool, config.projection(), history)?
+    let vault = shredding::open_vault(config, &pool).await?;
+    Worker::new(pool, config.projection(), history, vault)?
         .run(shutdown)
         .await
 }

@@ -28,6 +28,8 @@ pub struct Envelope {
 pub enum ContractError {
     #[error("malformed envelope: {0}")]
     Envelope(serde_json::Error),
+    #[error("sealed personal data does not open: {0}")]
+    Sealed(String),
     #[error("unknown event type {0}")]
     UnknownType(String),
     #[error("malformed data of {event_type}: {source}")]
@@ -63,6 +65,7 @@ impl Envelope {
             ROLE_ASSIGNED_V1 => serde_json::from_value(value).map(AccountEvent::RoleAssigned),
             ROLE_REVOKED_V1 => serde_json::from_value(value).map(AccountEvent::RoleRevoked),
             PROFILE_UPDATED_V1 => serde_json::from_value(value).map(AccountEvent::ProfileUpdated),
+            ERASED_V1 => serde_json::from_value(value).map(AccountEvent::Erased),
             other => return Err(ContractError::UnknownType(other.to_owned())),
         }
         .map_err(data)
@@ -82,6 +85,7 @@ pub const DELETED_V1: &str = "accountable.user.deleted.v1";
 pub const ROLE_ASSIGNED_V1: &str = "accountable.user.role_assigned.v1";
 pub const ROLE_REVOKED_V1: &str = "accountable.user.role_revoked.v1";
 pub const PROFILE_UPDATED_V1: &str = "accountable.user.profile_updated.v1";
+pub const ERASED_V1: &str = "accountable.user.erased.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountEvent {
@@ -103,9 +107,12 @@ pub enum AccountEvent {
     Reactivated,
     /// The account is gone from read sides; its history stays.
     Deleted,
+    /// The user's personal data is unreadable for good: read sides drop it.
+    Erased(Erased),
 }
 
-/// Fields that identify a person.
+/// Fields that identify a person. Published sealed (see
+/// `accountable_vault`); `None` here once opened means erased.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Personal {
     pub email: String,
@@ -114,7 +121,7 @@ pub struct Personal {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Registered {
-    pub personal: Personal,
+    pub personal: Option<Personal>,
     pub roles: Vec<String>,
     pub status: String,
 }
@@ -137,17 +144,18 @@ pub struct Locked {
     pub failures: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ProfilePersonal {
-    pub display_name: String,
-}
-
 /// Only the fields that changed are present (`null` = unchanged).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ProfileUpdated {
-    pub personal: Option<ProfilePersonal>,
+pub struct ProfilePersonal {
+    pub display_name: Option<String>,
     pub locale: Option<String>,
     pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ProfileUpdated {
+    /// `None` once erased.
+    pub personal: Option<ProfilePersonal>,
 }
 
 /// A role given or taken: `USER`, `AUDITOR` or `ADMIN`.
@@ -164,5 +172,14 @@ pub struct EmailPersonal {
 /// The new address only (the old one is personal data of the past).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct EmailChanged {
-    pub personal: EmailPersonal,
+    /// `None` once erased.
+    pub personal: Option<EmailPersonal>,
+}
+
+/// What was erased: the names of the fields made unreadable in every
+/// event up to `through_sequence`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Erased {
+    pub fields: Vec<String>,
+    pub through_sequence: i64,
 }

@@ -10,8 +10,10 @@ use crate::contract::{AccountEvent, Envelope};
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct UserRow {
     pub id: Uuid,
-    pub email: String,
-    pub display_name: String,
+    /// `None` once the user is erased.
+    pub email: Option<String>,
+    /// `None` once the user is erased.
+    pub display_name: Option<String>,
     pub status: String,
     pub roles: Vec<String>,
     pub locale: Option<String>,
@@ -46,8 +48,8 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
         (AccountEvent::Registered(e), _) => {
             *row = Some(UserRow {
                 id: envelope.subject,
-                email: e.personal.email.clone(),
-                display_name: e.personal.display_name.clone(),
+                email: e.personal.as_ref().map(|p| p.email.clone()),
+                display_name: e.personal.as_ref().map(|p| p.display_name.clone()),
                 status: e.status.clone(),
                 roles: e.roles.clone(),
                 locale: None,
@@ -67,9 +69,18 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             Some(row),
         ) => row.version = envelope.sequence,
         (AccountEvent::EmailChanged(e), Some(row)) => {
-            row.email.clone_from(&e.personal.email);
+            if let Some(personal) = &e.personal {
+                row.email = Some(personal.email.clone());
+            }
             row.version = envelope.sequence;
             row.updated_at = envelope.time;
+        }
+        (AccountEvent::Erased(_), Some(row)) => {
+            row.email = None;
+            row.display_name = None;
+            row.locale = None;
+            row.time_zone = None;
+            set_status(row, "ERASED", envelope);
         }
         (AccountEvent::Deactivated, Some(row)) => set_status(row, "DEACTIVATED", envelope),
         (AccountEvent::Reactivated, Some(row)) => set_status(row, "ACTIVE", envelope),
@@ -88,14 +99,16 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             row.updated_at = envelope.time;
         }
         (AccountEvent::ProfileUpdated(e), Some(row)) => {
-            if let Some(personal) = &e.personal {
-                row.display_name.clone_from(&personal.display_name);
-            }
-            if e.locale.is_some() {
-                row.locale.clone_from(&e.locale);
-            }
-            if e.time_zone.is_some() {
-                row.time_zone.clone_from(&e.time_zone);
+            if let Some(changed) = &e.personal {
+                if changed.display_name.is_some() {
+                    row.display_name.clone_from(&changed.display_name);
+                }
+                if changed.locale.is_some() {
+                    row.locale.clone_from(&changed.locale);
+                }
+                if changed.time_zone.is_some() {
+                    row.time_zone.clone_from(&changed.time_zone);
+                }
             }
             row.version = envelope.sequence;
             row.updated_at = envelope.time;
@@ -174,12 +187,13 @@ pub struct ListFilter {
 }
 
 /// Users in id order (ids are UUIDv7, so: in order of registration) after
-/// `after`, at most `limit`; deleted users only when asked for by status.
+/// `after`, at most `limit`; deleted and erased users only when asked for
+/// by status.
 const LIST: &str = "
 SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
   FROM users
  WHERE ($1::uuid IS NULL OR id > $1)
-   AND (CASE WHEN $2::text IS NULL THEN status <> 'DELETED' ELSE status = $2 END)
+   AND (CASE WHEN $2::text IS NULL THEN status NOT IN ('DELETED', 'ERASED') ELSE status = $2 END)
    AND ($3::text IS NULL OR $3 = ANY(roles))
    AND ($4::text IS NULL OR lower(email) LIKE $4 ESCAPE '\\')
    AND ($5::text IS NULL OR display_name LIKE $5 ESCAPE '\\')
@@ -257,8 +271,8 @@ mod tests {
         let env = envelope(1, json!({}));
         assert_eq!(apply(&mut row, &env), Outcome::Applied);
         let row = row.unwrap();
-        assert_eq!(row.email, "ada@example.com");
-        assert_eq!(row.display_name, "Ada");
+        assert_eq!(row.email.as_deref(), Some("ada@example.com"));
+        assert_eq!(row.display_name.as_deref(), Some("Ada"));
         assert_eq!(row.status, "ACTIVE");
         assert_eq!(row.roles, vec!["USER"]);
         assert_eq!(row.version, 1);
@@ -322,11 +336,11 @@ mod tests {
             json!({
             "type": "accountable.user.profile_updated.v1",
             "time": "2026-11-21T12:00:00Z",
-            "data": {"personal": null, "locale": "en-GB", "time_zone": null}}),
+            "data": {"personal": {"display_name": null, "locale": "en-GB", "time_zone": null}}}),
         );
         assert_eq!(apply(&mut row, &updated), Outcome::Applied);
         let row = row.unwrap();
-        assert_eq!(row.display_name, "Ada");
+        assert_eq!(row.display_name.as_deref(), Some("Ada"));
         assert_eq!(row.locale.as_deref(), Some("en-GB"));
         assert_eq!(row.time_zone, None);
         assert_eq!((row.version, row.updated_at), (2, updated.time));
@@ -362,5 +376,57 @@ mod tests {
             Err(crate::contract::ContractError::Data { .. })
         ));
         assert!(Envelope::from_slice(b"{not json").is_err());
+    }
+
+    #[test]
+    fn erasure_drops_every_personal_field_and_replays_to_the_same_row() {
+        let erased = envelope(
+            3,
+            json!({
+            "type": "accountable.user.erased.v1",
+            "time": "2026-11-21T13:00:00Z",
+            "data": {"fields": ["email", "display_name"], "through_sequence": 2,
+                     "status": "ACTIVE", "roles": ["USER"]}}),
+        );
+        let profile = |personal: serde_json::Value| {
+            envelope(
+                2,
+                json!({"type": "accountable.user.profile_updated.v1",
+                       "data": {"personal": personal}}),
+            )
+        };
+        let mut live = None;
+        apply(&mut live, &envelope(1, json!({})));
+        apply(
+            &mut live,
+            &profile(json!({"display_name": null, "locale": "en-GB", "time_zone": null})),
+        );
+        assert_eq!(apply(&mut live, &erased), Outcome::Applied);
+
+        // A rebuild after the erasure reads the earlier events' personal
+        // fields as null (their key is gone).
+        let mut rebuilt = None;
+        apply(
+            &mut rebuilt,
+            &envelope(
+                1,
+                json!({"data": {"personal": null,
+            "roles": ["USER"], "status": "ACTIVE"}}),
+            ),
+        );
+        apply(&mut rebuilt, &profile(serde_json::Value::Null));
+        apply(&mut rebuilt, &erased);
+
+        let live = live.unwrap();
+        assert_eq!(
+            (
+                live.email.as_deref(),
+                live.display_name.as_deref(),
+                live.locale.as_deref()
+            ),
+            (None, None, None)
+        );
+        assert_eq!(live.status, "ERASED");
+        assert_eq!(rebuilt.unwrap(), live);
     }
 }

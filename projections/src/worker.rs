@@ -19,6 +19,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use accountable_vault::{EventFields, Vault, VaultError};
+
 use crate::contract::{AccountEvent, ContractError, Envelope};
 use crate::users::{self, Outcome, UserRow};
 
@@ -72,6 +74,8 @@ pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
     history: Arc<dyn EventHistory>,
+    /// Opens the sealed personal fields of events.
+    vault: Arc<Vault>,
     consumer: Arc<StreamConsumer>,
 }
 
@@ -98,6 +102,7 @@ impl Worker {
         pool: PgPool,
         config: WorkerConfig,
         history: Arc<dyn EventHistory>,
+        vault: Arc<Vault>,
     ) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -114,6 +119,7 @@ impl Worker {
             pool,
             config,
             history,
+            vault,
             consumer: Arc::new(consumer),
         })
     }
@@ -257,7 +263,19 @@ impl Worker {
     }
 
     async fn apply(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-        let parsed: Vec<Result<Parsed, ContractError>> = batch.iter().map(parse).collect();
+        let mut envelopes: Vec<Result<Envelope, ContractError>> = batch
+            .iter()
+            .map(|message| Envelope::from_slice(message.payload().unwrap_or_default()))
+            .collect();
+        self.unseal(&mut envelopes).await?;
+        let parsed: Vec<Result<Parsed, ContractError>> = envelopes
+            .into_iter()
+            .map(|envelope| {
+                let envelope = envelope?;
+                let event = envelope.event()?;
+                Ok(Parsed { envelope, event })
+            })
+            .collect();
         let ids: Vec<Uuid> = parsed
             .iter()
             .flatten()
@@ -330,10 +348,18 @@ impl Worker {
             Outcome::Gap { after } => after,
         };
         tracing::info!(user = %envelope.subject, after, before = envelope.sequence, "filling a gap from the event store");
-        let missing = self
+        let mut missing: Vec<Result<Envelope, ContractError>> = self
             .history
             .between(envelope.subject, after, envelope.sequence)
-            .await?;
+            .await?
+            .into_iter()
+            .map(Ok)
+            .collect();
+        self.unseal(&mut missing).await?;
+        let missing = match missing.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(missing) => missing,
+            Err(unopened) => return Ok(Step::Park(unopened.to_string())),
+        };
         let mut filled = row.clone();
         for earlier in missing.iter().chain(std::iter::once(envelope)) {
             let applied = earlier
@@ -350,6 +376,39 @@ impl Worker {
         Ok(Step::Changed(envelope.subject))
     }
 
+    /// Opens the sealed personal fields of `envelopes` in place (erased ones
+    /// become null). An envelope whose sealed data does not open becomes a
+    /// contract error, so that it is parked. A database failure fails the
+    /// whole call.
+    async fn unseal(
+        &self,
+        envelopes: &mut [Result<Envelope, ContractError>],
+    ) -> anyhow::Result<()> {
+        let mut all: Vec<EventFields<'_>> = envelopes
+            .iter_mut()
+            .flatten()
+            .filter_map(fields_of)
+            .collect();
+        match self.vault.unseal(&mut all).await {
+            Ok(()) => return Ok(()),
+            Err(VaultError::Database(error)) => return Err(error.into()),
+            Err(_) => {}
+        }
+        drop(all);
+        // One of them does not open: open them one by one to tell which.
+        for slot in envelopes.iter_mut() {
+            let Some(fields) = slot.as_mut().ok().and_then(fields_of) else {
+                continue;
+            };
+            match self.vault.unseal(&mut [fields]).await {
+                Ok(()) => {}
+                Err(VaultError::Database(error)) => return Err(error.into()),
+                Err(error) => *slot = Err(ContractError::Sealed(error.to_string())),
+            }
+        }
+        Ok(())
+    }
+
     fn commit_offsets(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in next_offsets(batch) {
@@ -362,12 +421,6 @@ impl Worker {
         }
         Ok(())
     }
-}
-
-fn parse(message: &OwnedMessage) -> Result<Parsed, ContractError> {
-    let envelope = Envelope::from_slice(message.payload().unwrap_or_default())?;
-    let event = envelope.event()?;
-    Ok(Parsed { envelope, event })
 }
 
 /// The offset after the last message of each partition in the batch.
@@ -422,4 +475,14 @@ async fn park(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The data of an envelope as the vault sees it.
+fn fields_of(envelope: &mut Envelope) -> Option<EventFields<'_>> {
+    let (user_id, sequence) = (envelope.subject, envelope.sequence);
+    envelope.data.as_object_mut().map(|fields| EventFields {
+        user_id,
+        sequence,
+        fields,
+    })
 }

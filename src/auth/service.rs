@@ -117,9 +117,12 @@ impl Auth {
             self.sessions.end_all(user_id, now, "lockout").await?;
             return self.fail_like_a_real_check(password).await;
         }
+        let Some(hash) = &account.password_hash else {
+            return self.fail_like_a_real_check(password).await;
+        };
         let verified = self
             .hasher
-            .verify(password.clone(), account.password_hash.expose().to_owned())
+            .verify(password.clone(), hash.expose().to_owned())
             .await
             .map_err(CommandError::from)?;
         if !verified.matches {
@@ -175,9 +178,12 @@ impl Auth {
             ))?;
         let current =
             Password::parse_existing(current).map_err(|_| AuthError::WrongCurrentPassword)?;
+        let hash = account.password_hash.ok_or(CommandError::Rejected(
+            crate::users::aggregate::UserError::Erased,
+        ))?;
         let verified = self
             .hasher
-            .verify(current, account.password_hash.expose().to_owned())
+            .verify(current, hash.expose().to_owned())
             .await
             .map_err(CommandError::from)?;
         if !verified.matches {
@@ -242,6 +248,17 @@ impl Auth {
             .delete(user_id, reason, expected_version, ctx)
             .await;
         self.then_end_sessions(user_id, executed, "deleted").await
+    }
+
+    /// Erases the user's personal data and ends their sessions.
+    pub async fn erase(
+        &self,
+        user_id: Uuid,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, AuthError> {
+        let executed = self.users.erase(user_id, expected_version, ctx).await;
+        self.then_end_sessions(user_id, executed, "erased").await
     }
 
     /// Ends every session of the user once `executed` succeeded.

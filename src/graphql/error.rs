@@ -104,7 +104,9 @@ impl From<CommandError> for ApiError {
             CommandError::Rejected(rejection @ UserError::Deactivated) => {
                 Self::new(Code::Forbidden, rejection.to_string())
             }
-            CommandError::Rejected(UserError::Deleted) => Self::new(Code::NotFound, "no such user"),
+            CommandError::Rejected(UserError::Deleted | UserError::Erased) => {
+                Self::new(Code::NotFound, "no such user")
+            }
             CommandError::Rejected(rejection @ UserError::BaseRole) => {
                 Self::new(Code::BadUserInput, rejection.to_string()).with("field", "role")
             }

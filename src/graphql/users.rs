@@ -42,6 +42,8 @@ pub enum UserStatus {
     Deactivated,
     /// Deleted: hidden from queries; the history stays.
     Deleted,
+    /// Erased: personal data unreadable everywhere; hidden from queries.
+    Erased,
 }
 
 pub struct User(UserRow);
@@ -55,14 +57,16 @@ impl User {
         ID(self.0.id.to_string())
     }
 
-    /// The sign-in address, as registered (domain lower-cased).
-    async fn email(&self) -> &str {
-        &self.0.email
+    /// The sign-in address, as registered (domain lower-cased); null once
+    /// the user is erased.
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
     }
 
-    /// How the user wants to be called: 1 to 100 characters.
-    async fn display_name(&self) -> &str {
-        &self.0.display_name
+    /// How the user wants to be called: 1 to 100 characters; null once the
+    /// user is erased.
+    async fn display_name(&self) -> Option<&str> {
+        self.0.display_name.as_deref()
     }
 
     /// Whether the account is active, deactivated or deleted.
@@ -71,6 +75,7 @@ impl User {
             "ACTIVE" => Ok(UserStatus::Active),
             "DEACTIVATED" => Ok(UserStatus::Deactivated),
             "DELETED" => Ok(UserStatus::Deleted),
+            "ERASED" => Ok(UserStatus::Erased),
             other => Err(ApiError::internal(&format!("unknown status {other}")).into_graphql()),
         }
     }
@@ -277,6 +282,67 @@ impl From<Executed> for UserPayload {
     }
 }
 
+/// A user to erase.
+#[derive(InputObject)]
+pub struct EraseUserInput {
+    /// Oneself, or anyone for an admin.
+    pub id: ID,
+    /// The version the erasure is based on (see `UpdateProfileInput`).
+    pub expected_version: Option<i64>,
+}
+
+/// The answer to `eraseUser`.
+#[derive(SimpleObject)]
+pub struct ErasurePayload {
+    /// The user's version after the erasure.
+    pub version: i64,
+    /// The proof of the erasure.
+    pub receipt: ErasureReceipt,
+}
+
+/// The proof that a user's personal data was erased: what, when, by whom,
+/// and which key was destroyed. Holds nothing of the erased data.
+#[derive(SimpleObject)]
+pub struct ErasureReceipt {
+    /// The erased user.
+    pub user_id: ID,
+    /// When the `UserErased` event was recorded.
+    pub erased_at: DateTime<Utc>,
+    /// Who erased: a user id, or `system`.
+    pub erased_by: String,
+    /// The fields made unreadable in every earlier event.
+    pub fields: Vec<String>,
+    /// The last event whose personal fields were made unreadable.
+    pub through_sequence: i64,
+    /// The sequence of the `UserErased` event in the user's history.
+    pub event_sequence: i64,
+    /// The id of the destroyed data key.
+    pub key_id: Option<ID>,
+    /// When the data key was destroyed (with the event, in one transaction).
+    pub key_destroyed_at: Option<DateTime<Utc>>,
+}
+
+async fn receipt_of(state: &ApiState, id: Uuid) -> async_graphql::Result<Option<ErasureReceipt>> {
+    let receipt = crate::shredding::receipt(&state.pool, id)
+        .await
+        .map_err(|e| ApiError::from(e).into_graphql())?;
+    Ok(receipt.map(|r| ErasureReceipt {
+        user_id: ID(id.to_string()),
+        erased_at: r.recorded_at,
+        erased_by: r.erased_by.unwrap_or_default(),
+        fields: r.erased["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect(),
+        through_sequence: r.erased["through_sequence"].as_i64().unwrap_or_default(),
+        event_sequence: r.sequence,
+        key_id: r.key_id.map(|k| ID(k.to_string())),
+        key_destroyed_at: r.destroyed_at,
+    }))
+}
+
 /// Narrows `users`; every given field must match.
 #[derive(InputObject, Default)]
 pub struct UserFilter {
@@ -419,6 +485,19 @@ impl UserQuery {
         Ok(UserConnection::new(rows, after.is_some(), has_next))
     }
 
+    /// The receipt of a user's erasure, or null if they were not erased
+    /// (admins and auditors).
+    #[graphql(guard = "AnyRole(READERS)")]
+    async fn erasure_receipt(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The erased user.")] user_id: ID,
+    ) -> async_graphql::Result<Option<ErasureReceipt>> {
+        let state = ctx.data::<ApiState>()?;
+        let id = parse_id(&user_id).map_err(ApiError::into_graphql)?;
+        receipt_of(state, id).await
+    }
+
     /// One account by id, or null if there is none. With `minVersion`, waits
     /// briefly until the read side has applied at least that version (as
     /// returned by a mutation) and answers `UNAVAILABLE` if it has not,
@@ -442,7 +521,9 @@ impl UserQuery {
                 .map_err(|e| ApiError::from(e).into_graphql())?,
             Some(min_version) => Some(read_at_least(state, id, min_version).await?.0),
         };
-        Ok(row.filter(|r| r.status != "DELETED").map(User))
+        Ok(row
+            .filter(|r| r.status != "DELETED" && r.status != "ERASED")
+            .map(User))
     }
 }
 
@@ -680,6 +761,34 @@ impl UserMutation {
         Ok(executed.into())
     }
 
+    /// Erases a user's personal data for good (the user themself, or an
+    /// admin): their data key is destroyed with the `UserErased` event, so
+    /// every stored and published copy of their email, name, profile and
+    /// password hash becomes unreadable; the read side drops them, the
+    /// address is free again, sessions end, and every other fact of the
+    /// history stays. Erasing an erased user changes nothing. The last
+    /// active admin cannot be erased.
+    #[graphql(guard = "SelfOr { id: &input.id, roles: ADMINS }")]
+    async fn erase_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user to erase.")] input: EraseUserInput,
+    ) -> async_graphql::Result<ErasurePayload> {
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
+        let executed = state
+            .auth
+            .erase(id, input.expected_version, &command_ctx)
+            .await
+            .map_err(auth_error)?;
+        let receipt = receipt_of(state, id)
+            .await?
+            .ok_or_else(|| ApiError::new(Code::NotFound, "no such user").into_graphql())?;
+        Ok(ErasurePayload {
+            version: executed.version,
+            receipt,
+        })
+    }
+
     /// Ends the session of this refresh token. Always true: whether the
     /// token was live is not revealed.
     async fn logout(
@@ -829,8 +938,14 @@ fn registered_user(executed: Executed) -> Result<UserRow, ApiError> {
         .ok_or_else(|| ApiError::internal(&"a registration without its time"))?;
     Ok(UserRow {
         id: executed.user_id,
-        email: account.personal.email.as_str().to_owned(),
-        display_name: account.personal.display_name.as_str().to_owned(),
+        email: account
+            .personal
+            .as_ref()
+            .map(|p| p.email.as_str().to_owned()),
+        display_name: account
+            .personal
+            .as_ref()
+            .map(|p| p.display_name.as_str().to_owned()),
         status: account.status.as_str().to_owned(),
         roles: account
             .roles

@@ -37,6 +37,8 @@ pub enum UserStatus {
     Active,
     Deactivated,
     Deleted,
+    /// Personal data destroyed; only the non-personal history remains.
+    Erased,
 }
 
 impl UserStatus {
@@ -45,6 +47,7 @@ impl UserStatus {
             Self::Active => "ACTIVE",
             Self::Deactivated => "DEACTIVATED",
             Self::Deleted => "DELETED",
+            Self::Erased => "ERASED",
         }
     }
 }
@@ -72,7 +75,8 @@ impl fmt::Debug for PasswordHash {
 }
 
 /// The fields of an event that identify a person, kept apart from the rest
-/// so that they can be encrypted and erased as one.
+/// so that they are sealed with the user's data key and erased as one.
+/// In events, `personal: None` means erased (the key is gone).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonalData {
     pub email: Email,
@@ -81,11 +85,13 @@ pub struct PersonalData {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRegistered {
-    pub personal: PersonalData,
+    /// `None` once erased.
+    pub personal: Option<PersonalData>,
     pub roles: BTreeSet<Role>,
     pub status: UserStatus,
-    /// Secret: kept in the store for authentication, never published.
-    pub password_hash: PasswordHash,
+    /// Secret: sealed like personal data, never published; `None` once
+    /// erased.
+    pub password_hash: Option<PasswordHash>,
 }
 
 /// A password check began: counted as a failure until a success follows,
@@ -113,8 +119,8 @@ pub struct AccountLocked {
 /// The user set a new password (after proving the current one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordChanged {
-    /// Secret: never published.
-    pub password_hash: PasswordHash,
+    /// Secret: never published; `None` once erased.
+    pub password_hash: Option<PasswordHash>,
 }
 
 /// The personal part of an email change: the new address only.
@@ -125,7 +131,8 @@ pub struct EmailPersonal {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailChanged {
-    pub personal: EmailPersonal,
+    /// `None` once erased.
+    pub personal: Option<EmailPersonal>,
 }
 
 /// An admin stopped the account: no sign-in until reactivated.
@@ -158,25 +165,50 @@ pub struct RoleRevoked {
     pub role: Role,
 }
 
-/// The personal part of a profile change.
+/// What a profile change changed; fields that did not change are `None`.
+/// All of it is the person's own, so all of it is sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfilePersonal {
-    pub display_name: DisplayName,
-}
-
-/// The profile changed; fields that did not change are absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProfileUpdated {
-    pub personal: Option<ProfilePersonal>,
+    pub display_name: Option<DisplayName>,
     pub locale: Option<Locale>,
     pub time_zone: Option<TimeZone>,
+}
+
+/// The profile changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    /// `None` once erased.
+    pub personal: Option<ProfilePersonal>,
 }
 
 /// The password hash was recomputed with the current cost parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordRehashed {
-    /// Secret: never published.
-    pub password_hash: PasswordHash,
+    /// Secret: never published; `None` once erased.
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// The personal fields every earlier event of the user holds.
+pub const ERASED_FIELDS: [&str; 5] = [
+    "email",
+    "display_name",
+    "locale",
+    "time_zone",
+    "password_hash",
+];
+
+/// The user's personal data was erased: their data key is destroyed (in the
+/// same transaction as this event), so the personal fields of every earlier
+/// event, stored or published, can no longer be read. Says what was erased
+/// and the state the account was in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserErased {
+    /// The names of the fields made unreadable.
+    pub fields: Vec<String>,
+    /// The last event whose personal fields were made unreadable.
+    pub through_sequence: u64,
+    pub status: UserStatus,
+    pub roles: BTreeSet<Role>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +226,7 @@ pub enum UserEvent {
     UserReactivated(UserReactivated),
     UserDeleted(UserDeleted),
     EmailChanged(EmailChanged),
+    UserErased(UserErased),
 }
 
 impl DomainEvent for UserEvent {
@@ -212,6 +245,7 @@ impl DomainEvent for UserEvent {
             Self::UserReactivated(_) => "UserReactivated",
             Self::UserDeleted(_) => "UserDeleted",
             Self::EmailChanged(_) => "EmailChanged",
+            Self::UserErased(_) => "UserErased",
         }
         .to_owned()
     }
@@ -286,10 +320,15 @@ impl UserEvent {
             },
             Self::ProfileUpdated(e) => PublicEvent {
                 cloud_type: "accountable.user.profile_updated.v1",
+                data: json!({"personal": e.personal}),
+            },
+            Self::UserErased(e) => PublicEvent {
+                cloud_type: "accountable.user.erased.v1",
                 data: json!({
-                    "personal": e.personal,
-                    "locale": e.locale,
-                    "time_zone": e.time_zone,
+                    "fields": e.fields,
+                    "through_sequence": e.through_sequence,
+                    "status": e.status,
+                    "roles": e.roles,
                 }),
             },
         }
@@ -365,6 +404,8 @@ pub enum UserCommand {
     ChangePassword {
         password_hash: PasswordHash,
     },
+    /// Destroy the user's personal data for good.
+    Erase,
     /// Change what is given; what is `None` or equal stays.
     UpdateProfile {
         display_name: Option<DisplayName>,
@@ -388,15 +429,19 @@ pub enum UserError {
     Deactivated,
     #[error("the account is deleted")]
     Deleted,
+    #[error("the account is erased")]
+    Erased,
 }
 
 /// The current state of one account, as the write side needs it to decide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
-    pub personal: PersonalData,
+    /// `None` once erased.
+    pub personal: Option<PersonalData>,
     pub roles: BTreeSet<Role>,
     pub status: UserStatus,
-    pub password_hash: PasswordHash,
+    /// `None` once erased.
+    pub password_hash: Option<PasswordHash>,
     /// Login attempts since the last success (or lock).
     pub failed_attempts: u32,
     pub last_failure_at: Option<DateTime<Utc>>,
@@ -419,6 +464,9 @@ impl Account {
 pub struct User {
     /// `None` until registered.
     pub account: Option<Account>,
+    /// How many events were applied: the sequence of the last one.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Aggregate for User {
@@ -437,24 +485,36 @@ impl Aggregate for User {
         let event = match (command, &self.account) {
             (UserCommand::Register(_), Some(_)) => return Err(UserError::AlreadyRegistered),
             (UserCommand::Register(cmd), None) => UserEvent::UserRegistered(UserRegistered {
-                personal: PersonalData {
+                personal: Some(PersonalData {
                     email: cmd.email,
                     display_name: cmd.display_name,
-                },
+                }),
                 roles: BTreeSet::from([Role::User]),
                 status: UserStatus::Active,
-                password_hash: cmd.password_hash,
+                password_hash: Some(cmd.password_hash),
             }),
             (_, None) => return Err(UserError::NotRegistered),
+            (UserCommand::Erase, Some(account)) if account.status == UserStatus::Erased => {
+                return Ok(())
+            }
+            (_, Some(account)) if account.status == UserStatus::Erased => {
+                return Err(UserError::Erased)
+            }
+            (UserCommand::Erase, Some(account)) => UserEvent::UserErased(UserErased {
+                fields: ERASED_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+                through_sequence: self.version,
+                status: account.status,
+                roles: account.roles.clone(),
+            }),
             (_, Some(account)) if account.status == UserStatus::Deleted => {
                 return Err(UserError::Deleted)
             }
             (UserCommand::ChangeEmail { email }, Some(account)) => {
-                if email == account.personal.email {
+                if account.personal.as_ref().is_some_and(|p| p.email == email) {
                     return Ok(());
                 }
                 UserEvent::EmailChanged(EmailChanged {
-                    personal: EmailPersonal { email },
+                    personal: Some(EmailPersonal { email }),
                 })
             }
             (UserCommand::Deactivate { reason }, Some(account)) => {
@@ -483,7 +543,9 @@ impl Aggregate for User {
                 UserEvent::LoginSucceeded(LoginSucceeded { at })
             }
             (UserCommand::RehashPassword { password_hash }, Some(_)) => {
-                UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
+                UserEvent::PasswordRehashed(PasswordRehashed {
+                    password_hash: Some(password_hash),
+                })
             }
             (UserCommand::AssignRole { role }, Some(account)) => {
                 if account.roles.contains(&role) {
@@ -501,7 +563,9 @@ impl Aggregate for User {
                 UserEvent::RoleRevoked(RoleRevoked { role })
             }
             (UserCommand::ChangePassword { password_hash }, Some(_)) => {
-                UserEvent::PasswordChanged(PasswordChanged { password_hash })
+                UserEvent::PasswordChanged(PasswordChanged {
+                    password_hash: Some(password_hash),
+                })
             }
             (
                 UserCommand::UpdateProfile {
@@ -511,20 +575,22 @@ impl Aggregate for User {
                 },
                 Some(account),
             ) => {
-                let changed = ProfileUpdated {
-                    personal: display_name
-                        .filter(|name| *name != account.personal.display_name)
-                        .map(|display_name| ProfilePersonal { display_name }),
+                let changed = ProfilePersonal {
+                    display_name: display_name.filter(|name| {
+                        account.personal.as_ref().map(|p| &p.display_name) != Some(name)
+                    }),
                     locale: locale.filter(|l| Some(l) != account.locale.as_ref()),
                     time_zone: time_zone.filter(|t| Some(t) != account.time_zone.as_ref()),
                 };
-                if changed.personal.is_none()
+                if changed.display_name.is_none()
                     && changed.locale.is_none()
                     && changed.time_zone.is_none()
                 {
                     return Ok(());
                 }
-                UserEvent::ProfileUpdated(changed)
+                UserEvent::ProfileUpdated(ProfileUpdated {
+                    personal: Some(changed),
+                })
             }
         };
         sink.write(event, self).await;
@@ -532,6 +598,7 @@ impl Aggregate for User {
     }
 
     fn apply(&mut self, event: Self::Event) {
+        self.version += 1;
         if let UserEvent::UserRegistered(e) = event {
             self.account = Some(Account {
                 personal: e.personal,
@@ -570,7 +637,18 @@ impl Aggregate for User {
             | UserEvent::PasswordChanged(PasswordChanged { password_hash }) => {
                 account.password_hash = password_hash;
             }
-            UserEvent::EmailChanged(e) => account.personal.email = e.personal.email,
+            UserEvent::EmailChanged(e) => {
+                if let (Some(personal), Some(changed)) = (account.personal.as_mut(), e.personal) {
+                    personal.email = changed.email;
+                }
+            }
+            UserEvent::UserErased(_) => {
+                account.status = UserStatus::Erased;
+                account.personal = None;
+                account.password_hash = None;
+                account.locale = None;
+                account.time_zone = None;
+            }
             UserEvent::UserDeactivated(_) => account.status = UserStatus::Deactivated,
             UserEvent::UserReactivated(_) => account.status = UserStatus::Active,
             UserEvent::UserDeleted(_) => account.status = UserStatus::Deleted,
@@ -580,17 +658,22 @@ impl Aggregate for User {
             UserEvent::RoleRevoked(e) => {
                 account.roles.remove(&e.role);
             }
-            UserEvent::ProfileUpdated(e) => {
-                if let Some(personal) = e.personal {
-                    account.personal.display_name = personal.display_name;
+            UserEvent::ProfileUpdated(ProfileUpdated {
+                personal: Some(changed),
+            }) => {
+                if let (Some(personal), Some(name)) =
+                    (account.personal.as_mut(), changed.display_name)
+                {
+                    personal.display_name = name;
                 }
-                if e.locale.is_some() {
-                    account.locale = e.locale;
+                if changed.locale.is_some() {
+                    account.locale = changed.locale;
                 }
-                if e.time_zone.is_some() {
-                    account.time_zone = e.time_zone;
+                if changed.time_zone.is_some() {
+                    account.time_zone = changed.time_zone;
                 }
             }
+            UserEvent::ProfileUpdated(ProfileUpdated { personal: None }) => {}
         }
     }
 }
@@ -643,13 +726,13 @@ mod tests {
     fn registered() -> UserEvent {
         let cmd = register();
         UserEvent::UserRegistered(UserRegistered {
-            personal: PersonalData {
+            personal: Some(PersonalData {
                 email: cmd.email,
                 display_name: cmd.display_name,
-            },
+            }),
             roles: BTreeSet::from([Role::User]),
             status: UserStatus::Active,
-            password_hash: cmd.password_hash,
+            password_hash: Some(cmd.password_hash),
         })
     }
 
@@ -817,7 +900,7 @@ mod tests {
     fn given_registered_when_rehash_then_the_new_hash_is_recorded_and_not_published() {
         let password_hash = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
         let event = UserEvent::PasswordRehashed(PasswordRehashed {
-            password_hash: password_hash.clone(),
+            password_hash: Some(password_hash.clone()),
         });
         TestFramework::<User>::with(())
             .given(vec![registered()])
@@ -840,9 +923,11 @@ mod tests {
             .given(vec![registered()])
             .when(update(Some("Ada"), Some("en-GB"), Some("Europe/London")))
             .then_expect_events(vec![UserEvent::ProfileUpdated(ProfileUpdated {
-                personal: None,
-                locale: Some(Locale::parse("en-GB").unwrap()),
-                time_zone: Some(TimeZone::parse("Europe/London").unwrap()),
+                personal: Some(ProfilePersonal {
+                    display_name: None,
+                    locale: Some(Locale::parse("en-GB").unwrap()),
+                    time_zone: Some(TimeZone::parse("Europe/London").unwrap()),
+                }),
             })]);
     }
 
@@ -850,10 +935,10 @@ mod tests {
     fn given_a_profile_when_it_is_set_to_what_it_is_then_nothing_is_written() {
         let set = UserEvent::ProfileUpdated(ProfileUpdated {
             personal: Some(ProfilePersonal {
-                display_name: DisplayName::parse("Ada Lovelace").unwrap(),
+                display_name: Some(DisplayName::parse("Ada Lovelace").unwrap()),
+                locale: Some(Locale::parse("en-GB").unwrap()),
+                time_zone: None,
             }),
-            locale: Some(Locale::parse("en-GB").unwrap()),
-            time_zone: None,
         });
         TestFramework::<User>::with(())
             .given(vec![registered(), set])
@@ -873,7 +958,7 @@ mod tests {
     fn given_registered_when_change_password_then_changed_and_not_published() {
         let password_hash = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
         let event = UserEvent::PasswordChanged(PasswordChanged {
-            password_hash: password_hash.clone(),
+            password_hash: Some(password_hash.clone()),
         });
         TestFramework::<User>::with(())
             .given(vec![registered()])
@@ -981,7 +1066,7 @@ mod tests {
             .given(vec![registered()])
             .when(UserCommand::ChangeEmail { email: new.clone() })
             .then_expect_events(vec![UserEvent::EmailChanged(EmailChanged {
-                personal: EmailPersonal { email: new },
+                personal: Some(EmailPersonal { email: new }),
             })]);
         TestFramework::<User>::with(())
             .given(vec![registered()])
@@ -989,5 +1074,69 @@ mod tests {
                 email: Email::parse("ada@example.com").unwrap(),
             })
             .then_expect_events(vec![]);
+    }
+
+    fn erased(through_sequence: u64, status: UserStatus) -> UserEvent {
+        UserEvent::UserErased(UserErased {
+            fields: ERASED_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+            through_sequence,
+            status,
+            roles: BTreeSet::from([Role::User]),
+        })
+    }
+
+    #[test]
+    fn given_registered_when_erase_then_erased_through_the_last_event() {
+        let deleted = UserEvent::UserDeleted(UserDeleted {
+            reason: "asked to".into(),
+            status: UserStatus::Active,
+            roles: BTreeSet::from([Role::User]),
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::Erase)
+            .then_expect_events(vec![erased(1, UserStatus::Active)]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), deleted])
+            .when(UserCommand::Erase)
+            .then_expect_events(vec![erased(2, UserStatus::Deleted)]);
+    }
+
+    #[test]
+    fn given_erased_when_erase_again_then_nothing_is_written() {
+        TestFramework::<User>::with(())
+            .given(vec![registered(), erased(1, UserStatus::Active)])
+            .when(UserCommand::Erase)
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn given_erased_when_anything_else_then_erased() {
+        for command in [
+            UserCommand::Delete { reason: "x".into() },
+            UserCommand::AssignRole { role: Role::Admin },
+            update(Some("Ada"), None, None),
+            attempt(0),
+        ] {
+            TestFramework::<User>::with(())
+                .given(vec![registered(), erased(1, UserStatus::Active)])
+                .when(command)
+                .then_expect_error(UserError::Erased);
+        }
+    }
+
+    #[test]
+    fn events_whose_personal_fields_were_erased_still_load() {
+        let stored = json!({"UserRegistered": {
+            "personal": null, "roles": ["USER"], "status": "ACTIVE", "password_hash": null
+        }});
+        let event: UserEvent = serde_json::from_value(stored).unwrap();
+        let mut user = User::default();
+        user.apply(event);
+        user.apply(erased(1, UserStatus::Active));
+        let account = user.account.unwrap();
+        assert_eq!(account.status, UserStatus::Erased);
+        assert_eq!(account.personal, None);
+        assert_eq!(account.password_hash, None);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod password;
+pub mod sealed_store;
 pub mod service;
 pub mod values;
 

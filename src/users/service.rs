@@ -2,13 +2,14 @@
 //! passwords, and runs commands against the event store through cqrs-es.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use accountable_vault::Vault;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use postgres_es::PostgresEventRepository;
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
@@ -17,6 +18,7 @@ use super::aggregate::{
     UserStatus,
 };
 use super::password::{HashError, PasswordHasher};
+use super::sealed_store::SealedRepository;
 use super::values::{DisplayName, Email, InvalidInput, Locale, Password, TimeZone};
 
 /// Who caused a command; recorded in every event's metadata.
@@ -141,7 +143,7 @@ pub struct Executed {
     pub registered_at: Option<DateTime<Utc>>,
 }
 
-type UserStore = PersistedEventStore<PostgresEventRepository, User>;
+type UserStore = PersistedEventStore<SealedRepository, User>;
 
 /// Attempts at a command that keeps meeting concurrent writes to its user.
 const CONFLICT_RETRIES: usize = 50;
@@ -180,6 +182,8 @@ pub struct Users {
     password_min_len: usize,
     /// How old an unconfirmed email claim must be to count as abandoned.
     claim_ttl: Duration,
+    /// Seals personal data in events and keys the email index.
+    vault: Arc<Vault>,
 }
 
 impl Users {
@@ -188,14 +192,25 @@ impl Users {
         hasher: PasswordHasher,
         password_min_len: usize,
         claim_ttl: Duration,
+        vault: Arc<Vault>,
     ) -> Self {
         Self {
             claim_ttl,
-            store: PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
+            store: PersistedEventStore::new_event_store(SealedRepository::new(
+                pool.clone(),
+                vault.clone(),
+            )),
+            vault,
             pool,
             hasher,
             password_min_len,
         }
+    }
+
+    /// What stands for an address in the email index: a keyed hash of the
+    /// lower-cased address, never the address itself.
+    fn email_key(&self, email: &Email) -> String {
+        self.vault.email_index(&email.as_str().to_lowercase())
     }
 
     pub async fn register(
@@ -208,7 +223,7 @@ impl Users {
         let password = Password::parse(input.password, self.password_min_len)?;
         let password_hash = PasswordHash::new(self.hasher.hash(password).await?);
         let user_id = Uuid::now_v7();
-        let key = email_key(&email);
+        let key = self.email_key(&email);
         self.claim_email(&key, user_id).await?;
         let command = UserCommand::Register(RegisterUser {
             email,
@@ -290,7 +305,7 @@ impl Users {
     /// The user holding `email`, if any.
     pub async fn find_by_email(&self, email: &Email) -> Result<Option<Uuid>, CommandError> {
         sqlx::query_scalar(FIND_BY_EMAIL)
-            .bind(email_key(email))
+            .bind(self.email_key(email))
             .fetch_optional(&self.pool)
             .await
             .map_err(infrastructure)
@@ -399,7 +414,7 @@ impl Users {
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
         let email = Email::parse(email)?;
-        let key = email_key(&email);
+        let key = self.email_key(&email);
         let held: Option<Uuid> = sqlx::query_scalar(FIND_BY_EMAIL)
             .bind(&key)
             .fetch_optional(&self.pool)
@@ -498,6 +513,20 @@ impl Users {
             .await
             .map_err(infrastructure)?;
         Ok(executed)
+    }
+
+    /// Erases a user's personal data (the user, or an admin): a `UserErased`
+    /// event, and in the same transaction (a trigger on `events`) the user's
+    /// data key is destroyed and their address freed. Erasing an erased
+    /// user writes nothing. The last active admin stays.
+    pub async fn erase(
+        &self,
+        user_id: Uuid,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        self.keeping_an_admin(user_id, UserCommand::Erase, expected_version, ctx)
+            .await
     }
 
     /// Runs a command that may take an active admin away, refusing it when
@@ -631,11 +660,6 @@ impl Users {
 
 fn infrastructure(error: impl std::error::Error + Send + Sync + 'static) -> CommandError {
     CommandError::Infrastructure(Box::new(error))
-}
-
-/// Addresses are compared case-insensitively.
-fn email_key(email: &Email) -> String {
-    email.as_str().to_lowercase()
 }
 
 /// Why an admin acted: 1 to 500 characters, no control characters.

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{error_code, Session, TestApi, TestStack};
+use crate::helpers::{error_code, login, Session, TestApi, TestStack};
 
 const UPDATE_PROFILE: &str = "mutation($input: UpdateProfileInput!) {
   updateProfile(input: $input) { version user { id displayName locale timeZone version } }
@@ -222,19 +222,6 @@ async fn nobody_changes_another_users_password() {
 
 const ASSIGN: &str = "mutation($input: RoleInput!) { assignRole(input: $input) { version } }";
 const REVOKE: &str = "mutation($input: RoleInput!) { revokeRole(input: $input) { version } }";
-
-async fn login(api: &TestApi, email: &str) -> Session {
-    let body = api
-        .graphql(
-            "mutation($e: String!, $p: String!) {
-               login(input: {email: $e, password: $p}) { accessToken refreshToken }
-             }",
-            json!({"e": email, "p": crate::helpers::PASSWORD}),
-        )
-        .await;
-    assert!(body["errors"].is_null(), "{body}");
-    Session::from(&body["data"]["login"])
-}
 
 #[tokio::test]
 async fn the_first_admin_is_made_by_the_cli_and_manages_other_accounts() {

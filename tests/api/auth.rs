@@ -508,14 +508,17 @@ async fn a_hash_with_old_parameters_is_rehashed_at_the_next_login() {
     let body = login(&current, "ada@example.com", PASSWORD).await;
     assert!(body["errors"].is_null(), "{body}");
 
-    let hash: String = sqlx::query_scalar(
-        "SELECT payload -> 'PasswordRehashed' ->> 'password_hash' FROM events
+    let (sequence, stored): (i64, serde_json::Value) = sqlx::query_as(
+        "SELECT sequence, payload -> 'PasswordRehashed' FROM events
           WHERE aggregate_id = $1 AND event_type = 'PasswordRehashed'",
     )
     .bind(&ada.id)
     .fetch_one(&stack.pool)
     .await
     .unwrap();
+    assert!(!stored.to_string().contains("argon2"), "sealed: {stored}");
+    let opened = stack.opened(&ada.id, sequence, stored).await;
+    let hash = opened["password_hash"].as_str().unwrap();
     assert!(hash.starts_with("$argon2id$v=19$m=2048,t=1,p=1$"), "{hash}");
     // And the password still works against the new hash.
     assert!(login(&current, "ada@example.com", PASSWORD).await["errors"].is_null());

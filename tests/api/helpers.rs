@@ -15,6 +15,7 @@ use accountable::config::Config;
 use accountable::graphql::loader::LookupCount;
 use accountable::http::Application;
 use accountable::{db, kafka, processes};
+use accountable_vault::{EventFields, MasterKey, Vault};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rdkafka::config::ClientConfig;
@@ -67,6 +68,7 @@ impl TestStack {
         config.argon2_iterations = 1;
         config.read_your_writes_timeout_ms = 10_000;
         config.rate_limit = 0;
+        config.master_key = Some(MasterKey::generate().to_base64().to_string());
         adjust(&mut config);
         let pool = db::connect_and_migrate(&config.database_url, config.db_max_connections)
             .await
@@ -181,6 +183,10 @@ impl TestStack {
             )
             .env("ACCOUNTABLE_DB_MAX_CONNECTIONS", "4")
             .env(
+                "ACCOUNTABLE_MASTER_KEY",
+                self.config.master_key.as_deref().unwrap_or_default(),
+            )
+            .env(
                 "RUST_LOG",
                 std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
             )
@@ -250,6 +256,33 @@ impl TestStack {
 
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// The vault of this stack's database, with its master key.
+    pub async fn vault(&self) -> Vault {
+        let key = MasterKey::from_base64(self.config.master_key.as_deref().unwrap()).unwrap();
+        Vault::open(self.pool.clone(), key).await.unwrap()
+    }
+
+    /// What stands for `address` in the email index.
+    pub async fn email_key(&self, address: &str) -> String {
+        self.vault().await.email_index(address)
+    }
+
+    /// `data` of an event of `user_id` at `sequence`, its sealed fields
+    /// opened with this stack's keys.
+    pub async fn opened(&self, user_id: &str, sequence: i64, mut data: Value) -> Value {
+        let fields = data.as_object_mut().expect("an object");
+        self.vault()
+            .await
+            .unseal(&mut [EventFields {
+                user_id: Uuid::parse_str(user_id).unwrap(),
+                sequence,
+                fields,
+            }])
+            .await
+            .unwrap();
+        data
     }
 }
 
@@ -443,4 +476,18 @@ pub fn error_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// Signs in with the test password.
+pub async fn login(api: &TestApi, email: &str) -> Session {
+    let body = api
+        .graphql(
+            "mutation($e: String!, $p: String!) {
+               login(input: {email: $e, password: $p}) { accessToken refreshToken }
+             }",
+            json!({"e": email, "p": PASSWORD}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    Session::from(&body["data"]["login"])
 }

@@ -3,6 +3,7 @@
 mod accounts;
 mod auth;
 mod bad_input;
+mod erasure;
 mod helpers;
 mod pipeline;
 mod projection;

@@ -108,10 +108,16 @@ async fn an_unreadable_message_is_parked_and_the_worker_goes_on() {
     let mut unknown = original.value.clone();
     unknown["type"] = json!("accountable.user.teleported.v9");
     unknown["sequence"] = json!(2);
+    unknown["data"]["personal"] = serde_json::Value::Null;
     let unknown_offset = send_beside(&stack, &original, &id, unknown.to_string().as_bytes()).await;
+    // Sealed personal data moved to another event does not open.
+    let mut moved = original.value.clone();
+    moved["sequence"] = json!(2);
+    let moved_offset = send_beside(&stack, &original, &id, moved.to_string().as_bytes()).await;
     // A gap the event store cannot fill: this message never came from it.
     let mut forged = original.value.clone();
     forged["sequence"] = json!(5);
+    forged["data"]["personal"] = serde_json::Value::Null;
     let forged_offset = send_beside(&stack, &original, &id, forged.to_string().as_bytes()).await;
     applied_through(&stack, original.partition, forged_offset).await;
 
@@ -121,9 +127,13 @@ async fn an_unreadable_message_is_parked_and_the_worker_goes_on() {
             .await
             .unwrap();
     let offsets: Vec<i64> = parked.iter().map(|(offset, _)| *offset).collect();
-    assert_eq!(offsets, vec![garbage, unknown_offset, forged_offset]);
+    assert_eq!(
+        offsets,
+        vec![garbage, unknown_offset, moved_offset, forged_offset]
+    );
     assert!(parked[1].1.contains("unknown event type"), "{parked:?}");
-    assert!(parked[2].1.contains("does not hold"), "{parked:?}");
+    assert!(parked[2].1.contains("does not open"), "{parked:?}");
+    assert!(parked[3].1.contains("does not hold"), "{parked:?}");
     assert_eq!(row(&stack, &id).await.map(|r| r.version), Some(1));
 
     // The worker went on: a later registration is still projected.

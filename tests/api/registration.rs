@@ -50,9 +50,10 @@ async fn a_claim_abandoned_by_a_crash_before_the_commit_is_taken_over() {
     let api = stack.api().await;
     sqlx::query(
         "INSERT INTO user_emails (email_key, user_id, claimed_at, confirmed)
-         VALUES ('ada@example.com', $1, now() - interval '1 hour', false)",
+         VALUES ($2, $1, now() - interval '1 hour', false)",
     )
     .bind(Uuid::now_v7())
+    .bind(stack.email_key("ada@example.com").await)
     .execute(&stack.pool)
     .await
     .unwrap();
@@ -73,12 +74,12 @@ async fn a_claim_left_unconfirmed_after_the_commit_keeps_the_address() {
 
     let body = try_register(&api, "ada@example.com").await;
     assert_eq!(error_code(&body), "CONFLICT", "{body}");
-    let holder: (Uuid, bool) = sqlx::query_as(
-        "SELECT user_id, confirmed FROM user_emails WHERE email_key = 'ada@example.com'",
-    )
-    .fetch_one(&stack.pool)
-    .await
-    .unwrap();
+    let holder: (Uuid, bool) =
+        sqlx::query_as("SELECT user_id, confirmed FROM user_emails WHERE email_key = $1")
+            .bind(stack.email_key("ada@example.com").await)
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
     assert_eq!(holder, (Uuid::parse_str(&ada.id).unwrap(), true));
 }
 
@@ -86,13 +87,12 @@ async fn a_claim_left_unconfirmed_after_the_commit_keeps_the_address() {
 async fn a_claim_in_flight_holds_the_address() {
     let stack = TestStack::new().await;
     let api = stack.api().await;
-    sqlx::query(
-        "INSERT INTO user_emails (email_key, user_id, confirmed) VALUES ('ada@example.com', $1, false)",
-    )
-    .bind(Uuid::now_v7())
-    .execute(&stack.pool)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO user_emails (email_key, user_id, confirmed) VALUES ($2, $1, false)")
+        .bind(Uuid::now_v7())
+        .bind(stack.email_key("ada@example.com").await)
+        .execute(&stack.pool)
+        .await
+        .unwrap();
     let body = try_register(&api, "ada@example.com").await;
     assert_eq!(error_code(&body), "CONFLICT", "{body}");
     assert_eq!(stack.count("SELECT count(*) FROM events").await, 0);

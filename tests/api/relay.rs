@@ -3,24 +3,16 @@
 
 use std::time::Duration;
 
-use accountable::users::aggregate::{PasswordHash, PersonalData, UserRegistered};
-use accountable::users::values::{DisplayName, Email};
-use accountable::users::{Role, UserEvent, UserStatus};
 use uuid::Uuid;
 
 use crate::helpers::{consume_until, eventually, next_message, TestStack};
 
-fn registered_payload(email: &str) -> serde_json::Value {
-    serde_json::to_value(UserEvent::UserRegistered(UserRegistered {
-        personal: PersonalData {
-            email: Email::parse(email).unwrap(),
-            display_name: DisplayName::parse("Held").unwrap(),
-        },
-        roles: [Role::User].into(),
-        status: UserStatus::Active,
-        password_hash: PasswordHash::new("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
-    }))
-    .unwrap()
+/// A registration as stored, its personal fields unreadable (as after an
+/// erasure): the relay publishes it without holding any key.
+fn registered_payload() -> serde_json::Value {
+    serde_json::json!({"UserRegistered": {
+        "personal": null, "roles": ["USER"], "status": "ACTIVE", "password_hash": null
+    }})
 }
 
 #[tokio::test]
@@ -38,7 +30,7 @@ async fn an_event_with_a_lower_position_that_commits_later_is_not_skipped() {
          VALUES ('User', $1, 1, 'UserRegistered', '1.0', $2, '{}') RETURNING position",
     )
     .bind(&early_id)
-    .bind(registered_payload("held@example.com"))
+    .bind(registered_payload())
     .fetch_one(&mut *held)
     .await
     .unwrap();
