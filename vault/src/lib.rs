@@ -313,7 +313,7 @@ mod tests {
         .unwrap();
 
         assert!(is_sealed(&sealed));
-        assert!(!sealed.to_string().contains("ada"));
+        assert!(!sealed.to_string().contains("ada@example.com"));
         assert_eq!(key_id_of(&sealed).unwrap(), kid);
         assert_eq!(
             open_value(&KEY, &aad(user, 1, "personal"), &sealed),
