@@ -151,6 +151,7 @@ async fn after_erasure_no_store_holds_the_users_personal_data_and_every_other_fa
         assert!(fields.contains(&field), "{receipt}");
     }
     wait_projected(&stack, &zelda.id, erased_version).await;
+    wait_projected(&stack, &ada.id, 1).await;
 
     // No byte of it in any table.
     let dump = database_text(&stack.pool).await;
