@@ -267,6 +267,7 @@ mod tests {
                 }),
             }),
             UserEvent::UserErased(UserErased {
+                reason: "GDPR request".into(),
                 fields: ERASED_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
                 through_sequence: 13,
                 status: UserStatus::Deleted,

@@ -254,10 +254,14 @@ impl Auth {
     pub async fn erase(
         &self,
         user_id: Uuid,
+        reason: &str,
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, AuthError> {
-        let executed = self.users.erase(user_id, expected_version, ctx).await;
+        let executed = self
+            .users
+            .erase(user_id, reason, expected_version, ctx)
+            .await;
         self.then_end_sessions(user_id, executed, "erased").await
     }
 

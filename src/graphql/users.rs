@@ -260,6 +260,9 @@ pub struct UserPayload {
     /// The user's version after the mutation; pass it as `minVersion` to
     /// read your write.
     pub version: i64,
+    /// The proof of the erasure: only on `eraseUser`'s answer, null on
+    /// every other.
+    pub erasure_receipt: Option<ErasureReceipt>,
     #[graphql(skip)]
     user_id: Uuid,
 }
@@ -277,27 +280,10 @@ impl From<Executed> for UserPayload {
     fn from(executed: Executed) -> Self {
         Self {
             version: executed.version,
+            erasure_receipt: None,
             user_id: executed.user_id,
         }
     }
-}
-
-/// A user to erase.
-#[derive(InputObject)]
-pub struct EraseUserInput {
-    /// Oneself, or anyone for an admin.
-    pub id: ID,
-    /// The version the erasure is based on (see `UpdateProfileInput`).
-    pub expected_version: Option<i64>,
-}
-
-/// The answer to `eraseUser`.
-#[derive(SimpleObject)]
-pub struct ErasurePayload {
-    /// The user's version after the erasure.
-    pub version: i64,
-    /// The proof of the erasure.
-    pub receipt: ErasureReceipt,
 }
 
 /// The proof that a user's personal data was erased: what, when, by whom,
@@ -310,6 +296,8 @@ pub struct ErasureReceipt {
     pub erased_at: DateTime<Utc>,
     /// Who erased: a user id, or `system`.
     pub erased_by: String,
+    /// Why, as given to `eraseUser`.
+    pub reason: String,
     /// The fields made unreadable in every earlier event.
     pub fields: Vec<String>,
     /// The last event whose personal fields were made unreadable.
@@ -330,6 +318,7 @@ async fn receipt_of(state: &ApiState, id: Uuid) -> async_graphql::Result<Option<
         user_id: ID(id.to_string()),
         erased_at: r.recorded_at,
         erased_by: r.erased_by.unwrap_or_default(),
+        reason: r.erased["reason"].as_str().unwrap_or_default().to_owned(),
         fields: r.erased["fields"]
             .as_array()
             .into_iter()
@@ -772,21 +761,24 @@ impl UserMutation {
     async fn erase_user(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The user to erase.")] input: EraseUserInput,
-    ) -> async_graphql::Result<ErasurePayload> {
+        #[graphql(desc = "The user, and why (kept in the receipt).")] input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
+        let reason = input.reason.as_deref().unwrap_or(match &command_ctx.actor {
+            Actor::User(actor) if *actor == id => "erased at the user's request",
+            _ => "erased by an admin",
+        });
         let executed = state
             .auth
-            .erase(id, input.expected_version, &command_ctx)
+            .erase(id, reason, input.expected_version, &command_ctx)
             .await
             .map_err(auth_error)?;
         let receipt = receipt_of(state, id)
             .await?
             .ok_or_else(|| ApiError::new(Code::NotFound, "no such user").into_graphql())?;
-        Ok(ErasurePayload {
-            version: executed.version,
-            receipt,
-        })
+        let mut payload = UserPayload::from(executed);
+        payload.erasure_receipt = Some(receipt);
+        Ok(payload)
     }
 
     /// Ends the session of this refresh token. Always true: whether the

@@ -203,6 +203,9 @@ pub const ERASED_FIELDS: [&str; 5] = [
 /// and the state the account was in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserErased {
+    /// Why, as given by whoever erased (kept for the receipt; not personal
+    /// data of the user).
+    pub reason: String,
     /// The names of the fields made unreadable.
     pub fields: Vec<String>,
     /// The last event whose personal fields were made unreadable.
@@ -325,6 +328,7 @@ impl UserEvent {
             Self::UserErased(e) => PublicEvent {
                 cloud_type: "accountable.user.erased.v1",
                 data: json!({
+                    "reason": e.reason,
                     "fields": e.fields,
                     "through_sequence": e.through_sequence,
                     "status": e.status,
@@ -405,7 +409,9 @@ pub enum UserCommand {
         password_hash: PasswordHash,
     },
     /// Destroy the user's personal data for good.
-    Erase,
+    Erase {
+        reason: String,
+    },
     /// Change what is given; what is `None` or equal stays.
     UpdateProfile {
         display_name: Option<DisplayName>,
@@ -494,13 +500,14 @@ impl Aggregate for User {
                 password_hash: Some(cmd.password_hash),
             }),
             (_, None) => return Err(UserError::NotRegistered),
-            (UserCommand::Erase, Some(account)) if account.status == UserStatus::Erased => {
+            (UserCommand::Erase { .. }, Some(account)) if account.status == UserStatus::Erased => {
                 return Ok(())
             }
             (_, Some(account)) if account.status == UserStatus::Erased => {
                 return Err(UserError::Erased)
             }
-            (UserCommand::Erase, Some(account)) => UserEvent::UserErased(UserErased {
+            (UserCommand::Erase { reason }, Some(account)) => UserEvent::UserErased(UserErased {
+                reason,
                 fields: ERASED_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
                 through_sequence: self.version,
                 status: account.status,
@@ -1078,6 +1085,7 @@ mod tests {
 
     fn erased(through_sequence: u64, status: UserStatus) -> UserEvent {
         UserEvent::UserErased(UserErased {
+            reason: "asked to".into(),
             fields: ERASED_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
             through_sequence,
             status,
@@ -1094,11 +1102,15 @@ mod tests {
         });
         TestFramework::<User>::with(())
             .given(vec![registered()])
-            .when(UserCommand::Erase)
+            .when(UserCommand::Erase {
+                reason: "asked to".into(),
+            })
             .then_expect_events(vec![erased(1, UserStatus::Active)]);
         TestFramework::<User>::with(())
             .given(vec![registered(), deleted])
-            .when(UserCommand::Erase)
+            .when(UserCommand::Erase {
+                reason: "asked to".into(),
+            })
             .then_expect_events(vec![erased(2, UserStatus::Deleted)]);
     }
 
@@ -1106,7 +1118,9 @@ mod tests {
     fn given_erased_when_erase_again_then_nothing_is_written() {
         TestFramework::<User>::with(())
             .given(vec![registered(), erased(1, UserStatus::Active)])
-            .when(UserCommand::Erase)
+            .when(UserCommand::Erase {
+                reason: "asked to".into(),
+            })
             .then_expect_events(vec![]);
     }
 

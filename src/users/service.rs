@@ -522,11 +522,18 @@ impl Users {
     pub async fn erase(
         &self,
         user_id: Uuid,
+        reason: &str,
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
-        self.keeping_an_admin(user_id, UserCommand::Erase, expected_version, ctx)
-            .await
+        let reason = parse_reason(reason)?;
+        self.keeping_an_admin(
+            user_id,
+            UserCommand::Erase { reason },
+            expected_version,
+            ctx,
+        )
+        .await
     }
 
     /// Runs a command that may take an active admin away, refusing it when

@@ -20,7 +20,8 @@ const NEW_NAME: &str = "Zelda Q. Wambaugh";
 const ERASE: &str = "mutation($id: ID!) {
   eraseUser(input: {id: $id}) {
     version
-    receipt { userId erasedAt erasedBy fields throughSequence eventSequence keyId keyDestroyedAt }
+    user { status email displayName }
+    erasureReceipt { userId erasedAt erasedBy reason fields throughSequence eventSequence keyId keyDestroyedAt }
   }
 }";
 
@@ -129,10 +130,15 @@ async fn after_erasure_no_store_holds_the_users_personal_data_and_every_other_fa
     assert!(body["errors"].is_null(), "{body}");
     let erased_version = body["data"]["eraseUser"]["version"].as_i64().unwrap();
     assert_eq!(erased_version, version + 1);
-    let receipt = &body["data"]["eraseUser"]["receipt"];
+    let receipt = &body["data"]["eraseUser"]["erasureReceipt"];
     assert_eq!(receipt["userId"], zelda.id.as_str());
     assert_eq!(receipt["erasedBy"], zelda.id.as_str());
     assert_eq!(receipt["throughSequence"], version);
+    assert_eq!(receipt["reason"], "erased at the user's request");
+    let erased_user = &body["data"]["eraseUser"]["user"];
+    assert_eq!(erased_user["status"], "ERASED", "{body}");
+    assert_eq!(erased_user["email"], Value::Null);
+    assert_eq!(erased_user["displayName"], Value::Null);
     assert_eq!(receipt["eventSequence"], erased_version);
     assert!(receipt["keyDestroyedAt"].is_string(), "{receipt}");
     let fields: Vec<&str> = receipt["fields"]
@@ -271,8 +277,8 @@ async fn erasing_twice_is_harmless() {
         first["data"]["eraseUser"]["version"]
     );
     assert_eq!(
-        second["data"]["eraseUser"]["receipt"]["keyDestroyedAt"],
-        first["data"]["eraseUser"]["receipt"]["keyDestroyedAt"]
+        second["data"]["eraseUser"]["erasureReceipt"]["keyDestroyedAt"],
+        first["data"]["eraseUser"]["erasureReceipt"]["keyDestroyedAt"]
     );
     assert_eq!(
         stack
