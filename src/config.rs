@@ -167,6 +167,17 @@ pub struct Config {
     #[arg(long, env = "ACCOUNTABLE_JWT_KEY_FILE", global = true)]
     pub jwt_key_file: Option<std::path::PathBuf>,
 
+    /// How often `serve` seals the heads of all streams in a signed
+    /// checkpoint (seconds; 0 = never, make them with `accountable audit
+    /// checkpoint`).
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_CHECKPOINT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub checkpoint_secs: u64,
+
     /// The master key (32 random bytes in base64, e.g. from `openssl rand
     /// -base64 32`) that wraps every user's data key. A database refuses
     /// any key other than the first it was used with. Production needs

@@ -34,7 +34,7 @@ use crate::graphql::error::Code;
 use crate::graphql::freshness::ProjectionWatch;
 use crate::graphql::loader::{self, LookupCount};
 use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
-use crate::shredding;
+use crate::{audit, shredding};
 use crate::users::password::PasswordHasher;
 use crate::users::values::Password;
 use crate::users::Users;
@@ -88,18 +88,17 @@ impl Application {
             Duration::from_secs(config.email_claim_ttl_secs),
             vault,
         ));
-        let configured_key = match &config.jwt_key_file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot read ACCOUNTABLE_JWT_KEY_FILE {}: {e}",
-                    path.display()
-                )
-            })?),
-            None => None,
-        };
-        let keys =
-            Arc::new(KeyRing::load(pool.clone(), config.env, configured_key.as_deref()).await?);
+        let keys = Arc::new(KeyRing::configured(pool.clone(), config).await?);
         keys::follow_changes(keys.clone(), Duration::from_secs(60), shutdown.clone()).await?;
+        if config.checkpoint_secs > 0 {
+            audit::checkpoint::every(
+                pool.clone(),
+                keys.clone(),
+                clock.clone(),
+                Duration::from_secs(config.checkpoint_secs),
+                shutdown.clone(),
+            );
+        }
         let dummy_hash = hasher
             .hash(Password::parse_existing("no one's password, never stored")?)
             .await?;

@@ -9,6 +9,8 @@
 //!   the service that runs commands.
 //! - [`events`]: stored events in their published (CloudEvents) form.
 //! - [`relay`]: event store → Kafka, in commit order, at least once.
+//! - [`audit`]: the hash chain of the event store, signed checkpoints,
+//!   and their verification.
 //! - [`shredding`]: the vault (the `accountable-vault` crate) that seals
 //!   personal data in events, and the migration of data stored in clear.
 //! - [`graphql`]: the schema, its resolvers and client-facing errors.
@@ -16,6 +18,7 @@
 //! - [`processes`]: `serve`, `relay`, `project` and `dev`, with one shutdown.
 //! - [`config`], [`db`], [`kafka`], [`telemetry`]: plumbing.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;

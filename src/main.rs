@@ -1,4 +1,6 @@
-use accountable::auth::keys;
+use accountable::audit;
+use accountable::auth::keys::{self, KeyRing};
+use accountable::auth::Clock;
 use accountable::config::{Config, Environment};
 use accountable::users::password::PasswordHasher;
 use accountable::users::values::Email;
@@ -37,6 +39,23 @@ enum Command {
     /// Operators' account tools.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Auditors' tools: verify the history, seal checkpoints.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every event's hash and link, and check the signed
+    /// checkpoints against the store; prints the first break and exits
+    /// non-zero if there is one.
+    Verify {
+        /// Only this user's stream.
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+    },
+    /// Seal the heads of all streams in a signed checkpoint now.
+    Checkpoint,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +146,31 @@ async fn main() -> anyhow::Result<()> {
                 role.as_str(),
                 executed.version
             );
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { user }) => {
+            let user = user.map(|id| id.to_string());
+            let report = audit::verify(&pool, user.as_deref()).await?;
+            match report.broken {
+                Some(broken) => {
+                    eprintln!("BROKEN {broken}");
+                    std::process::exit(1);
+                }
+                None => {
+                    println!(
+                        "ok: {} events in {} streams, {} checkpoints",
+                        report.events, report.streams, report.checkpoints
+                    );
+                    Ok(())
+                }
+            }
+        }
+        Command::Audit(AuditCommand::Checkpoint) => {
+            let keys = KeyRing::configured(pool.clone(), &config).await?;
+            match audit::checkpoint::make(&pool, &keys, &Clock::default()).await? {
+                Some(id) => println!("checkpoint {id}"),
+                None => println!("nothing moved since the last checkpoint"),
+            }
             Ok(())
         }
         Command::Keys(KeysCommand::Retire { kid }) => {

@@ -24,6 +24,7 @@ SELECT position, aggregate_id, sequence, payload FROM events
  ORDER BY position LIMIT 500";
 const UPDATE_PAYLOAD: &str = "
 UPDATE events SET payload = $3 WHERE aggregate_type = 'User' AND aggregate_id = $1 AND sequence = $2";
+const RECHAIN: &str = "SELECT rechain_stream('User', $1)";
 const CLEAR_EMAIL_KEYS: &str = "SELECT email_key FROM user_emails WHERE email_key LIKE '%@%'";
 const REKEY_EMAIL: &str = "UPDATE user_emails SET email_key = $2 WHERE email_key = $1";
 
@@ -53,6 +54,7 @@ pub async fn seal_clear_data(pool: &PgPool, vault: &Vault) -> anyhow::Result<()>
     }
     let mut after = 0_i64;
     let mut sealed = 0_u64;
+    let mut rewritten = std::collections::BTreeSet::new();
     loop {
         let rows: Vec<(i64, String, i64, serde_json::Value)> = sqlx::query_as(SELECT_EVENTS)
             .bind(after)
@@ -88,7 +90,16 @@ pub async fn seal_clear_data(pool: &PgPool, vault: &Vault) -> anyhow::Result<()>
                 .execute(&mut *tx)
                 .await?;
             sealed += 1;
+            rewritten.insert(aggregate_id);
         }
+    }
+    // The payloads changed: their chains are recomputed, before any
+    // checkpoint can have sealed them.
+    for aggregate_id in &rewritten {
+        sqlx::query(RECHAIN)
+            .bind(aggregate_id)
+            .execute(&mut *tx)
+            .await?;
     }
     let addresses: Vec<String> = sqlx::query_scalar(CLEAR_EMAIL_KEYS)
         .fetch_all(&mut *tx)

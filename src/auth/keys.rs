@@ -72,6 +72,21 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
+    /// The keys as `config` sets them up: `ACCOUNTABLE_JWT_KEY_FILE` read
+    /// and imported, then [`KeyRing::load`].
+    pub async fn configured(pool: PgPool, config: &crate::config::Config) -> anyhow::Result<Self> {
+        let configured_key = match &config.jwt_key_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read ACCOUNTABLE_JWT_KEY_FILE {}: {e}",
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self::load(pool, config.env, configured_key.as_deref()).await?)
+    }
+
     /// Loads the keys, first adding the configured one (a PKCS#8 PEM
     /// Ed25519 key) if it is new. In development a first key is created when
     /// there is none; in production a development key, or no key, refuses
