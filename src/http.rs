@@ -34,10 +34,10 @@ use crate::graphql::error::Code;
 use crate::graphql::freshness::ProjectionWatch;
 use crate::graphql::loader::{self, LookupCount};
 use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
-use crate::{audit, shredding};
 use crate::users::password::PasswordHasher;
 use crate::users::values::Password;
 use crate::users::Users;
+use crate::{audit, shredding};
 
 /// Largest request body accepted.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -86,7 +86,7 @@ impl Application {
             hasher.clone(),
             config.password_min_length,
             Duration::from_secs(config.email_claim_ttl_secs),
-            vault,
+            vault.clone(),
         ));
         let keys = Arc::new(KeyRing::configured(pool.clone(), config).await?);
         keys::follow_changes(keys.clone(), Duration::from_secs(60), shutdown.clone()).await?;
@@ -121,6 +121,7 @@ impl Application {
                 limiter: ClientLimiter::per_minute(config.rate_limit),
                 freshness,
                 users,
+                vault,
                 read_your_writes_timeout: config.read_your_writes_timeout(),
             },
         );

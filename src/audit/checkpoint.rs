@@ -166,7 +166,10 @@ pub struct CheckpointBreak {
 /// compares the last one with the store: each stream it sealed must still
 /// end, below its bound, at the sealed sequence and hash. With `stream`,
 /// only that stream is compared. Answers the number of checkpoints checked.
-pub async fn verify(pool: &PgPool, stream: Option<&str>) -> anyhow::Result<Result<u64, CheckpointBreak>> {
+pub async fn verify(
+    pool: &PgPool,
+    stream: Option<&str>,
+) -> anyhow::Result<Result<u64, CheckpointBreak>> {
     let checkpoints: Vec<Checkpoint> = sqlx::query_as(
         "SELECT id, xid_bound::text AS xid_bound, streams, heads_digest, previous_signature, kid, signature
            FROM audit_checkpoints ORDER BY id",
@@ -192,7 +195,9 @@ pub async fn verify(pool: &PgPool, stream: Option<&str>) -> anyhow::Result<Resul
         if checkpoint.id != previous.map_or(1, |p| p.id + 1)
             || checkpoint.previous_signature.as_deref() != previous.map(|p| p.signature.as_str())
         {
-            return broken("does not follow the checkpoint before it: a checkpoint was removed or replaced");
+            return broken(
+                "does not follow the checkpoint before it: a checkpoint was removed or replaced",
+            );
         }
         let Some(public_key) = public_keys.get(&checkpoint.kid) else {
             return broken("is signed with an unknown key");

@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod history;
 
 use futures::TryStreamExt;
 use sqlx::PgPool;

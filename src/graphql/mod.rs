@@ -1,6 +1,7 @@
 //! The GraphQL API: one schema, split by feature, over the read tables and
 //! the command service.
 
+pub mod audit;
 pub mod error;
 pub mod freshness;
 pub mod guards;
@@ -19,11 +20,11 @@ use crate::auth::Auth;
 use crate::config::Environment;
 use freshness::ProjectionWatch;
 
-/// What can be read: the caller's account and, for admins and auditors,
-/// everyone's.
+/// What can be read: the caller's account and history and, for admins and
+/// auditors, everyone's, at any moment, with the history's verification.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(users::UserQuery);
+pub struct QueryRoot(users::UserQuery, audit::AuditQuery);
 
 /// Every change to accounts and sessions. Each answers its errors with
 /// `extensions.code`, and writes nothing when it fails.
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub freshness: ProjectionWatch,
     /// Every read of a user row goes through it.
     pub users: loader::Users,
+    /// Opens sealed personal fields for auditors.
+    pub vault: Arc<accountable_vault::Vault>,
     pub read_your_writes_timeout: Duration,
 }
 
@@ -63,7 +66,7 @@ pub fn schema_builder(
         EmptySubscription,
     )
     .limit_depth(10)
-    .limit_complexity(1000)
+    .limit_complexity(2500)
     .limit_directives(5);
     match env {
         Environment::Development => builder,

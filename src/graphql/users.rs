@@ -16,7 +16,7 @@ use crate::users::{
 };
 
 /// Who may read any account besides its owner.
-const READERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Auditor];
+pub(crate) const READERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Auditor];
 /// Who may change any account besides its owner.
 const ADMINS: &[DomainRole] = &[DomainRole::Admin];
 
@@ -47,6 +47,12 @@ pub enum UserStatus {
 }
 
 pub struct User(UserRow);
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self(row)
+    }
+}
 
 /// An account, as the read side shows it: it may trail the latest write by
 /// a moment; `version` tells which write it shows.
@@ -377,6 +383,22 @@ pub struct PageInfo {
     end_cursor: Option<String>,
 }
 
+impl PageInfo {
+    pub(crate) fn new(
+        has_next_page: bool,
+        has_previous_page: bool,
+        start_cursor: Option<String>,
+        end_cursor: Option<String>,
+    ) -> Self {
+        Self {
+            has_next_page,
+            has_previous_page,
+            start_cursor,
+            end_cursor,
+        }
+    }
+}
+
 impl UserConnection {
     fn new(rows: Vec<UserRow>, has_previous_page: bool, has_next_page: bool) -> Self {
         let edges: Vec<UserEdge> = rows
@@ -387,12 +409,12 @@ impl UserConnection {
             })
             .collect();
         Self {
-            page_info: PageInfo {
+            page_info: PageInfo::new(
                 has_next_page,
                 has_previous_page,
-                start_cursor: edges.first().map(|edge| edge.cursor.clone()),
-                end_cursor: edges.last().map(|edge| edge.cursor.clone()),
-            },
+                edges.first().map(|edge| edge.cursor.clone()),
+                edges.last().map(|edge| edge.cursor.clone()),
+            ),
             edges,
         }
     }

@@ -194,6 +194,15 @@ impl TestStack {
         command
     }
 
+    /// Runs `accountable ARGS…` on this stack to its end.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.process_command(args[0])
+            .args(&args[1..])
+            .output()
+            .await
+            .expect("the accountable binary runs")
+    }
+
     /// Runs `accountable admin grant --email EMAIL --role ROLE` on this stack.
     pub async fn grant(&self, email: &str, role: &str) {
         let output = self

@@ -1,6 +1,7 @@
 //! End-to-end tests against a real PostgreSQL and a real Kafka broker.
 
 mod accounts;
+mod audit;
 mod auth;
 mod bad_input;
 mod erasure;

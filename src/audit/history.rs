@@ -1,0 +1,185 @@
+//! The event store as auditors read it: a user's history, the global
+//! stream with filters, and an account folded to any version or instant.
+
+use accountable_projections::contract::Envelope;
+use accountable_projections::users::{reduce, UserRow};
+use accountable_vault::{is_sealed, EventFields, Vault, PERSONAL};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::events::{stored_event_columns, StoredEvent};
+
+/// A stored event with its place in the chain.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    #[sqlx(flatten)]
+    pub event: StoredEvent,
+    pub hash: String,
+    pub prev_hash: Option<String>,
+}
+
+/// An event in its public form with its personal fields opened: `erased`
+/// when they were sealed with a key that is gone.
+#[derive(Debug, Clone)]
+pub struct ReadableEvent {
+    pub row: AuditRow,
+    pub envelope: Value,
+    pub erased: bool,
+}
+
+macro_rules! audit_columns {
+    () => {
+        concat!(
+            stored_event_columns!(),
+            ", encode(hash, 'hex') AS hash, encode(prev_hash, 'hex') AS prev_hash"
+        )
+    };
+}
+
+const USER_EVENTS: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1 AND sequence > $2
+     ORDER BY sequence LIMIT $3"
+);
+
+const USER_EVENTS_UNTIL: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1
+        AND sequence <= coalesce($2, sequence) AND recorded_at <= coalesce($3, recorded_at)
+      ORDER BY sequence"
+);
+
+/// Narrows the global stream; every given field must match.
+#[derive(Debug, Clone, Default)]
+pub struct StreamFilter {
+    /// Stored event types, e.g. `UserRegistered`.
+    pub types: Option<Vec<String>>,
+    /// A user id, `self` or `system`.
+    pub actor: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub from: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The user's events after sequence `after`, at most `limit`.
+pub async fn user_events(
+    pool: &PgPool,
+    vault: &Vault,
+    user_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<ReadableEvent>> {
+    let rows: Vec<AuditRow> = sqlx::query_as(USER_EVENTS)
+        .bind(user_id.to_string())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    readable(vault, rows).await
+}
+
+/// Events after position `after` in position order, at most `limit`. Only
+/// events whose transaction and every earlier one have committed are
+/// listed, so that paging by position never skips one that commits late.
+/// Each filter uses its own index with the position order.
+pub async fn stream(
+    pool: &PgPool,
+    vault: &Vault,
+    filter: &StreamFilter,
+    after: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<ReadableEvent>> {
+    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(concat!(
+        "SELECT ",
+        audit_columns!(),
+        " FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) AND position > "
+    ));
+    query.push_bind(after);
+    if let Some(types) = &filter.types {
+        query
+            .push(" AND event_type = ANY(")
+            .push_bind(types.clone())
+            .push(")");
+    }
+    if let Some(actor) = &filter.actor {
+        query
+            .push(" AND metadata ->> 'actor' = ")
+            .push_bind(actor.clone());
+    }
+    if let Some(user_id) = filter.user_id {
+        query
+            .push(" AND aggregate_id = ")
+            .push_bind(user_id.to_string());
+    }
+    if let Some(from) = filter.from {
+        query.push(" AND recorded_at >= ").push_bind(from);
+    }
+    if let Some(until) = filter.until {
+        query.push(" AND recorded_at < ").push_bind(until);
+    }
+    query.push(" ORDER BY position LIMIT ").push_bind(limit);
+    let rows: Vec<AuditRow> = query.build_query_as().fetch_all(pool).await?;
+    readable(vault, rows).await
+}
+
+/// The account as the read side showed it after `version`, or at instant
+/// `at` (both: whichever is earlier): the user's events folded by the
+/// projection's own reducer. `None` if not registered by then.
+pub async fn user_at(
+    pool: &PgPool,
+    vault: &Vault,
+    user_id: Uuid,
+    version: Option<i64>,
+    at: Option<DateTime<Utc>>,
+) -> anyhow::Result<Option<UserRow>> {
+    let rows: Vec<AuditRow> = sqlx::query_as(USER_EVENTS_UNTIL)
+        .bind(user_id.to_string())
+        .bind(version)
+        .bind(at)
+        .fetch_all(pool)
+        .await?;
+    let mut row = None;
+    for event in readable(vault, rows).await? {
+        let envelope: Envelope = serde_json::from_value(event.envelope)?;
+        let applied = envelope.event()?;
+        reduce(&mut row, &envelope, &applied);
+    }
+    Ok(row)
+}
+
+/// The public envelopes of `rows`, their sealed fields opened.
+async fn readable(vault: &Vault, rows: Vec<AuditRow>) -> anyhow::Result<Vec<ReadableEvent>> {
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let envelope = row.event.envelope()?;
+        let sealed = envelope["data"].get(PERSONAL).is_some_and(is_sealed);
+        events.push(ReadableEvent {
+            row,
+            envelope,
+            erased: sealed,
+        });
+    }
+    let mut fields: Vec<EventFields<'_>> = Vec::with_capacity(events.len());
+    for event in &mut events {
+        let user_id = Uuid::parse_str(&event.row.event.aggregate_id)?;
+        let sequence = event.row.event.sequence;
+        if let Some(data) = event.envelope["data"].as_object_mut() {
+            fields.push(EventFields {
+                user_id,
+                sequence,
+                fields: data,
+            });
+        }
+    }
+    vault.unseal(&mut fields).await?;
+    drop(fields);
+    for event in &mut events {
+        // Sealed before, null now: the key is gone.
+        event.erased = event.erased && event.envelope["data"][PERSONAL].is_null();
+    }
+    Ok(events)
+}
