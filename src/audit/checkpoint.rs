@@ -66,10 +66,13 @@ pub fn signed_message(
     )
 }
 
-pub async fn heads_below(pool: &PgPool, xid_bound: &str) -> sqlx::Result<Heads> {
+pub async fn heads_below(
+    conn: impl sqlx::PgExecutor<'_>,
+    xid_bound: &str,
+) -> sqlx::Result<Heads> {
     let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(HEADS_BELOW)
         .bind(xid_bound)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
     Ok(rows
         .into_iter()
@@ -85,9 +88,9 @@ pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Resul
     sqlx::query(LOCK).execute(&mut *tx).await?;
     let last: Option<(i64, String, String)> = sqlx::query_as(LAST).fetch_optional(&mut *tx).await?;
     let bound: String = sqlx::query_scalar(BOUND).fetch_one(&mut *tx).await?;
-    let heads = heads_below(pool, &bound).await?;
+    let heads = heads_below(&mut *tx, &bound).await?;
     let previous = match &last {
-        Some((id, ..)) => Some(previous_heads(pool, *id).await?),
+        Some((id, ..)) => Some(previous_heads(&mut *tx, *id).await?),
         None => None,
     };
     let moved: Vec<(&String, &(i64, Vec<u8>))> = heads
@@ -139,13 +142,13 @@ pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Resul
 
 /// The heads as of checkpoint `id`, folded from the recorded moves of every
 /// checkpoint up to it (the signature check of each is `verify`'s job).
-async fn previous_heads(pool: &PgPool, id: i64) -> sqlx::Result<Heads> {
+async fn previous_heads(conn: impl sqlx::PgExecutor<'_>, id: i64) -> sqlx::Result<Heads> {
     let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT aggregate_type || '/' || aggregate_id, sequence, hash
            FROM audit_checkpoint_heads WHERE checkpoint_id <= $1 ORDER BY checkpoint_id",
     )
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     let mut heads = Heads::new();
     for (stream, sequence, hash) in rows {
