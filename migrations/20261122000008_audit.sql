@@ -83,11 +83,13 @@ CREATE TRIGGER events_chain
     BEFORE INSERT ON events
     FOR EACH ROW EXECUTE FUNCTION chain_event();
 
--- The audit stream's filters, each with the position order (keyset pages).
-CREATE INDEX events_type_position_idx ON events (event_type, position);
-CREATE INDEX events_actor_position_idx ON events ((metadata ->> 'actor'), position);
-CREATE INDEX events_recorded_at_idx ON events (recorded_at, position);
-CREATE INDEX events_stream_position_idx ON events (aggregate_id, position);
+-- The audit stream is read in commit order, (transaction_id, position),
+-- like the relay, so that a keyset page never skips an event whose
+-- transaction committed late; each filter has its index in that order.
+CREATE INDEX events_type_order_idx ON events (event_type, transaction_id, position);
+CREATE INDEX events_actor_order_idx ON events ((metadata ->> 'actor'), transaction_id, position);
+CREATE INDEX events_stream_order_idx ON events (aggregate_id, transaction_id, position);
+CREATE INDEX events_recorded_at_idx ON events (recorded_at);
 
 -- Signed checkpoints: checkpoint N covers every event whose transaction id
 -- is below `xid_bound` (all of them committed before it was made). It lists

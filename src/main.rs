@@ -1,4 +1,5 @@
 use accountable::audit;
+use accountable::audit::history::StreamFilter;
 use accountable::auth::keys::{self, KeyRing};
 use accountable::auth::Clock;
 use accountable::config::{Config, Environment};
@@ -56,6 +57,33 @@ enum AuditCommand {
     },
     /// Seal the heads of all streams in a signed checkpoint now.
     Checkpoint,
+    /// Write events as JSON Lines in commit order, with their hashes, to
+    /// check the chain offline. With --output, an export that was cut off
+    /// resumes after its last complete line.
+    Export {
+        /// The file to write (appended to when it holds an earlier,
+        /// interrupted export); standard output if left out.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// Only this user's events.
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        /// Only events of these stored types (repeatable).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Only events recorded at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events recorded before this instant (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only positions from this one on.
+        #[arg(long)]
+        from_position: Option<i64>,
+        /// Only positions up to this one.
+        #[arg(long)]
+        to_position: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +192,42 @@ async fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Audit(AuditCommand::Export {
+            output,
+            user,
+            types,
+            since,
+            until,
+            from_position,
+            to_position,
+        }) => {
+            let filter = StreamFilter {
+                types: (!types.is_empty()).then_some(types),
+                user_id: user,
+                from: since,
+                until,
+                from_position,
+                to_position,
+                ..StreamFilter::default()
+            };
+            let written = match output {
+                Some(path) => {
+                    let after = audit::export::resume_point(&path)?;
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)?;
+                    let mut out = std::io::BufWriter::new(file);
+                    audit::export::export(&pool, &filter, after.as_ref(), &mut out).await?
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    audit::export::export(&pool, &filter, None, &mut out).await?
+                }
+            };
+            eprintln!("exported {written} events");
+            Ok(())
         }
         Command::Audit(AuditCommand::Checkpoint) => {
             let keys = KeyRing::configured(pool.clone(), &config).await?;

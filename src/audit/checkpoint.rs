@@ -66,10 +66,7 @@ pub fn signed_message(
     )
 }
 
-pub async fn heads_below(
-    conn: impl sqlx::PgExecutor<'_>,
-    xid_bound: &str,
-) -> sqlx::Result<Heads> {
+pub async fn heads_below(conn: impl sqlx::PgExecutor<'_>, xid_bound: &str) -> sqlx::Result<Heads> {
     let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(HEADS_BELOW)
         .bind(xid_bound)
         .fetch_all(conn)

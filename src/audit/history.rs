@@ -63,42 +63,14 @@ pub struct StreamFilter {
     pub user_id: Option<Uuid>,
     pub from: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// Positions from this one on.
+    pub from_position: Option<i64>,
+    /// Positions up to this one.
+    pub to_position: Option<i64>,
 }
 
-/// The user's events after sequence `after`, at most `limit`.
-pub async fn user_events(
-    pool: &PgPool,
-    vault: &Vault,
-    user_id: Uuid,
-    after: i64,
-    limit: i64,
-) -> anyhow::Result<Vec<ReadableEvent>> {
-    let rows: Vec<AuditRow> = sqlx::query_as(USER_EVENTS)
-        .bind(user_id.to_string())
-        .bind(after)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-    readable(vault, rows).await
-}
-
-/// Events after position `after` in position order, at most `limit`. Only
-/// events whose transaction and every earlier one have committed are
-/// listed, so that paging by position never skips one that commits late.
-/// Each filter uses its own index with the position order.
-pub async fn stream(
-    pool: &PgPool,
-    vault: &Vault,
-    filter: &StreamFilter,
-    after: i64,
-    limit: i64,
-) -> anyhow::Result<Vec<ReadableEvent>> {
-    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(concat!(
-        "SELECT ",
-        audit_columns!(),
-        " FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) AND position > "
-    ));
-    query.push_bind(after);
+/// Appends ` AND …` for each filter given.
+pub fn push_filters(query: &mut QueryBuilder<'_, Postgres>, filter: &StreamFilter) {
     if let Some(types) = &filter.types {
         query
             .push(" AND event_type = ANY(")
@@ -121,7 +93,96 @@ pub async fn stream(
     if let Some(until) = filter.until {
         query.push(" AND recorded_at < ").push_bind(until);
     }
-    query.push(" ORDER BY position LIMIT ").push_bind(limit);
+    if let Some(from) = filter.from_position {
+        query.push(" AND position >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to_position {
+        query.push(" AND position <= ").push_bind(to);
+    }
+}
+
+/// Appends the keyset condition of pages after `after`.
+pub fn push_after(query: &mut QueryBuilder<'_, Postgres>, after: &StreamCursor) {
+    query
+        .push(" AND (transaction_id, position) > (")
+        .push_bind(after.transaction_id.clone())
+        .push("::xid8, ")
+        .push_bind(after.position)
+        .push(")");
+}
+
+/// The user's events after sequence `after`, at most `limit`.
+pub async fn user_events(
+    pool: &PgPool,
+    vault: &Vault,
+    user_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<ReadableEvent>> {
+    let rows: Vec<AuditRow> = sqlx::query_as(USER_EVENTS)
+        .bind(user_id.to_string())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    readable(vault, rows).await
+}
+
+/// Where a page of the global stream ends: the transaction id (as text)
+/// and the position of its last event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCursor {
+    pub transaction_id: String,
+    pub position: i64,
+}
+
+impl StreamCursor {
+    pub fn of(event: &StoredEvent) -> Self {
+        Self {
+            transaction_id: event.transaction_id.clone(),
+            position: event.position,
+        }
+    }
+
+    /// `<transaction id>.<position>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.transaction_id, self.position)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (transaction_id, position) = text.split_once('.')?;
+        transaction_id.parse::<u64>().ok()?;
+        Some(Self {
+            transaction_id: transaction_id.to_owned(),
+            position: position.parse().ok()?,
+        })
+    }
+}
+
+/// Events after `after` in commit order (transaction id, then position: the
+/// order the relay publishes), at most `limit`. Only events whose
+/// transaction and every earlier one have committed are listed, so that a
+/// page boundary never skips an event that commits late. Each filter has
+/// its own index in that order.
+pub async fn stream(
+    pool: &PgPool,
+    vault: &Vault,
+    filter: &StreamFilter,
+    after: Option<&StreamCursor>,
+    limit: i64,
+) -> anyhow::Result<Vec<ReadableEvent>> {
+    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(concat!(
+        "SELECT ",
+        audit_columns!(),
+        " FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+    ));
+    if let Some(after) = after {
+        push_after(&mut query, after);
+    }
+    push_filters(&mut query, filter);
+    query
+        .push(" ORDER BY transaction_id, position LIMIT ")
+        .push_bind(limit);
     let rows: Vec<AuditRow> = query.build_query_as().fetch_all(pool).await?;
     readable(vault, rows).await
 }

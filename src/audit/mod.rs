@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod export;
 pub mod history;
 
 use futures::TryStreamExt;

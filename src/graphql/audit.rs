@@ -9,7 +9,7 @@ use super::error::{ApiError, Code};
 use super::guards::{caller, AnyRole, SelfOr};
 use super::users::{PageInfo, User, READERS};
 use super::ApiState;
-use crate::audit::history::{self, ReadableEvent, StreamFilter};
+use crate::audit::history::{self, ReadableEvent, StreamCursor, StreamFilter};
 use crate::audit::{self as chain, Broken};
 use crate::auth::Caller;
 use crate::users::Role;
@@ -97,16 +97,15 @@ pub struct EventEdge {
 impl EventConnection {
     fn new(
         events: Vec<ReadableEvent>,
-        cursor: impl Fn(&AuditEvent) -> i64,
+        cursor: impl Fn(&ReadableEvent) -> String,
         has_previous_page: bool,
         has_next_page: bool,
     ) -> Self {
         let edges: Vec<EventEdge> = events
             .into_iter()
-            .map(AuditEvent::from)
-            .map(|node| EventEdge {
-                cursor: cursor(&node).to_string(),
-                node,
+            .map(|event| EventEdge {
+                cursor: cursor(&event),
+                node: AuditEvent::from(event),
             })
             .collect();
         Self {
@@ -216,16 +215,17 @@ impl AuditQuery {
         let has_next = truncate(&mut events, first);
         Ok(EventConnection::new(
             events,
-            |e| e.sequence,
+            |e| e.row.event.sequence.to_string(),
             after_sequence.is_some(),
             has_next,
         ))
     }
 
-    /// Every event of the store in position order, a page at a time
+    /// Every event of the store in commit order (transaction, then
+    /// position: the order the relay publishes), a page at a time
     /// (auditors and admins), narrowed by `filter`. Only events that every
     /// earlier transaction has committed before are listed, so that paging
-    /// never skips one.
+    /// never skips one that commits late.
     #[graphql(
         guard = "AnyRole(READERS)",
         complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity"
@@ -241,7 +241,15 @@ impl AuditQuery {
     ) -> async_graphql::Result<EventConnection> {
         let state = ctx.data::<ApiState>()?;
         let first = page_size(first);
-        let after_position = parse_cursor(after.as_deref())?;
+        let after = after
+            .map(|cursor| {
+                StreamCursor::decode(&cursor).ok_or_else(|| {
+                    ApiError::new(Code::BadUserInput, "after: not a cursor of this list")
+                        .with("field", "after")
+                        .into_graphql()
+                })
+            })
+            .transpose()?;
         let filter = filter.unwrap_or_default();
         let stream_filter = StreamFilter {
             types: filter.types,
@@ -252,12 +260,13 @@ impl AuditQuery {
                 .transpose()?,
             from: filter.from,
             until: filter.until,
+            ..StreamFilter::default()
         };
         let mut events = history::stream(
             &state.pool,
             &state.vault,
             &stream_filter,
-            after_position.unwrap_or(0),
+            after.as_ref(),
             first + 1,
         )
         .await
@@ -265,8 +274,8 @@ impl AuditQuery {
         let has_next = truncate(&mut events, first);
         Ok(EventConnection::new(
             events,
-            |e| e.position,
-            after_position.is_some(),
+            |e| StreamCursor::of(&e.row.event).encode(),
+            after.is_some(),
             has_next,
         ))
     }
