@@ -11,6 +11,7 @@
 //! - [`relay`]: event store → Kafka, in commit order, at least once.
 //! - [`audit`]: the hash chain of the event store, signed checkpoints,
 //!   and their verification.
+//! - [`rebuild`]: a read table rebuilt from the event store and swapped in.
 //! - [`shredding`]: the vault (the `accountable-vault` crate) that seals
 //!   personal data in events, and the migration of data stored in clear.
 //! - [`graphql`]: the schema, its resolvers and client-facing errors.
@@ -27,6 +28,7 @@ pub mod graphql;
 pub mod http;
 pub mod kafka;
 pub mod processes;
+pub mod rebuild;
 pub mod relay;
 pub mod shredding;
 pub mod telemetry;

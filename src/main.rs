@@ -6,7 +6,7 @@ use accountable::config::{Config, Environment};
 use accountable::users::password::PasswordHasher;
 use accountable::users::values::Email;
 use accountable::users::{CommandContext, Role, Users};
-use accountable::{db, graphql, processes, shredding, telemetry};
+use accountable::{db, graphql, processes, rebuild, shredding, telemetry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +40,23 @@ enum Command {
     /// Operators' account tools.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Auditors' tools: verify the history, seal checkpoints.
+    /// Auditors' tools: verify the history, seal checkpoints, export.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Operators' tools for the read side.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Rebuild a read table from the event store beside the live one and
+    /// swap it in atomically; queries go on meanwhile, and the worker
+    /// resumes from its offsets without applying anything twice.
+    Rebuild {
+        /// The projection: `users`.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +241,21 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             eprintln!("exported {written} events");
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name }) => {
+            if !rebuild::PROJECTIONS.contains(&name.as_str()) {
+                anyhow::bail!(
+                    "no projection {name}; known: {}",
+                    rebuild::PROJECTIONS.join(", ")
+                );
+            }
+            let vault = shredding::open_vault(&config, &pool).await?;
+            let rebuilt = rebuild::users(&pool, &vault).await?;
+            println!(
+                "rebuilt {name}: {} users from {} events",
+                rebuilt.users, rebuilt.events
+            );
             Ok(())
         }
         Command::Audit(AuditCommand::Checkpoint) => {

@@ -37,6 +37,7 @@ pub struct TestStack {
 }
 
 /// The HTTP API of a running stack.
+#[derive(Clone)]
 pub struct TestApi {
     pub addr: SocketAddr,
     pub client: reqwest::Client,

@@ -1,0 +1,215 @@
+//! `accountable projections rebuild users`: the read table rebuilt from the
+//! event store beside the live one, then swapped in atomically while
+//! queries go on; the worker then resumes from its Kafka offsets, and its
+//! version guard skips whatever the rebuild already applied.
+
+use accountable_projections::contract::Envelope;
+use accountable_projections::users::{reduce, UserRow};
+use accountable_vault::{EventFields, Vault};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::events::{stored_event_columns, StoredEvent};
+
+/// The projections that can be rebuilt.
+pub const PROJECTIONS: &[&str] = &["users"];
+
+const PREPARE: &str = "
+DROP TABLE IF EXISTS users_rebuild;
+CREATE TABLE users_rebuild (LIKE users INCLUDING ALL);";
+const BOUND: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text";
+const COUNT: &str =
+    "SELECT count(*) FROM events WHERE aggregate_type = 'User' AND transaction_id < $1::xid8";
+const PAGE: &str = concat!(
+    "SELECT ",
+    stored_event_columns!(),
+    " FROM events WHERE aggregate_type = 'User' AND transaction_id < $1::xid8
+        AND (aggregate_id, sequence) > ($2, $3)
+      ORDER BY aggregate_id, sequence LIMIT $4"
+);
+/// Users with events the first pass could not see.
+const LATE_USERS: &str =
+    "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'User' AND transaction_id >= $1::xid8";
+const USER_EVENTS_AFTER: &str = concat!(
+    "SELECT ",
+    stored_event_columns!(),
+    " FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1 AND sequence > $2
+      ORDER BY sequence"
+);
+const SELECT_REBUILT: &str = "
+SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+  FROM users_rebuild WHERE id = $1";
+const SWAP: &str = "
+ALTER TABLE users RENAME TO users_replaced;
+ALTER TABLE users_rebuild RENAME TO users;
+DROP TABLE users_replaced;";
+const INDEXES_TO_RENAME: &str =
+    "SELECT indexname FROM pg_indexes WHERE tablename = 'users' AND indexname LIKE 'users_rebuild%'";
+
+const PAGE_SIZE: i64 = 2000;
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rebuilt {
+    pub events: u64,
+    pub users: u64,
+}
+
+/// Rebuilds the `users` table from the event store and swaps it in.
+pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql(PREPARE).execute(&mut *conn).await?;
+    let bound: String = sqlx::query_scalar(BOUND).fetch_one(&mut *conn).await?;
+    let total: i64 = sqlx::query_scalar(COUNT)
+        .bind(&bound)
+        .fetch_one(&mut *conn)
+        .await?;
+    let progress = ProgressBar::with_draw_target(
+        Some(u64::try_from(total).unwrap_or_default()),
+        ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    // First pass: every event that had committed, with all before it, when
+    // the rebuild began; beside the live table, which the worker goes on
+    // updating.
+    let mut rebuilt = Rebuilt::default();
+    let mut current: Option<UserRow> = None;
+    let mut after = (String::new(), 0_i64);
+    loop {
+        let page: Vec<StoredEvent> = sqlx::query_as(PAGE)
+            .bind(&bound)
+            .bind(&after.0)
+            .bind(after.1)
+            .bind(PAGE_SIZE)
+            .fetch_all(&mut *conn)
+            .await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = (last.aggregate_id.clone(), last.sequence);
+        let mut rows = Vec::new();
+        for envelope in opened(vault, &page).await? {
+            if current
+                .as_ref()
+                .is_some_and(|row| row.id != envelope.subject)
+            {
+                rows.extend(current.take());
+            }
+            let event = envelope.event()?;
+            reduce(&mut current, &envelope, &event);
+            rebuilt.events += 1;
+        }
+        rebuilt.users += u64::try_from(rows.len())?;
+        insert(&mut conn, &rows).await?;
+        progress.set_position(rebuilt.events);
+    }
+    rebuilt.users += u64::from(current.is_some());
+    insert(&mut conn, &current.into_iter().collect::<Vec<_>>()).await?;
+    progress.finish_and_clear();
+
+    // The swap: writers of the live table (the worker) wait; readers go on
+    // until the rename, which holds them for its instant. Users with events
+    // the first pass could not see are brought up to date first, from the
+    // store, so that no row goes back in time.
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE users IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let late: Vec<String> = sqlx::query_scalar(LATE_USERS)
+        .bind(&bound)
+        .fetch_all(&mut *tx)
+        .await?;
+    for user in late {
+        let id = Uuid::parse_str(&user)?;
+        let mut row: Option<UserRow> = sqlx::query_as(SELECT_REBUILT)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let version = row.as_ref().map_or(0, |r| r.version);
+        let events: Vec<StoredEvent> = sqlx::query_as(USER_EVENTS_AFTER)
+            .bind(&user)
+            .bind(version)
+            .fetch_all(&mut *tx)
+            .await?;
+        for envelope in opened(vault, &events).await? {
+            let event = envelope.event()?;
+            reduce(&mut row, &envelope, &event);
+            rebuilt.events += 1;
+        }
+        if let Some(row) = row {
+            sqlx::query("DELETE FROM users_rebuild WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            insert(&mut tx, &[row]).await?;
+        }
+    }
+    sqlx::raw_sql(SWAP).execute(&mut *tx).await?;
+    let indexes: Vec<String> = sqlx::query_scalar(INDEXES_TO_RENAME)
+        .fetch_all(&mut *tx)
+        .await?;
+    for index in indexes {
+        let renamed = index.replacen("users_rebuild", "users", 1);
+        // Identifiers cannot be bound; these come from the catalog.
+        sqlx::raw_sql(&format!(
+            "ALTER INDEX \"{}\" RENAME TO \"{}\"",
+            index.replace('"', "\"\""),
+            renamed.replace('"', "\"\"")
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(rebuilt)
+}
+
+/// The public envelopes of `events`, their sealed fields opened.
+async fn opened(vault: &Vault, events: &[StoredEvent]) -> anyhow::Result<Vec<Envelope>> {
+    let mut envelopes = Vec::with_capacity(events.len());
+    for event in events {
+        envelopes.push(serde_json::from_value::<Envelope>(event.envelope()?)?);
+    }
+    let mut fields: Vec<EventFields<'_>> = envelopes
+        .iter_mut()
+        .filter_map(|envelope| {
+            let (user_id, sequence) = (envelope.subject, envelope.sequence);
+            envelope.data.as_object_mut().map(|fields| EventFields {
+                user_id,
+                sequence,
+                fields,
+            })
+        })
+        .collect();
+    vault.unseal(&mut fields).await?;
+    drop(fields);
+    Ok(envelopes)
+}
+
+async fn insert(conn: &mut PgConnection, rows: &[UserRow]) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "INSERT INTO users_rebuild (id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at) ",
+    );
+    query.push_values(rows, |mut values, row| {
+        values
+            .push_bind(row.id)
+            .push_bind(row.email.clone())
+            .push_bind(row.display_name.clone())
+            .push_bind(row.status.clone())
+            .push_bind(row.roles.clone())
+            .push_bind(row.locale.clone())
+            .push_bind(row.time_zone.clone())
+            .push_bind(row.version)
+            .push_bind(row.created_at)
+            .push_bind(row.updated_at);
+    });
+    query.build().execute(conn).await?;
+    Ok(())
+}
