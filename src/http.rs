@@ -88,7 +88,7 @@ impl Application {
             Duration::from_secs(config.email_claim_ttl_secs),
             vault.clone(),
         ));
-        let keys = Arc::new(KeyRing::configured(pool.clone(), config).await?);
+        let keys = Arc::new(KeyRing::configured(pool.clone(), vault.clone(), config).await?);
         keys::follow_changes(keys.clone(), Duration::from_secs(60), shutdown.clone()).await?;
         if config.checkpoint_secs > 0 {
             audit::checkpoint::every(

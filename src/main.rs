@@ -158,8 +158,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Schema => Ok(()),
         Command::Keys(KeysCommand::Rotate { publish_for_secs }) => {
             let development = config.env == Environment::Development;
+            let vault = shredding::open_vault(&config, &pool).await?;
             let kid = keys::rotate(
                 &pool,
+                &vault,
                 development,
                 chrono::Duration::seconds(publish_for_secs),
             )
@@ -259,7 +261,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Checkpoint) => {
-            let keys = KeyRing::configured(pool.clone(), &config).await?;
+            let vault = shredding::open_vault(&config, &pool).await?;
+            let keys = KeyRing::configured(pool.clone(), vault, &config).await?;
             match audit::checkpoint::make(&pool, &keys, &Clock::default()).await? {
                 Some(id) => println!("checkpoint {id}"),
                 None => println!("nothing moved since the last checkpoint"),

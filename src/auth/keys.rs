@@ -1,8 +1,9 @@
 //! The Ed25519 keys that sign access tokens, kept in `signing_keys` so that
 //! every process signs and verifies with the same set, and published as a
-//! JWKS so that other services verify tokens themselves.
+//! JWKS so that other services verify tokens themselves. Private keys are
+//! stored sealed under the master key.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration as StdDuration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +15,8 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 use uuid::Uuid;
+
+use accountable_vault::{Vault, VaultError};
 
 use crate::config::Environment;
 
@@ -27,6 +30,8 @@ const RELOAD_AT_MOST_EVERY: StdDuration = StdDuration::from_secs(10);
 pub enum KeyError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sealed(#[from] VaultError),
     #[error("cannot encode a new key: {0}")]
     Encoding(String),
     #[error("the configured signing key is not a PKCS#8 PEM Ed25519 private key")]
@@ -42,7 +47,9 @@ pub enum KeyError {
 #[derive(sqlx::FromRow)]
 struct KeyRow {
     kid: String,
+    /// Sealed under the master key when `sealed`.
     private_der: Vec<u8>,
+    sealed: bool,
     public_key: Vec<u8>,
     development: bool,
     active_from: DateTime<Utc>,
@@ -57,16 +64,22 @@ struct Key {
 }
 
 const SELECT_LIVE: &str = "
-SELECT kid, private_der, public_key, development, active_from
+SELECT kid, private_der, sealed, public_key, development, active_from
   FROM signing_keys WHERE retired_at IS NULL ORDER BY active_from DESC, created_at DESC";
 
 const INSERT_KEY: &str = "
-INSERT INTO signing_keys (kid, private_der, public_key, development, active_from)
-VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))";
+INSERT INTO signing_keys (kid, private_der, sealed, public_key, development, active_from)
+VALUES ($1, $2, true, $3, $4, now() + make_interval(secs => $5))";
+
+/// Keys that versions before sealing stored in clear.
+const SELECT_CLEAR: &str = "SELECT kid, private_der FROM signing_keys WHERE NOT sealed";
+const SEAL_KEY: &str =
+    "UPDATE signing_keys SET private_der = $2, sealed = true WHERE kid = $1 AND NOT sealed";
 
 /// The live keys, newest first, reloaded from the database on demand.
 pub struct KeyRing {
     pool: PgPool,
+    vault: Arc<Vault>,
     keys: RwLock<Vec<Key>>,
     last_reload: Mutex<Instant>,
 }
@@ -74,7 +87,11 @@ pub struct KeyRing {
 impl KeyRing {
     /// The keys as `config` sets them up: `ACCOUNTABLE_JWT_KEY_FILE` read
     /// and imported, then [`KeyRing::load`].
-    pub async fn configured(pool: PgPool, config: &crate::config::Config) -> anyhow::Result<Self> {
+    pub async fn configured(
+        pool: PgPool,
+        vault: Arc<Vault>,
+        config: &crate::config::Config,
+    ) -> anyhow::Result<Self> {
         let configured_key = match &config.jwt_key_file {
             Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!(
@@ -84,7 +101,7 @@ impl KeyRing {
             })?),
             None => None,
         };
-        Ok(Self::load(pool, config.env, configured_key.as_deref()).await?)
+        Ok(Self::load(pool, vault, config.env, configured_key.as_deref()).await?)
     }
 
     /// Loads the keys, first adding the configured one (a PKCS#8 PEM
@@ -93,15 +110,17 @@ impl KeyRing {
     /// to start.
     pub async fn load(
         pool: PgPool,
+        vault: Arc<Vault>,
         env: Environment,
         configured: Option<&str>,
     ) -> Result<Self, KeyError> {
+        seal_clear_keys(&pool, &vault).await?;
         if let Some(pem) = configured {
-            import(&pool, pem).await?;
+            import(&pool, &vault, pem).await?;
         }
         let mut rows = live_keys(&pool).await?;
         if rows.is_empty() && env == Environment::Development {
-            rotate(&pool, true, Duration::zero()).await?;
+            rotate(&pool, &vault, true, Duration::zero()).await?;
             rows = live_keys(&pool).await?;
         }
         if env == Environment::Production {
@@ -112,9 +131,11 @@ impl KeyRing {
                 return Err(KeyError::NoProductionKey);
             }
         }
+        let keys = open_all(&vault, rows)?;
         Ok(Self {
             pool,
-            keys: RwLock::new(rows.into_iter().map(Key::from).collect()),
+            vault,
+            keys: RwLock::new(keys),
             last_reload: Mutex::new(Instant::now()),
         })
     }
@@ -145,9 +166,8 @@ impl KeyRing {
 
     /// Picks up keys rotated or retired by other processes.
     pub async fn reload(&self) -> Result<(), KeyError> {
-        let rows = live_keys(&self.pool).await?;
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) =
-            rows.into_iter().map(Key::from).collect();
+        let keys = open_all(&self.vault, live_keys(&self.pool).await?)?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
         Ok(())
     }
 
@@ -178,16 +198,42 @@ impl KeyRing {
     }
 }
 
-impl From<KeyRow> for Key {
-    fn from(row: KeyRow) -> Self {
-        Self {
-            encoding: EncodingKey::from_ed_der(&row.private_der),
-            decoding: DecodingKey::from_ed_der(&row.public_key),
-            kid: row.kid,
-            public_key: row.public_key,
-            active_from: row.active_from,
-        }
+/// What a key's private part is sealed to.
+fn context(kid: &str) -> String {
+    format!("signing-key/{kid}")
+}
+
+fn open_all(vault: &Vault, rows: Vec<KeyRow>) -> Result<Vec<Key>, KeyError> {
+    rows.into_iter()
+        .map(|row| {
+            let private_der = if row.sealed {
+                vault.open_secret(&context(&row.kid), &row.private_der)?
+            } else {
+                zeroize::Zeroizing::new(row.private_der.clone())
+            };
+            Ok(Key {
+                encoding: EncodingKey::from_ed_der(&private_der),
+                decoding: DecodingKey::from_ed_der(&row.public_key),
+                kid: row.kid,
+                public_key: row.public_key,
+                active_from: row.active_from,
+            })
+        })
+        .collect()
+}
+
+/// Seals the private keys that versions before sealing stored in clear.
+async fn seal_clear_keys(pool: &PgPool, vault: &Vault) -> Result<(), KeyError> {
+    let clear: Vec<(String, Vec<u8>)> = sqlx::query_as(SELECT_CLEAR).fetch_all(pool).await?;
+    for (kid, private_der) in clear {
+        sqlx::query(SEAL_KEY)
+            .bind(&kid)
+            .bind(vault.seal_secret(&context(&kid), &private_der))
+            .execute(pool)
+            .await?;
+        tracing::info!(kid, "sealed a signing key stored in clear");
     }
+    Ok(())
 }
 
 async fn live_keys(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> {
@@ -199,6 +245,7 @@ async fn live_keys(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> {
 /// signed with it. Older keys keep verifying until retired.
 pub async fn rotate(
     pool: &PgPool,
+    vault: &Vault,
     development: bool,
     publish_for: Duration,
 ) -> Result<String, KeyError> {
@@ -209,7 +256,7 @@ pub async fn rotate(
     let kid = format!("ed25519-{}", Uuid::now_v7().simple());
     sqlx::query(INSERT_KEY)
         .bind(&kid)
-        .bind(private_der.as_bytes())
+        .bind(vault.seal_secret(&context(&kid), private_der.as_bytes()))
         .bind(key.verifying_key().as_bytes().as_slice())
         .bind(development)
         .bind(publish_for.num_milliseconds() as f64 / 1000.0)
@@ -221,7 +268,7 @@ pub async fn rotate(
 
 /// Adds the configured key, named by its RFC 7638 thumbprint, unless it is
 /// there already (or was retired: a retired key is never revived).
-async fn import(pool: &PgPool, pem: &str) -> Result<(), KeyError> {
+async fn import(pool: &PgPool, vault: &Vault, pem: &str) -> Result<(), KeyError> {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
     use sha2::Digest;
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|_| KeyError::Configured)?;
@@ -235,11 +282,11 @@ async fn import(pool: &PgPool, pem: &str) -> Result<(), KeyError> {
     );
     let kid = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(jwk.as_bytes()));
     let added = sqlx::query(
-        "INSERT INTO signing_keys (kid, private_der, public_key, development)
-         VALUES ($1, $2, $3, false) ON CONFLICT (kid) DO NOTHING",
+        "INSERT INTO signing_keys (kid, private_der, sealed, public_key, development)
+         VALUES ($1, $2, true, $3, false) ON CONFLICT (kid) DO NOTHING",
     )
     .bind(&kid)
-    .bind(der.as_bytes())
+    .bind(vault.seal_secret(&context(&kid), der.as_bytes()))
     .bind(public.as_slice())
     .execute(pool)
     .await?;

@@ -297,7 +297,8 @@ async fn logout_everywhere_ends_refresh_and_access_tokens() {
     assert!(me(&api, &again.access).await["errors"].is_null());
 }
 
-/// The live signing key of the stack, as the tests' own signer.
+/// The live signing key of the stack (opened with the master key), as the
+/// tests' own signer.
 async fn signing_key(stack: &TestStack) -> (String, EncodingKey, Vec<u8>) {
     let (kid, private_der, public_key): (String, Vec<u8>, Vec<u8>) = sqlx::query_as(
         "SELECT kid, private_der, public_key FROM signing_keys WHERE retired_at IS NULL
@@ -306,6 +307,11 @@ async fn signing_key(stack: &TestStack) -> (String, EncodingKey, Vec<u8>) {
     .fetch_one(&stack.pool)
     .await
     .unwrap();
+    let private_der = stack
+        .vault()
+        .await
+        .open_secret(&format!("signing-key/{kid}"), &private_der)
+        .unwrap();
     (kid, EncodingKey::from_ed_der(&private_der), public_key)
 }
 
@@ -452,7 +458,8 @@ async fn keys_rotate_without_logging_anyone_out_and_a_retired_key_is_refused() {
         .kid
         .unwrap();
 
-    let new_kid = keys::rotate(&stack.pool, true, chrono::Duration::zero())
+    let vault = stack.vault().await;
+    let new_kid = keys::rotate(&stack.pool, &vault, true, chrono::Duration::zero())
         .await
         .unwrap();
     let jwks_lists = |kid: String| {

@@ -428,3 +428,50 @@ async fn what_earlier_versions_stored_in_clear_is_sealed_once_at_start() {
         1
     );
 }
+
+#[tokio::test]
+async fn private_signing_keys_are_stored_sealed_and_clear_ones_are_sealed_at_start() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register(EMAIL, NAME).await;
+    let (kid, stored, sealed): (String, Vec<u8>, bool) =
+        sqlx::query_as("SELECT kid, private_der, sealed FROM signing_keys")
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
+    assert!(sealed);
+    // A PKCS#8 DER document starts with a SEQUENCE tag and the Ed25519 OID.
+    let ed25519_oid = [0x06, 0x03, 0x2b, 0x65, 0x70];
+    assert!(!stored.windows(5).any(|w| w == ed25519_oid), "not in clear");
+    let clear = stack
+        .vault()
+        .await
+        .open_secret(&format!("signing-key/{kid}"), &stored)
+        .unwrap();
+    assert!(clear.windows(5).any(|w| w == ed25519_oid));
+
+    // As an earlier version left it: in clear. The next start seals it.
+    sqlx::query("UPDATE signing_keys SET private_der = $1, sealed = false")
+        .bind(&clear[..])
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    let restarted = stack.api().await;
+    let (stored, sealed): (Vec<u8>, bool) =
+        sqlx::query_as("SELECT private_der, sealed FROM signing_keys")
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
+    assert!(sealed && !stored.windows(5).any(|w| w == ed25519_oid));
+    // Tokens signed before still verify, and new ones are signed.
+    let mine = restarted
+        .graphql_as(
+            Some(&ada.access),
+            "query($id: ID!) { userHistory(id: $id) { edges { node { sequence } } } }",
+            json!({"id": ada.id}),
+        )
+        .await;
+    assert!(mine["errors"].is_null(), "{mine}");
+    let again = crate::helpers::login(&restarted, EMAIL).await;
+    assert_eq!(again.id, ada.id);
+}

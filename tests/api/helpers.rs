@@ -407,13 +407,11 @@ impl TestApi {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        request
-            .send()
-            .await
-            .expect("the API answers")
-            .json()
-            .await
-            .expect("a JSON body")
+        let response = request.send().await.expect("the API answers");
+        let status = response.status();
+        let text = response.text().await.expect("a body");
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("not a JSON body ({e}): {status} {text:?}"))
     }
 
     /// Registers a user and returns the `register` payload: `user`,

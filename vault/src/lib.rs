@@ -56,6 +56,8 @@ pub enum VaultError {
         sequence: i64,
         field: String,
     },
+    #[error("the sealed {0} does not open with this master key")]
+    SecretDoesNotOpen(String),
     #[error("malformed sealed field: {0}")]
     Malformed(&'static str),
     #[error(transparent)]
@@ -111,6 +113,21 @@ impl Vault {
     /// in clear.
     pub fn email_index(&self, normalised: &str) -> String {
         self.master.email_index(normalised)
+    }
+
+    /// A secret of the service itself (a signing key), sealed under the
+    /// master key and bound to `context`, e.g. `signing-key/<kid>`.
+    pub fn seal_secret(&self, context: &str, secret: &[u8]) -> Vec<u8> {
+        self.master.seal_secret(context, secret)
+    }
+
+    /// A secret sealed by [`Vault::seal_secret`] with the same `context`.
+    pub fn open_secret(
+        &self,
+        context: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        self.master.open_secret(context, sealed)
     }
 
     /// Seals every clear value of [`SEALED_FIELDS`] in place, with the data

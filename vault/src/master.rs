@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 use crate::{VaultError, NONCE_LEN};
 
 const WRAP: &str = "accountable/v1/wrap-data-keys";
+const WRAP_SECRETS: &str = "accountable/v1/wrap-secrets";
 const EMAIL_INDEX: &str = "accountable/v1/email-index";
 const CHECK: &str = "accountable/v1/master-key-check";
 
@@ -143,6 +144,51 @@ impl MasterKey {
     }
 }
 
+impl MasterKey {
+    /// `nonce ‖ ciphertext ‖ tag` of a secret of the service, bound to
+    /// `context` (what it is and which one).
+    pub(crate) fn seal_secret(&self, context: &str, secret: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let cipher = Aes256Gcm::new((&*self.derive(WRAP_SECRETS)).into());
+        let aad = format!("accountable/v1/secret/{context}");
+        let Ok(sealed) = cipher.encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: secret,
+                aad: aad.as_bytes(),
+            },
+        ) else {
+            unreachable!("AES-GCM seals any secret of a sane size");
+        };
+        [&nonce[..], &sealed].concat()
+    }
+
+    pub(crate) fn open_secret(
+        &self,
+        context: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let wrong = || VaultError::SecretDoesNotOpen(context.to_owned());
+        if sealed.len() <= NONCE_LEN {
+            return Err(wrong());
+        }
+        let (nonce, sealed) = sealed.split_at(NONCE_LEN);
+        let cipher = Aes256Gcm::new((&*self.derive(WRAP_SECRETS)).into());
+        let aad = format!("accountable/v1/secret/{context}");
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| wrong())
+    }
+}
+
 fn wrap_aad(key_id: Uuid, user_id: Uuid) -> String {
     format!("accountable/v1/data-key/{key_id}/{user_id}")
 }
@@ -186,6 +232,20 @@ mod tests {
         assert!(master.unwrap(Uuid::now_v7(), user, &wrapped).is_err());
         assert!(MasterKey::generate()
             .unwrap(key_id, user, &wrapped)
+            .is_err());
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_with_its_master_and_context() {
+        let master = MasterKey::generate();
+        let sealed = master.seal_secret("signing-key/a", b"private");
+        assert_eq!(
+            &**master.open_secret("signing-key/a", &sealed).unwrap(),
+            b"private"
+        );
+        assert!(master.open_secret("signing-key/b", &sealed).is_err());
+        assert!(MasterKey::generate()
+            .open_secret("signing-key/a", &sealed)
             .is_err());
     }
 
