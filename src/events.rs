@@ -117,7 +117,7 @@ impl StoredEvent {
         if let (Some(sealed), Some(slot)) = (sealed_personal, public.data.get_mut(PERSONAL)) {
             *slot = sealed;
         }
-        Ok(json!({
+        let mut envelope = json!({
             "specversion": "1.0",
             "id": self.cloud_event_id(),
             "type": public.cloud_type,
@@ -129,7 +129,13 @@ impl StoredEvent {
             "position": self.position,
             "metadata": self.metadata,
             "data": public.data,
-        }))
+        });
+        if let (Some(traceparent), Some(attributes)) =
+            (self.traceparent(), envelope.as_object_mut())
+        {
+            attributes.insert("traceparent".into(), json!(traceparent));
+        }
+        Ok(envelope)
     }
 
     /// The Kafka message: key = user id, value = envelope, CloudEvents
@@ -137,21 +143,30 @@ impl StoredEvent {
     pub fn to_message(&self) -> Result<Outgoing, PublishError> {
         let envelope = self.envelope()?;
         let cloud_type = envelope["type"].as_str().unwrap_or_default().to_owned();
+        let mut headers = vec![
+            ("ce_specversion", "1.0".to_owned()),
+            ("ce_id", self.cloud_event_id()),
+            ("ce_type", cloud_type),
+            ("ce_source", SOURCE.to_owned()),
+            ("ce_time", self.time()),
+            ("ce_subject", self.aggregate_id.clone()),
+            ("content-type", "application/json".to_owned()),
+            ("ce_sequence", self.sequence.to_string()),
+            ("ce_position", self.position.to_string()),
+        ];
+        if let Some(traceparent) = self.traceparent() {
+            headers.push(("traceparent", traceparent.to_owned()));
+        }
         Ok(Outgoing {
             key: self.aggregate_id.clone(),
             value: envelope.to_string().into_bytes(),
-            headers: vec![
-                ("ce_specversion", "1.0".to_owned()),
-                ("ce_id", self.cloud_event_id()),
-                ("ce_type", cloud_type),
-                ("ce_source", SOURCE.to_owned()),
-                ("ce_time", self.time()),
-                ("ce_subject", self.aggregate_id.clone()),
-                ("content-type", "application/json".to_owned()),
-                ("ce_sequence", self.sequence.to_string()),
-                ("ce_position", self.position.to_string()),
-            ],
+            headers,
         })
+    }
+
+    /// The W3C trace context of the request that caused the event.
+    fn traceparent(&self) -> Option<&str> {
+        self.metadata["traceparent"].as_str()
     }
 
     /// Stable across re-deliveries, so consumers can de-duplicate by it.

@@ -37,7 +37,7 @@ use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
 use crate::users::password::PasswordHasher;
 use crate::users::values::Password;
 use crate::users::Users;
-use crate::{audit, shredding};
+use crate::{audit, shredding, telemetry};
 
 /// Largest request body accepted.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -298,9 +298,13 @@ fn request_meta(headers: &HeaderMap, client: IpAddr) -> RequestMeta {
     };
     let request_id = header("x-request-id").unwrap_or_default();
     let correlation_id = header("x-correlation-id").unwrap_or_else(|| request_id.clone());
+    let traceparent = header("traceparent")
+        .filter(|value| telemetry::is_traceparent(value))
+        .unwrap_or_else(telemetry::new_traceparent);
     RequestMeta {
         request_id,
         correlation_id,
+        traceparent,
         client,
     }
 }

@@ -52,6 +52,8 @@ pub struct ApiState {
 pub struct RequestMeta {
     pub request_id: String,
     pub correlation_id: String,
+    /// The W3C `traceparent` the request came with, or a new one.
+    pub traceparent: String,
     /// The peer address of the connection.
     pub client: IpAddr,
 }

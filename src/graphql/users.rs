@@ -859,6 +859,7 @@ fn acting(ctx: &Context<'_>) -> async_graphql::Result<CommandContext> {
         correlation_id: meta.correlation_id.clone(),
         causation_id: meta.request_id.clone(),
         request_id: meta.request_id.clone(),
+        traceparent: meta.traceparent.clone(),
     })
 }
 
@@ -882,6 +883,7 @@ fn limited<'a>(
             correlation_id: meta.correlation_id.clone(),
             causation_id: meta.request_id.clone(),
             request_id: meta.request_id.clone(),
+            traceparent: meta.traceparent.clone(),
         },
     ))
 }

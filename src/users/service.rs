@@ -52,6 +52,8 @@ pub struct CommandContext {
     pub causation_id: String,
     /// The HTTP request that carried the command.
     pub request_id: String,
+    /// The W3C trace context of that request.
+    pub traceparent: String,
 }
 
 impl CommandContext {
@@ -63,6 +65,7 @@ impl CommandContext {
             correlation_id: id.clone(),
             causation_id: id.clone(),
             request_id: id,
+            traceparent: crate::telemetry::new_traceparent(),
         }
     }
 
@@ -72,6 +75,7 @@ impl CommandContext {
             ("correlation_id".to_owned(), self.correlation_id.clone()),
             ("causation_id".to_owned(), self.causation_id.clone()),
             ("request_id".to_owned(), self.request_id.clone()),
+            ("traceparent".to_owned(), self.traceparent.clone()),
         ])
     }
 }

@@ -59,6 +59,7 @@ async fn events_record_who_caused_them_and_through_which_request() {
         .client
         .post(api.url("/graphql"))
         .header("x-correlation-id", "checkout-42")
+        .header("traceparent", TRACEPARENT)
         .json(&json!({"query": REGISTER, "variables": {"input": {
             "email": "linus@example.com", "password": crate::helpers::PASSWORD, "displayName": "Linus"}}}))
         .send()
@@ -81,7 +82,27 @@ async fn events_record_who_caused_them_and_through_which_request() {
     assert_eq!(metadata["correlation_id"], "checkout-42");
     assert_eq!(metadata["request_id"], request_id.as_str());
     assert_eq!(metadata["causation_id"], request_id.as_str());
+    assert_eq!(metadata["traceparent"], TRACEPARENT);
+
+    // Consumers get the trace context as a header and an attribute.
+    let consumer = stack.consumer().await;
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| !m.is_empty()).await;
+    assert_eq!(messages[0].headers["traceparent"], TRACEPARENT);
+    assert_eq!(messages[0].value["traceparent"], TRACEPARENT);
+
+    // A request without one gets a fresh trace context.
+    let other = api.register("ada@example.com", "Ada").await;
+    let metadata: serde_json::Value =
+        sqlx::query_scalar("SELECT metadata FROM events WHERE aggregate_id = $1")
+            .bind(&other.id)
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap();
+    let made = metadata["traceparent"].as_str().unwrap();
+    assert!(made.starts_with("00-") && made != TRACEPARENT, "{made}");
 }
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[tokio::test]
 async fn a_plain_kafka_consumer_sees_the_event_keyed_by_user_with_cloudevents_headers() {
