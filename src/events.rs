@@ -383,4 +383,80 @@ mod tests {
             })
         ));
     }
+
+    fn contract_file(path: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("contract")
+            .join(path);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn validator(schema: &Value) -> jsonschema::Validator {
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(schema)
+            .unwrap_or_else(|e| panic!("not a valid schema: {e}"))
+    }
+
+    #[test]
+    fn every_published_event_matches_the_json_schema_of_its_type_and_version() {
+        for (n, event) in every_event().into_iter().enumerate() {
+            let mut payload = serde_json::to_value(&event).unwrap();
+            for field in SEALED_FIELDS {
+                if let Some(value) = variant_fields(&mut payload)
+                    .and_then(|fields| fields.get_mut(field))
+                    .filter(|value| !value.is_null())
+                {
+                    *value = sealed_stand_in(value);
+                }
+            }
+            let mut stored = stored(n, payload);
+            stored.metadata = json!({"actor": "self", "correlation_id": "c", "causation_id": "r",
+                "request_id": "r", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+            let message = stored.to_message().unwrap();
+            let value: Value = serde_json::from_slice(&message.value).unwrap();
+            let cloud_type = value["type"].as_str().unwrap();
+            let schema = contract_file(&format!("schemas/{cloud_type}.json"));
+            let errors: Vec<String> = validator(&schema)
+                .iter_errors(&value)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{cloud_type}: {errors:?}\n{value}");
+            // And the schema is not a blank cheque: a wrong type fails it.
+            let mut wrong = value.clone();
+            wrong["data"] = json!({"unexpected": true});
+            assert!(!validator(&schema).is_valid(&wrong), "{cloud_type}");
+        }
+    }
+
+    #[test]
+    fn the_asyncapi_document_is_valid_asyncapi_3_and_lists_every_event_type() {
+        let spec = contract_file("asyncapi-3.0.0.schema.json");
+        let document = contract_file("asyncapi.json");
+        let asyncapi = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .build(&spec)
+            .unwrap();
+        let errors: Vec<String> = asyncapi
+            .iter_errors(&document)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut broken = document.clone();
+        broken["operations"]["receiveUserEvents"]["action"] = json!("eat");
+        assert!(!asyncapi.is_valid(&broken), "the validation can fail");
+
+        let messages = document["components"]["messages"].as_object().unwrap();
+        for event in every_event() {
+            let cloud_type = event.public().cloud_type;
+            let message = messages
+                .values()
+                .find(|m| m["name"] == cloud_type)
+                .unwrap_or_else(|| panic!("{cloud_type} is not in asyncapi.json"));
+            let schema = message["payload"]["schema"]["$ref"].as_str().unwrap();
+            assert_eq!(schema, format!("./schemas/{cloud_type}.json"));
+        }
+    }
 }
