@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::users::sealed_store::variant_fields;
+use crate::users::upcast;
 use crate::users::{User, UserEvent};
 
 /// The CloudEvents `source` of every account event.
@@ -107,6 +108,7 @@ impl StoredEvent {
                 }
             }
         }
+        let payload = upcast::stored(&self.event_type, &self.event_version, payload);
         let event: UserEvent =
             serde_json::from_value(payload).map_err(|source| PublishError::Unreadable {
                 aggregate_id: self.aggregate_id.clone(),
@@ -271,7 +273,7 @@ mod tests {
             }),
             UserEvent::UserDeleted(UserDeleted {
                 reason: "asked".into(),
-                status: UserStatus::Active,
+                previous_status: UserStatus::Active,
                 roles: [Role::User].into(),
             }),
             UserEvent::ProfileUpdated(ProfileUpdated {

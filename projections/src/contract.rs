@@ -61,7 +61,7 @@ impl Envelope {
             EMAIL_CHANGED_V1 => serde_json::from_value(value).map(AccountEvent::EmailChanged),
             DEACTIVATED_V1 => Ok(AccountEvent::Deactivated),
             REACTIVATED_V1 => Ok(AccountEvent::Reactivated),
-            DELETED_V1 => Ok(AccountEvent::Deleted),
+            DELETED_V1 | DELETED_V2 => Ok(AccountEvent::Deleted),
             ROLE_ASSIGNED_V1 => serde_json::from_value(value).map(AccountEvent::RoleAssigned),
             ROLE_REVOKED_V1 => serde_json::from_value(value).map(AccountEvent::RoleRevoked),
             PROFILE_UPDATED_V1 => serde_json::from_value(value).map(AccountEvent::ProfileUpdated),
@@ -81,7 +81,9 @@ pub const PASSWORD_CHANGED_V1: &str = "accountable.user.password_changed.v1";
 pub const EMAIL_CHANGED_V1: &str = "accountable.user.email_changed.v1";
 pub const DEACTIVATED_V1: &str = "accountable.user.deactivated.v1";
 pub const REACTIVATED_V1: &str = "accountable.user.reactivated.v1";
+/// Published by versions before `previous_status`; still on topics.
 pub const DELETED_V1: &str = "accountable.user.deleted.v1";
+pub const DELETED_V2: &str = "accountable.user.deleted.v2";
 pub const ROLE_ASSIGNED_V1: &str = "accountable.user.role_assigned.v1";
 pub const ROLE_REVOKED_V1: &str = "accountable.user.role_revoked.v1";
 pub const PROFILE_UPDATED_V1: &str = "accountable.user.profile_updated.v1";

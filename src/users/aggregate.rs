@@ -148,10 +148,15 @@ pub struct UserReactivated {
 
 /// The account is gone from the read side; its history stays. Says what
 /// was deleted, so that readers need nothing else.
+///
+/// Version 2.0: version 1.0 called `previous_status` `status`, which read
+/// as the status after deletion; stored 1.0 events are upcast on read
+/// (see [`crate::users::upcast`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserDeleted {
     pub reason: String,
-    pub status: UserStatus,
+    /// The status the account had when it was deleted.
+    pub previous_status: UserStatus,
     pub roles: BTreeSet<Role>,
 }
 
@@ -254,7 +259,11 @@ impl DomainEvent for UserEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            Self::UserDeleted(_) => "2.0",
+            _ => "1.0",
+        }
+        .to_owned()
     }
 }
 
@@ -306,8 +315,12 @@ impl UserEvent {
                 data: json!({"reason": e.reason}),
             },
             Self::UserDeleted(e) => PublicEvent {
-                cloud_type: "accountable.user.deleted.v1",
-                data: json!({"reason": e.reason, "status": e.status, "roles": e.roles}),
+                cloud_type: "accountable.user.deleted.v2",
+                data: json!({
+                    "reason": e.reason,
+                    "previous_status": e.previous_status,
+                    "roles": e.roles,
+                }),
             },
             Self::RoleAssigned(e) => PublicEvent {
                 cloud_type: "accountable.user.role_assigned.v1",
@@ -539,7 +552,7 @@ impl Aggregate for User {
             (UserCommand::Delete { reason }, Some(account)) => {
                 UserEvent::UserDeleted(UserDeleted {
                     reason,
-                    status: account.status,
+                    previous_status: account.status,
                     roles: account.roles.clone(),
                 })
             }
@@ -1047,7 +1060,7 @@ mod tests {
     fn deletion_says_what_was_deleted_and_ends_every_command() {
         let deleted = UserEvent::UserDeleted(UserDeleted {
             reason: "asked".into(),
-            status: UserStatus::Deactivated,
+            previous_status: UserStatus::Deactivated,
             roles: BTreeSet::from([Role::User]),
         });
         TestFramework::<User>::with(())
@@ -1097,7 +1110,7 @@ mod tests {
     fn given_registered_when_erase_then_erased_through_the_last_event() {
         let deleted = UserEvent::UserDeleted(UserDeleted {
             reason: "asked to".into(),
-            status: UserStatus::Active,
+            previous_status: UserStatus::Active,
             roles: BTreeSet::from([Role::User]),
         });
         TestFramework::<User>::with(())

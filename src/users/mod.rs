@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod password;
 pub mod sealed_store;
 pub mod service;
+pub mod upcast;
 pub mod values;
 
 pub use aggregate::{Account, Role, User, UserEvent, UserStatus};

@@ -203,7 +203,8 @@ impl Users {
             store: PersistedEventStore::new_event_store(SealedRepository::new(
                 pool.clone(),
                 vault.clone(),
-            )),
+            ))
+            .with_upcasters(super::upcast::upcasters()),
             vault,
             pool,
             hasher,

@@ -155,3 +155,53 @@ async fn a_plain_kafka_consumer_sees_the_event_keyed_by_user_with_cloudevents_he
         "the password hash must never be published: {value}"
     );
 }
+
+#[tokio::test]
+async fn a_stored_version_1_event_is_read_and_published_as_version_2() {
+    let (stack, api) = TestStack::full().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    // A deletion as versions before `previous_status` stored it.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('User', $1, 2, 'UserDeleted', '1.0',
+                 '{\"UserDeleted\": {\"reason\": \"asked\", \"status\": \"ACTIVE\", \"roles\": [\"USER\"]}}',
+                 '{\"actor\": \"system\"}')",
+    )
+    .bind(&ada.id)
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+
+    // The relay publishes it as the current version.
+    let consumer = stack.consumer().await;
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= 2).await;
+    let deleted = messages.iter().find(|m| m.value["sequence"] == 2).unwrap();
+    assert_eq!(deleted.headers["ce_type"], "accountable.user.deleted.v2");
+    assert_eq!(
+        deleted.value["data"],
+        json!({"reason": "asked", "previous_status": "ACTIVE", "roles": ["USER"]})
+    );
+    // The aggregate applies it: the account is deleted for every command.
+    let body = api
+        .graphql(
+            "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }",
+            json!({"e": "ada@example.com", "p": crate::helpers::PASSWORD}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
+    // And the read side, which reads the published contract, hides it.
+    eventually("the deletion is projected", Duration::from_secs(30), || {
+        let pool = stack.pool.clone();
+        let id = uuid::Uuid::parse_str(&ada.id).unwrap();
+        async move {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM users WHERE id = $1 AND version = 2")
+                    .bind(id)
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap();
+            status.filter(|s| s == "DELETED")
+        }
+    })
+    .await;
+}
