@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::ParseRequestError;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -31,7 +33,9 @@ use crate::auth::tokens::Tokens;
 use crate::auth::{Auth, AuthError, Caller, Clock};
 use crate::config::{Config, Environment};
 use crate::graphql::error::Code;
+use crate::graphql::feed::EventFeed;
 use crate::graphql::freshness::ProjectionWatch;
+use crate::graphql::live::ConnectionToken;
 use crate::graphql::loader::{self, LookupCount};
 use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
 use crate::users::password::PasswordHasher;
@@ -45,6 +49,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest correlation id taken from a client.
 const MAX_CORRELATION_ID: usize = 128;
+/// Longest access token a WebSocket connection may present.
+const MAX_TOKEN: usize = 4096;
 
 #[derive(Clone)]
 struct HttpState {
@@ -111,8 +117,9 @@ impl Application {
             policy: config.lockout(),
             dummy_hash,
         });
-        let freshness = ProjectionWatch::start(&pool, shutdown).await?;
+        let freshness = ProjectionWatch::start(&pool, shutdown.clone()).await?;
         let (users, user_lookups) = loader::users(pool.clone());
+        let feed = EventFeed::start(pool.clone(), vault.clone(), shutdown.clone()).await?;
         let schema = graphql::build_schema(
             config.env,
             ApiState {
@@ -122,6 +129,7 @@ impl Application {
                 freshness,
                 users,
                 vault,
+                feed,
                 read_your_writes_timeout: config.read_your_writes_timeout(),
             },
         );
@@ -168,6 +176,7 @@ fn router(state: HttpState, env: Environment) -> Router {
     };
     Router::new()
         .route("/graphql", graphql)
+        .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
@@ -181,6 +190,51 @@ fn router(state: HttpState, env: Environment) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Subscriptions over graphql-transport-ws (and the older graphql-ws). The
+/// `connection_init` payload carries the access token as
+/// `{"authorization": "Bearer …"}`; a connection without a valid one is
+/// refused.
+async fn graphql_ws(
+    State(state): State<HttpState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let schema = state.schema.clone();
+    let auth = state.auth.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let token = connection_token(&payload).ok_or_else(|| {
+                        async_graphql::Error::new(
+                            "sign in: send {\"authorization\": \"Bearer <access token>\"} in connection_init",
+                        )
+                    })?;
+                    let caller = auth
+                        .authenticate_session(&token)
+                        .await
+                        .map_err(|_| async_graphql::Error::new("invalid or expired access token"))?;
+                    let mut data = async_graphql::Data::default();
+                    data.insert(caller);
+                    data.insert(ConnectionToken(token));
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+/// The bearer token of a `connection_init` payload.
+fn connection_token(payload: &serde_json::Value) -> Option<String> {
+    ["authorization", "Authorization"]
+        .iter()
+        .find_map(|key| payload.get(*key).and_then(serde_json::Value::as_str))
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN)
+        .map(str::to_owned)
 }
 
 async fn graphql_post(

@@ -149,7 +149,9 @@ impl Auth {
             .load(rotated.user_id)
             .await?
             .ok_or(AuthError::InvalidCredentials)?;
-        let access = self.tokens.issue(rotated.user_id, roles(&account), now)?;
+        let access = self
+            .tokens
+            .issue(rotated.user_id, roles(&account), rotated.family_id, now)?;
         Ok(SignedIn {
             user_id: rotated.user_id,
             access_token: access.token,
@@ -294,10 +296,32 @@ impl Auth {
     /// or was issued before the user's sessions ended, is an error, never
     /// anonymous.
     pub async fn authenticate(&self, bearer: &str) -> Result<Caller, AuthError> {
-        let claims = self.tokens.verify(bearer, self.clock.now()).await?;
+        self.caller(bearer, false).await
+    }
+
+    /// As [`Auth::authenticate`], for a long-lived connection (a
+    /// subscription), checked again while it lasts: the token's session
+    /// must also be live, so that logging out ends the connection.
+    pub async fn authenticate_session(&self, bearer: &str) -> Result<Caller, AuthError> {
+        self.caller(bearer, true).await
+    }
+
+    async fn caller(&self, bearer: &str, session: bool) -> Result<Caller, AuthError> {
+        let now = self.clock.now();
+        let claims = self.tokens.verify(bearer, now).await?;
         let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::InvalidToken("subject"))?;
         if let Some(cutoff) = self.sessions.cutoff(id).await? {
             if issued_before(&claims, cutoff) {
+                return Err(AuthError::InvalidToken("session ended"));
+            }
+        }
+        if session {
+            let family = claims
+                .sid
+                .as_deref()
+                .and_then(|sid| Uuid::parse_str(sid).ok())
+                .ok_or(AuthError::InvalidToken("no session"))?;
+            if !self.sessions.is_live(family, now).await? {
                 return Err(AuthError::InvalidToken("session ended"));
             }
         }
@@ -314,8 +338,8 @@ impl Auth {
         executed: Option<Executed>,
     ) -> Result<SignedIn, AuthError> {
         let now = self.clock.now();
-        let access = self.tokens.issue(user_id, roles, now)?;
-        let refresh_token = self.sessions.start(user_id, now).await?;
+        let (refresh_token, session) = self.sessions.start(user_id, now).await?;
+        let access = self.tokens.issue(user_id, roles, session, now)?;
         Ok(SignedIn {
             user_id,
             access_token: access.token,

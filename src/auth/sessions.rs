@@ -36,6 +36,8 @@ pub enum Refused {
 pub struct Rotated {
     pub user_id: Uuid,
     pub token: String,
+    /// The session (token family).
+    pub family_id: Uuid,
 }
 
 #[derive(sqlx::FromRow)]
@@ -79,12 +81,14 @@ impl Sessions {
     }
 
     /// A new family with its first token.
-    pub async fn start(&self, user_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<String> {
+    /// A new session: its refresh token and its id (the token family).
+    pub async fn start(&self, user_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<(String, Uuid)> {
         let token = new_token();
+        let family_id = Uuid::now_v7();
         let expires_at = now + self.config.absolute;
         sqlx::query(INSERT_TOKEN)
             .bind(Uuid::now_v7())
-            .bind(Uuid::now_v7())
+            .bind(family_id)
             .bind(user_id)
             .bind(hash(&token))
             .bind(now)
@@ -92,7 +96,21 @@ impl Sessions {
             .bind(expires_at)
             .execute(&self.pool)
             .await?;
-        Ok(token)
+        Ok((token, family_id))
+    }
+
+    /// Whether the session still has a live refresh token (not logged out,
+    /// revoked or expired).
+    pub async fn is_live(&self, family_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM refresh_tokens
+                             WHERE family_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL
+                               AND expires_at > $2 AND idle_expires_at > $2)",
+        )
+        .bind(family_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// Replaces `token` by a new one of its family. Of two concurrent uses
@@ -151,6 +169,7 @@ impl Sessions {
         Ok(Ok(Rotated {
             user_id: row.user_id,
             token: next,
+            family_id: row.family_id,
         }))
     }
 

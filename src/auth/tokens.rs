@@ -27,6 +27,10 @@ pub struct AccessClaims {
     /// precise issue time that per-user cut-offs compare with.
     pub jti: String,
     pub roles: Vec<String>,
+    /// The session (refresh token family) the token was issued in; its
+    /// logout ends long-lived connections opened with the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl AccessClaims {
@@ -75,6 +79,7 @@ impl Tokens {
         &self,
         user_id: Uuid,
         roles: Vec<String>,
+        session: Uuid,
         now: DateTime<Utc>,
     ) -> Result<AccessToken, TokenError> {
         let (kid, key) = self.keys.signing_key(now).ok_or(TokenError::NoSigningKey)?;
@@ -92,6 +97,7 @@ impl Tokens {
             ))
             .to_string(),
             roles,
+            sid: Some(session.to_string()),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid);

@@ -16,7 +16,7 @@ use crate::users::Role;
 
 /// One stored event, as auditors read it.
 #[derive(SimpleObject)]
-pub struct AuditEvent {
+pub struct AccountEvent {
     /// Its place in the global order of the store.
     pub position: i64,
     /// The user whose stream it belongs to.
@@ -50,7 +50,7 @@ pub struct AuditEvent {
     pub previous_hash: Option<String>,
 }
 
-impl From<ReadableEvent> for AuditEvent {
+impl From<ReadableEvent> for AccountEvent {
     fn from(event: ReadableEvent) -> Self {
         let meta = |key: &str| event.row.event.metadata[key].as_str().map(str::to_owned);
         Self {
@@ -91,7 +91,7 @@ pub struct EventEdge {
     /// Pass as `after` to list the events after this one.
     cursor: String,
     /// The event.
-    node: AuditEvent,
+    node: AccountEvent,
 }
 
 impl EventConnection {
@@ -105,7 +105,7 @@ impl EventConnection {
             .into_iter()
             .map(|event| EventEdge {
                 cursor: cursor(&event),
-                node: AuditEvent::from(event),
+                node: AccountEvent::from(event),
             })
             .collect();
         Self {

@@ -3,8 +3,10 @@
 
 pub mod audit;
 pub mod error;
+pub mod feed;
 pub mod freshness;
 pub mod guards;
+pub mod live;
 pub mod loader;
 pub mod users;
 
@@ -12,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, Schema, SchemaBuilder};
 use sqlx::PgPool;
 
 use crate::auth::ratelimit::ClientLimiter;
@@ -32,7 +34,7 @@ pub struct QueryRoot(users::UserQuery, audit::AuditQuery);
 #[graphql(name = "Mutation")]
 pub struct MutationRoot(users::UserMutation);
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
 
 /// What resolvers share for the life of the process.
 pub struct ApiState {
@@ -44,6 +46,8 @@ pub struct ApiState {
     pub users: loader::Users,
     /// Opens sealed personal fields for auditors.
     pub vault: Arc<accountable_vault::Vault>,
+    /// Committed events, live, for subscriptions.
+    pub feed: feed::EventFeed,
     pub read_your_writes_timeout: Duration,
 }
 
@@ -61,11 +65,11 @@ pub struct RequestMeta {
 /// The schema with its validation limits, before any data is attached.
 pub fn schema_builder(
     env: Environment,
-) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+) -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
     let builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        live::SubscriptionRoot,
     )
     .limit_depth(10)
     .limit_complexity(2500)

@@ -325,6 +325,7 @@ fn claims(sub: &str, now: i64) -> AccessClaims {
         nbf: now,
         jti: Uuid::now_v7().to_string(),
         roles: vec!["USER".into(), "ADMIN".into()],
+        sid: None,
     }
 }
 

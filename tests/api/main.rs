@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod erasure;
 mod helpers;
+mod live;
 mod pipeline;
 mod projection;
 mod registration;

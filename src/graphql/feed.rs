@@ -1,0 +1,98 @@
+//! Live events for subscriptions: one task per process follows the event
+//! store in commit order (woken by the append NOTIFY, with a polling
+//! fallback) and broadcasts each event, opened, to every subscription.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use accountable_vault::Vault;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::history::{self, ReadableEvent, StreamCursor, StreamFilter};
+use crate::relay::EVENTS_CHANNEL;
+
+/// How many events a slow subscription may fall behind before it is told
+/// so and ended.
+const BACKLOG: usize = 1024;
+/// How often the store is read when no NOTIFY arrives.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+const PAGE: i64 = 500;
+
+const LATEST: &str = "
+SELECT transaction_id::text, position FROM events
+ WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY transaction_id DESC, position DESC LIMIT 1";
+
+#[derive(Clone)]
+pub struct EventFeed {
+    sender: broadcast::Sender<Arc<ReadableEvent>>,
+}
+
+impl EventFeed {
+    /// Starts following the store from its current end; stops with
+    /// `shutdown`.
+    pub async fn start(
+        pool: PgPool,
+        vault: Arc<Vault>,
+        shutdown: CancellationToken,
+    ) -> sqlx::Result<Self> {
+        let (sender, _) = broadcast::channel(BACKLOG);
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let latest: Option<(String, i64)> = sqlx::query_as(LATEST).fetch_optional(&pool).await?;
+        let mut cursor = latest.map(|(transaction_id, position)| StreamCursor {
+            transaction_id,
+            position,
+        });
+        let feed = Self {
+            sender: sender.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = listener.recv() => {}
+                    _ = tokio::time::sleep(POLL_EVERY) => {}
+                }
+                loop {
+                    let filter = StreamFilter::default();
+                    let events = match history::stream(
+                        &pool,
+                        &vault,
+                        &filter,
+                        cursor.as_ref(),
+                        PAGE,
+                    )
+                    .await
+                    {
+                        Ok(events) => events,
+                        Err(error) => {
+                            tracing::warn!(error = %error, "the live event feed cannot read the store");
+                            break;
+                        }
+                    };
+                    let Some(last) = events.last() else {
+                        break;
+                    };
+                    cursor = Some(StreamCursor::of(&last.row.event));
+                    let full = i64::try_from(events.len()).unwrap_or_default() == PAGE;
+                    for event in events {
+                        // No subscriber is not an error.
+                        let _ = sender.send(Arc::new(event));
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(feed)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ReadableEvent>> {
+        self.sender.subscribe()
+    }
+}

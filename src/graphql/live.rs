@@ -1,0 +1,181 @@
+//! `accountEvents`: a user's events as they happen, over `/graphql/ws`
+//! (graphql-transport-ws). The token given at connection is checked when
+//! the subscription starts, with every event, and every second: once it
+//! expires, its session is logged out, or the user loses the right, the
+//! subscription answers `UNAUTHENTICATED` or `FORBIDDEN` and ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, Subscription, ID};
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::audit::AccountEvent;
+use super::error::{ApiError, Code};
+use super::ApiState;
+use crate::audit::history::ReadableEvent;
+use crate::auth::{Auth, Caller};
+use crate::users::Role;
+
+/// The access token a WebSocket connection was opened with.
+#[derive(Clone)]
+pub struct ConnectionToken(pub String);
+
+/// How often a quiet subscription checks its token again.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+/// Whom a subscription follows.
+#[derive(Clone, Copy)]
+enum Scope {
+    One(Uuid),
+    Everyone,
+}
+
+impl Scope {
+    fn covers(self, event: &ReadableEvent) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::One(id) => event.row.event.aggregate_id == id.to_string(),
+        }
+    }
+}
+
+/// Whether `caller` may follow `scope`: their own events, or anyone's for
+/// auditors and admins.
+fn allowed(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
+    let Caller::User { id, roles } = caller else {
+        return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
+    };
+    let reader = roles
+        .iter()
+        .any(|r| r == Role::Auditor.as_str() || r == Role::Admin.as_str());
+    match scope {
+        _ if reader => Ok(()),
+        Scope::One(user) if user == *id => Ok(()),
+        _ => Err(ApiError::new(Code::Forbidden, "not allowed")),
+    }
+}
+
+/// The caller of `token` now, if they may still follow `scope`.
+async fn check(auth: &Auth, token: &str, scope: Scope) -> Result<(), ApiError> {
+    let caller = auth.authenticate_session(token).await.map_err(|_| {
+        ApiError::new(
+            Code::Unauthenticated,
+            "the access token expired or its session ended",
+        )
+    })?;
+    allowed(&caller, scope)
+}
+
+struct Following {
+    auth: Arc<Auth>,
+    token: String,
+    scope: Scope,
+    events: tokio::sync::broadcast::Receiver<Arc<ReadableEvent>>,
+    ticks: tokio::time::Interval,
+    ended: bool,
+}
+
+impl Following {
+    async fn next(&mut self) -> Option<async_graphql::Result<AccountEvent>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let event = tokio::select! {
+                _ = self.ticks.tick() => None,
+                received = self.events.recv() => Some(received),
+            };
+            let outcome = match event {
+                None => check(&self.auth, &self.token, self.scope)
+                    .await
+                    .err()
+                    .map(Err),
+                Some(Ok(event)) if self.scope.covers(&event) => {
+                    Some(match check(&self.auth, &self.token, self.scope).await {
+                        Ok(()) => Ok(AccountEvent::from((*event).clone())),
+                        Err(error) => Err(error),
+                    })
+                }
+                Some(Ok(_)) => None,
+                Some(Err(RecvError::Lagged(missed))) => Some(Err(ApiError::new(
+                    Code::Unavailable,
+                    format!("fell {missed} events behind; subscribe again and read the gap with userHistory"),
+                ))),
+                Some(Err(RecvError::Closed)) => Some(Err(ApiError::new(
+                    Code::Unavailable,
+                    "the server is shutting down",
+                ))),
+            };
+            match outcome {
+                None => continue,
+                Some(Ok(event)) => return Some(Ok(event)),
+                Some(Err(error)) => {
+                    self.ended = true;
+                    return Some(Err(error.into_graphql()));
+                }
+            }
+        }
+    }
+}
+
+/// What can be followed live.
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// Account events as they are committed, in commit order: a user's own
+    /// (`userId` their id, or left out), or anyone's for auditors and
+    /// admins (everyone's when `userId` is left out). Needs the access
+    /// token in the `connection_init` payload as `{"authorization":
+    /// "Bearer …"}`. Ends with an error when the token expires, its session
+    /// is logged out, or the caller loses the right to follow.
+    async fn account_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user to follow.")] user_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AccountEvent>>> {
+        let state = ctx.data::<ApiState>()?;
+        let Some(ConnectionToken(token)) = ctx.data_opt::<ConnectionToken>() else {
+            return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
+        };
+        let caller = state.auth.authenticate_session(token).await.map_err(|_| {
+            ApiError::new(Code::Unauthenticated, "invalid or expired access token").into_graphql()
+        })?;
+        let scope = match (&user_id, &caller) {
+            (Some(id), _) => Scope::One(Uuid::parse_str(id).map_err(|_| {
+                ApiError::new(Code::BadUserInput, "userId: not a user id")
+                    .with("field", "userId")
+                    .into_graphql()
+            })?),
+            (None, Caller::User { id, roles })
+                if !roles
+                    .iter()
+                    .any(|r| r == Role::Auditor.as_str() || r == Role::Admin.as_str()) =>
+            {
+                Scope::One(*id)
+            }
+            (None, _) => Scope::Everyone,
+        };
+        allowed(&caller, scope).map_err(ApiError::into_graphql)?;
+        let mut ticks = tokio::time::interval(RECHECK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let following = Following {
+            auth: state.auth.clone(),
+            token: token.clone(),
+            scope,
+            events: state.feed.subscribe(),
+            ticks,
+            ended: false,
+        };
+        Ok(
+            futures::stream::unfold(following, |mut following| async move {
+                following.next().await.map(|item| (item, following))
+            })
+            .boxed(),
+        )
+    }
+}
