@@ -1,7 +1,7 @@
 //! The PostgreSQL pool and the embedded migrations.
 
 use sqlx::migrate::{MigrateDatabase, Migrator};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -24,4 +24,14 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
         .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
+}
+
+/// A LISTEN connection of its own beside `pool`, not taken from it, so that
+/// long-lived listeners never starve the queries; it reconnects by itself.
+pub async fn listener(pool: &PgPool) -> sqlx::Result<PgListener> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone())
+        .await?;
+    PgListener::connect_with(&own).await
 }

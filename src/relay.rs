@@ -9,7 +9,6 @@ use cqrs_es::Aggregate;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -125,7 +124,7 @@ impl Relay {
             self.config.replication,
         )
         .await?;
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = crate::db::listener(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         sqlx::query(ENSURE_CURSOR)
             .bind(&self.config.topic)

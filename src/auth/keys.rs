@@ -324,7 +324,7 @@ pub async fn follow_changes(
     interval: StdDuration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(&keys.pool).await?;
+    let mut listener = crate::db::listener(&keys.pool).await?;
     listener.listen(KEYS_CHANNEL).await?;
     tokio::spawn(async move {
         loop {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accountable_vault::Vault;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +39,7 @@ impl EventFeed {
         shutdown: CancellationToken,
     ) -> sqlx::Result<Self> {
         let (sender, _) = broadcast::channel(BACKLOG);
-        let mut listener = PgListener::connect_with(&pool).await?;
+        let mut listener = crate::db::listener(&pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         let latest: Option<(String, i64)> = sqlx::query_as(LATEST).fetch_optional(&pool).await?;
         let mut cursor = latest.map(|(transaction_id, position)| StreamCursor {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use accountable_projections::users::UserRow;
 use accountable_projections::worker::PROJECTED_CHANNEL;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +29,7 @@ impl ProjectionWatch {
     /// Starts listening; the listener reconnects by itself and stops with
     /// `shutdown`.
     pub async fn start(pool: &PgPool, shutdown: CancellationToken) -> sqlx::Result<Self> {
-        let mut listener = PgListener::connect_with(pool).await?;
+        let mut listener = crate::db::listener(pool).await?;
         listener.listen(PROJECTED_CHANNEL).await?;
         let (tx, batches) = watch::channel(0);
         tokio::spawn(async move {
