@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use crate::auth::sessions::SessionConfig;
 use crate::auth::tokens::TokenConfig;
 use crate::relay::RelayConfig;
+use crate::state::StateConfig;
 use crate::users::aggregate::LockoutPolicy;
 use crate::users::password::HashCost;
 use crate::users::values::Password;
@@ -67,6 +68,27 @@ pub struct Config {
         global = true
     )]
     pub events_topic: String,
+
+    /// The compacted topic of every user's latest state (personal data
+    /// included: restrict who may read it), created if missing.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_STATE_TOPIC",
+        default_value = "accountable.user.state",
+        global = true
+    )]
+    pub state_topic: String,
+
+    /// The longest a value may stay in the state topic after a newer one
+    /// (such as a tombstone) supersedes it: the topic's
+    /// `max.compaction.lag.ms` and `segment.ms`.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_STATE_MAX_COMPACTION_LAG_MS",
+        default_value_t = 3_600_000,
+        global = true
+    )]
+    pub state_max_compaction_lag_ms: u64,
 
     /// Partitions of the events topic when the relay creates it.
     #[arg(
@@ -326,6 +348,18 @@ impl Config {
             poll_interval: Duration::from_millis(self.relay_poll_ms),
             message_timeout: Duration::from_secs(120),
             batch_messages: self.relay_batch_messages,
+        }
+    }
+
+    pub fn state(&self) -> StateConfig {
+        StateConfig {
+            bootstrap_servers: self.kafka_bootstrap_servers.clone(),
+            topic: self.state_topic.clone(),
+            partitions: self.topic_partitions,
+            replication: self.topic_replication,
+            max_compaction_lag: Duration::from_millis(self.state_max_compaction_lag_ms),
+            batch_messages: self.relay_batch_messages,
+            poll_interval: Duration::from_millis(self.relay_poll_ms.max(100)),
         }
     }
 

@@ -15,10 +15,25 @@ pub async fn ensure_topic(
     partitions: i32,
     replication: i32,
 ) -> anyhow::Result<()> {
+    ensure_topic_with(bootstrap_servers, topic, partitions, replication, &[]).await
+}
+
+/// Creates `topic` with the topic configuration `settings` unless it
+/// exists (an existing topic keeps its own).
+pub async fn ensure_topic_with(
+    bootstrap_servers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap_servers)
         .create()?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    for (key, value) in settings {
+        new_topic = new_topic.set(key, value);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics([&new_topic], &options).await? {
         match result {

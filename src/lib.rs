@@ -12,6 +12,7 @@
 //! - [`audit`]: the hash chain of the event store, signed checkpoints,
 //!   and their verification.
 //! - [`rebuild`]: a read table rebuilt from the event store and swapped in.
+//! - [`state`]: the compacted topic of every user's latest state.
 //! - [`shredding`]: the vault (the `accountable-vault` crate) that seals
 //!   personal data in events, and the migration of data stored in clear.
 //! - [`graphql`]: the schema, its resolvers and client-facing errors.
@@ -31,5 +32,6 @@ pub mod processes;
 pub mod rebuild;
 pub mod relay;
 pub mod shredding;
+pub mod state;
 pub mod telemetry;
 pub mod users;

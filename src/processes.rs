@@ -11,6 +11,7 @@ use crate::http::Application;
 use crate::kafka;
 use crate::relay::Relay;
 use crate::shredding;
+use crate::state::StatePublisher;
 
 pub async fn serve(
     config: &Config,
@@ -52,9 +53,22 @@ pub async fn project(
     }
     let history = StoreHistory::new(pool.clone());
     let vault = shredding::open_vault(config, &pool).await?;
-    Worker::new(pool, config.projection(), history, vault)?
-        .run(shutdown)
-        .await
+    let worker = Worker::new(pool.clone(), config.projection(), history, vault)?;
+    let states = StatePublisher::new(pool, config.state())?;
+    let stop_both = shutdown.clone();
+    let (projected, published) = tokio::join!(
+        async {
+            let result = worker.run(shutdown.clone()).await;
+            stop_both.cancel();
+            result
+        },
+        async {
+            let result = states.run(shutdown.clone()).await;
+            stop_both.cancel();
+            result
+        },
+    );
+    projected.and(published)
 }
 
 /// serve, relay and project in one process; if one fails, all stop.

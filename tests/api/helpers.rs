@@ -60,6 +60,7 @@ impl TestStack {
         let id = Uuid::new_v4().simple().to_string();
         config.database_url = format!("{server}/accountable_test_{id}");
         config.events_topic = format!("accountable.test.{id}.user.events");
+        config.state_topic = format!("accountable.test.{id}.user.state");
         config.projection_group = format!("accountable.test.{id}.projection.users");
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.topic_partitions = 3;
@@ -170,6 +171,7 @@ impl TestStack {
                 &self.config.kafka_bootstrap_servers,
             )
             .env("ACCOUNTABLE_EVENTS_TOPIC", &self.config.events_topic)
+            .env("ACCOUNTABLE_STATE_TOPIC", &self.config.state_topic)
             .env(
                 "ACCOUNTABLE_PROJECTION_GROUP",
                 &self.config.projection_group,
@@ -223,9 +225,15 @@ impl TestStack {
     /// beginning. The topic is created first if the relay has not yet, so
     /// that the consumer reads from the moment it exists.
     pub async fn consumer(&self) -> StreamConsumer {
+        self.consumer_of(&self.config.events_topic).await
+    }
+
+    /// A plain consumer of every partition of `topic` from the beginning,
+    /// the topic created first if need be.
+    pub async fn consumer_of(&self, topic: &str) -> StreamConsumer {
         kafka::ensure_topic(
             &self.config.kafka_bootstrap_servers,
-            &self.config.events_topic,
+            topic,
             self.config.topic_partitions,
             self.config.topic_replication,
         )
@@ -237,7 +245,7 @@ impl TestStack {
         let mut assignment = TopicPartitionList::new();
         for partition in 0..self.config.topic_partitions {
             assignment
-                .add_partition_offset(&self.config.events_topic, partition, Offset::Beginning)
+                .add_partition_offset(topic, partition, Offset::Beginning)
                 .expect("a valid partition");
         }
         consumer.assign(&assignment).expect("assigned");
@@ -341,8 +349,10 @@ pub async fn next_message(
         return Some(Received {
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             headers,
-            value: serde_json::from_slice(message.payload().unwrap_or_default())
-                .expect("a JSON value"),
+            // A tombstone (no value) reads as null.
+            value: message.payload().map_or(Value::Null, |payload| {
+                serde_json::from_slice(payload).expect("a JSON value")
+            }),
             partition: message.partition(),
             offset: message.offset(),
         });

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{consume_until, error_code, eventually, TestStack, REGISTER};
 
@@ -204,4 +204,82 @@ async fn a_stored_version_1_event_is_read_and_published_as_version_2() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_state_topic_ends_at_the_read_table_per_user_and_in_tombstones_for_the_gone() {
+    let (stack, api) = TestStack::full().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let grace = api.register("grace@example.com", "Grace").await;
+    let alan = api.register("alan@example.com", "Alan").await;
+    let renamed = api
+        .graphql_as(
+            Some(&ada.access),
+            "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
+            json!({"input": {"id": ada.id, "displayName": "Ada Lovelace", "locale": "en-GB"}}),
+        )
+        .await;
+    assert!(renamed["errors"].is_null(), "{renamed}");
+    for (user, mutation) in [(&grace, "deleteUser"), (&alan, "eraseUser")] {
+        let body = api
+            .graphql_as(
+                Some(&user.access),
+                &format!("mutation($id: ID!) {{ {mutation}(input: {{id: $id}}) {{ version }} }}"),
+                json!({"id": user.id}),
+            )
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
+
+    // The last value of each key, once every user's newest state is there.
+    let expected_versions = [
+        (ada.id.clone(), 2),
+        (grace.id.clone(), 2),
+        (alan.id.clone(), 2),
+    ];
+    let consumer = stack.consumer_of(&stack.config.state_topic).await;
+    let mut last: std::collections::HashMap<String, (i64, Value)> = Default::default();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while expected_versions
+        .iter()
+        .any(|(id, version)| last.get(id).map(|(v, _)| *v) != Some(*version))
+    {
+        let message = crate::helpers::next_message(&consumer, until)
+            .await
+            .expect("the state topic catches up");
+        let version: i64 = message.headers["version"].parse().unwrap();
+        last.insert(message.key.clone(), (version, message.value));
+    }
+
+    let row: Value = sqlx::query_scalar(
+        "SELECT json_build_object('email', email, 'display_name', display_name, 'status', status,
+                                  'roles', roles, 'locale', locale, 'version', version)
+           FROM users WHERE id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&ada.id).unwrap())
+    .fetch_one(&stack.pool)
+    .await
+    .unwrap();
+    let state = &last[&ada.id].1;
+    for field in [
+        "email",
+        "display_name",
+        "status",
+        "roles",
+        "locale",
+        "version",
+    ] {
+        assert_eq!(state[field], row[field], "{field}: {state} vs {row}");
+    }
+    assert_eq!(state["display_name"], "Ada Lovelace");
+    assert_eq!(
+        last[&grace.id].1,
+        Value::Null,
+        "a deleted user ends in a tombstone"
+    );
+    assert_eq!(
+        last[&alan.id].1,
+        Value::Null,
+        "an erased user ends in a tombstone"
+    );
 }

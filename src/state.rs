@@ -1,0 +1,172 @@
+//! The compacted state topic: every user's latest state, keyed by user id,
+//! personal data included (for consumers entitled to it), and a tombstone
+//! once the user is deleted or erased, so that a new consumer bootstraps
+//! without replaying all history.
+//!
+//! Published from the read table, after the projection: a row whose
+//! `state_version` is behind its `version` is (re)published and marked once
+//! the broker acknowledged it, so a crash anywhere leaves rows to publish,
+//! never lost ones. One publisher leads at a time (a PostgreSQL advisory
+//! lock), so a key's values reach the topic in version order.
+
+use std::time::Duration;
+
+use accountable_projections::users::UserRow;
+use accountable_projections::worker::PROJECTED_CHANNEL;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::{db, kafka};
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub replication: i32,
+    /// The topic's `max.compaction.lag.ms` and `segment.ms`.
+    pub max_compaction_lag: Duration,
+    pub batch_messages: u32,
+    pub poll_interval: Duration,
+}
+
+const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(hashtext('accountable.state'))";
+const PENDING: &str = "
+SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+  FROM users WHERE state_version IS DISTINCT FROM version LIMIT 500";
+const MARK: &str = "UPDATE users SET state_version = $2 WHERE id = $1 AND version = $2";
+/// How long a tombstone stays for consumers to see the deletion.
+const TOMBSTONE_RETENTION_MS: &str = "86400000";
+
+pub struct StatePublisher {
+    pool: PgPool,
+    config: StateConfig,
+    producer: FutureProducer,
+}
+
+/// The state of a user as the topic carries it; `None` is a tombstone.
+pub fn state_value(row: &UserRow) -> Option<serde_json::Value> {
+    if row.status == "DELETED" || row.status == "ERASED" {
+        return None;
+    }
+    Some(json!({
+        "id": row.id,
+        "version": row.version,
+        "status": row.status,
+        "roles": row.roles,
+        "email": row.email,
+        "display_name": row.display_name,
+        "locale": row.locale,
+        "time_zone": row.time_zone,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }))
+}
+
+impl StatePublisher {
+    pub fn new(pool: PgPool, config: StateConfig) -> anyhow::Result<Self> {
+        let producer = kafka::idempotent_producer(
+            &config.bootstrap_servers,
+            Duration::from_secs(120),
+            config.batch_messages,
+        )?;
+        Ok(Self {
+            pool,
+            config,
+            producer,
+        })
+    }
+
+    /// Publishes until `shutdown`, leading when no other publisher does.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let lag = self.config.max_compaction_lag.as_millis().to_string();
+        kafka::ensure_topic_with(
+            &self.config.bootstrap_servers,
+            &self.config.topic,
+            self.config.partitions,
+            self.config.replication,
+            &[
+                ("cleanup.policy", "compact"),
+                ("max.compaction.lag.ms", &lag),
+                ("segment.ms", &lag),
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("delete.retention.ms", TOMBSTONE_RETENTION_MS),
+            ],
+        )
+        .await?;
+        let mut listener = db::listener(&self.pool).await?;
+        listener.listen(PROJECTED_CHANNEL).await?;
+        let mut lead: Option<PgConnection> = None;
+        loop {
+            if lead.is_none() {
+                let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+                let leads: bool = sqlx::query_scalar(TRY_LEAD).fetch_one(&mut conn).await?;
+                if leads {
+                    lead = Some(conn);
+                }
+            }
+            if lead.is_some() {
+                if let Err(error) = self.publish_pending().await {
+                    tracing::warn!(error = %error, "cannot publish user states; retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = listener.recv() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Publishes every row whose state the topic does not have yet.
+    async fn publish_pending(&self) -> anyhow::Result<()> {
+        loop {
+            let rows: Vec<UserRow> = sqlx::query_as(PENDING).fetch_all(&self.pool).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let messages: Vec<(String, Option<String>, String)> = rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.id.to_string(),
+                        state_value(row).map(|v| v.to_string()),
+                        row.version.to_string(),
+                    )
+                })
+                .collect();
+            let mut deliveries = Vec::with_capacity(rows.len());
+            for (key, value, version) in &messages {
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "content-type",
+                        value: Some("application/json"),
+                    })
+                    .insert(Header {
+                        key: "version",
+                        value: Some(version.as_str()),
+                    });
+                let mut record = FutureRecord::<String, String>::to(&self.config.topic)
+                    .key(key)
+                    .headers(headers);
+                if let Some(value) = value {
+                    record = record.payload(value);
+                }
+                deliveries.push(self.producer.send(record, Duration::from_secs(120)));
+            }
+            for (row, delivery) in rows.iter().zip(futures::future::join_all(deliveries).await) {
+                if let Err((error, _)) = delivery {
+                    anyhow::bail!("the broker refused the state of {}: {error}", row.id);
+                }
+                sqlx::query(MARK)
+                    .bind(row.id)
+                    .bind(row.version)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+    }
+}
