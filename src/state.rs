@@ -170,3 +170,53 @@ impl StatePublisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn row(status: &str) -> UserRow {
+        UserRow {
+            id: Uuid::now_v7(),
+            email: Some("ada@example.com".into()),
+            display_name: Some("Ada".into()),
+            status: status.into(),
+            roles: vec!["USER".into()],
+            locale: Some("en-GB".into()),
+            time_zone: None,
+            version: 3,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn states_match_their_schema_and_the_gone_are_tombstones() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contract/schemas/accountable.user.state.v1.json"
+        );
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        for status in ["ACTIVE", "DEACTIVATED"] {
+            let value = state_value(&row(status)).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        for status in ["DELETED", "ERASED"] {
+            assert_eq!(state_value(&row(status)), None);
+        }
+        assert!(validator.is_valid(&serde_json::Value::Null), "a tombstone");
+        assert!(!validator.is_valid(&json!({"id": "x"})));
+    }
+}
