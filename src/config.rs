@@ -200,6 +200,18 @@ pub struct Config {
     )]
     pub checkpoint_secs: u64,
 
+    /// Browser origins allowed to call the API and open subscriptions
+    /// (comma-separated, e.g. `https://app.example.com`); `*` allows any
+    /// origin (never with credentials: tokens travel in headers, not
+    /// cookies). Empty: same origin only.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_CORS_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
+
     /// The master key (32 random bytes in base64, e.g. from `openssl rand
     /// -base64 32`) that wraps every user's data key. A database refuses
     /// any key other than the first it was used with. Production needs

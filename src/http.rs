@@ -12,7 +12,7 @@ use async_graphql::ParseRequestError;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -58,6 +59,72 @@ struct HttpState {
     pool: PgPool,
     auth: Arc<Auth>,
     keys: Arc<KeyRing>,
+    origins: Origins,
+}
+
+/// The browser origins allowed besides the API's own.
+#[derive(Clone, Debug)]
+enum Origins {
+    Any,
+    Listed(Arc<Vec<HeaderValue>>),
+}
+
+impl Origins {
+    fn from_config(origins: &[String]) -> anyhow::Result<Self> {
+        if origins.iter().any(|o| o.trim() == "*") {
+            return Ok(Self::Any);
+        }
+        let listed = origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/')).map_err(|_| {
+                    anyhow::anyhow!("ACCOUNTABLE_CORS_ORIGINS: {o:?} is not an origin")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self::Listed(Arc::new(listed)))
+    }
+
+    fn cors(&self) -> CorsLayer {
+        let layer = CorsLayer::new()
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::ACCEPT,
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("x-correlation-id"),
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id")])
+            .max_age(Duration::from_secs(600));
+        match self {
+            Self::Any => layer.allow_origin(AllowOrigin::any()),
+            Self::Listed(origins) => layer.allow_origin(AllowOrigin::list(origins.iter().cloned())),
+        }
+    }
+
+    /// Whether a WebSocket from `origin` may connect to the API at `host`:
+    /// no `Origin` (not a browser), the API's own, or a configured one.
+    fn allow_socket(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        let own = host
+            .and_then(|h| h.to_str().ok())
+            .zip(origin.to_str().ok())
+            .is_some_and(|(host, origin)| {
+                origin
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
+            });
+        own || match self {
+            Self::Any => true,
+            Self::Listed(origins) => origins.iter().any(|o| o == origin),
+        }
+    }
 }
 
 pub struct Application {
@@ -142,6 +209,7 @@ impl Application {
                     pool,
                     auth,
                     keys,
+                    origins: Origins::from_config(&config.cors_origins)?,
                 },
                 config.env,
             ),
@@ -170,12 +238,16 @@ impl Application {
 }
 
 fn router(state: HttpState, env: Environment) -> Router {
+    let cors = state.origins.cors();
     let graphql = match env {
         Environment::Development => get(graphiql).post(graphql_post),
         Environment::Production => axum::routing::post(graphql_post),
     };
     Router::new()
-        .route("/graphql", graphql)
+        .route(
+            "/graphql",
+            graphql.route_layer(axum::middleware::from_fn(json_only)),
+        )
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -187,9 +259,69 @@ fn router(state: HttpState, env: Environment) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::map_response(coded))
+        .layer(cors)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// A POSTed operation must be JSON (`application/json`, parameters such as
+/// `charset` allowed): no form posts, no `application/graphql`, no
+/// multipart, so that no simple cross-site form can send an operation.
+async fn json_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.method() == axum::http::Method::POST {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return error_body(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Code::BadUserInput,
+                "send the operation as application/json",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Every error answer is a coded GraphQL error body, also those that the
+/// router and the tower layers make themselves (405, 413, 408, a panic).
+async fn coded(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            Code::BadUserInput,
+            "method not allowed: operations are POSTed to /graphql",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (Code::BadUserInput, "request body over 64 KiB"),
+        StatusCode::REQUEST_TIMEOUT => (Code::Unavailable, "the request took too long"),
+        StatusCode::NOT_FOUND => (Code::NotFound, "no such path"),
+        StatusCode::UNAUTHORIZED => (Code::Unauthenticated, "sign in first"),
+        StatusCode::FORBIDDEN => (Code::Forbidden, "not allowed"),
+        StatusCode::TOO_MANY_REQUESTS => (Code::RateLimited, "too many requests"),
+        StatusCode::SERVICE_UNAVAILABLE => (Code::Unavailable, "unavailable; retry shortly"),
+        status if status.is_client_error() => (Code::BadUserInput, "bad request"),
+        _ => (Code::Internal, "internal error"),
+    };
+    let mut coded = error_body(status, code, message);
+    for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(value) = response.headers().get(&name) {
+            coded.headers_mut().insert(name, value.clone());
+        }
+    }
+    coded
 }
 
 /// Subscriptions over graphql-transport-ws (and the older graphql-ws). The
@@ -198,9 +330,20 @@ fn router(state: HttpState, env: Environment) -> Router {
 /// refused.
 async fn graphql_ws(
     State(state): State<HttpState>,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !state
+        .origins
+        .allow_socket(headers.get(header::ORIGIN), headers.get(header::HOST))
+    {
+        return error_body(
+            StatusCode::FORBIDDEN,
+            Code::Forbidden,
+            "this origin may not open subscriptions",
+        );
+    }
     let schema = state.schema.clone();
     let auth = state.auth.clone();
     upgrade

@@ -61,4 +61,13 @@ mod tests {
             assert!(!is_traceparent(bad), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_header_value_is_judged_without_a_panic(value in "\\PC{0,80}|00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}") {
+            if is_traceparent(&value) {
+                proptest::prop_assert_eq!(value.len(), 55);
+            }
+        }
+    }
 }

@@ -185,3 +185,33 @@ pub struct Erased {
     pub fields: Vec<String>,
     pub through_sequence: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever is on the topic, reading it answers a value or an error.
+        #[test]
+        fn any_bytes_read_as_an_envelope_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(envelope) = Envelope::from_slice(&bytes) {
+                let _ = envelope.event();
+            }
+        }
+
+        #[test]
+        fn any_data_of_a_known_type_reads_or_is_refused(
+            event_type in proptest::sample::select(vec![REGISTERED_V1, LOCKED_V1, PROFILE_UPDATED_V1, ERASED_V1, DELETED_V2]),
+            data in "\\PC{0,64}",
+        ) {
+            let raw = serde_json::json!({
+                "id": "x/1", "type": event_type, "subject": "0190a3c2-0000-7000-8000-000000000001",
+                "time": "2026-11-21T10:00:00Z", "sequence": 1, "position": 1, "data": {"personal": data}
+            });
+            let envelope = Envelope::from_slice(raw.to_string().as_bytes()).unwrap();
+            let _ = envelope.event();
+        }
+    }
+}

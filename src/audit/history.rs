@@ -244,3 +244,23 @@ async fn readable(vault: &Vault, rows: Vec<AuditRow>) -> anyhow::Result<Vec<Read
     }
     Ok(events)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn cursors_read_back_and_anything_else_is_refused(
+            transaction in 0u64..u64::MAX, position in 0i64..i64::MAX, junk in "\\PC{0,40}"
+        ) {
+            let cursor = StreamCursor { transaction_id: transaction.to_string(), position };
+            prop_assert_eq!(StreamCursor::decode(&cursor.encode()), Some(cursor));
+            if let Some(decoded) = StreamCursor::decode(&junk) {
+                prop_assert_eq!(decoded.encode(), junk);
+            }
+        }
+    }
+}

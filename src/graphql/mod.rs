@@ -6,6 +6,7 @@ pub mod error;
 pub mod feed;
 pub mod freshness;
 pub mod guards;
+pub mod introspection;
 pub mod live;
 pub mod loader;
 pub mod users;
@@ -76,7 +77,10 @@ pub fn schema_builder(
     .limit_directives(5);
     match env {
         Environment::Development => builder,
-        Environment::Production => builder.disable_introspection().disable_suggestions(),
+        Environment::Production => builder
+            .disable_introspection()
+            .disable_suggestions()
+            .extension(introspection::NoIntrospection),
     }
 }
 

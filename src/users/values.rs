@@ -369,4 +369,57 @@ mod tests {
         let password = Password::parse("correct horse battery staple", 15).unwrap();
         assert!(!format!("{password:?}").contains("horse"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use unicode_normalization::UnicodeNormalization;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever arrives, a parser answers; what it accepts holds its
+            /// invariants.
+            #[test]
+            fn emails_parse_or_are_refused_and_accepted_ones_are_bounded(input in "\\PC{0,300}|[a-zA-Z0-9._%+-]{1,70}@[a-zA-Z0-9.-]{1,70}") {
+                if let Ok(email) = Email::parse(&input) {
+                    let text = email.as_str();
+                    prop_assert!(text.len() <= 254);
+                    prop_assert!(text.contains('@'));
+                    prop_assert!(!text.chars().any(char::is_whitespace));
+                    prop_assert_eq!(Email::parse(text).map(|e| e.as_str().to_owned()), Ok(text.to_owned()));
+                }
+            }
+
+            #[test]
+            fn display_names_are_1_to_100_characters_without_controls(input in "\\PC{0,150}|[\\x00-\\x1f]{0,5}") {
+                if let Ok(name) = DisplayName::parse(&input) {
+                    let count = name.as_str().chars().count();
+                    prop_assert!((1..=100).contains(&count));
+                    prop_assert!(!name.as_str().chars().any(char::is_control));
+                }
+            }
+
+            #[test]
+            fn passwords_are_nfkc_and_bounded(input in "\\PC{0,300}") {
+                if let Ok(password) = Password::parse(&input, Password::DEFAULT_MIN_LEN) {
+                    let count = password.expose().chars().count();
+                    prop_assert!((Password::DEFAULT_MIN_LEN..=Password::MAX_LEN).contains(&count));
+                    prop_assert_eq!(password.expose().nfkc().collect::<String>(), password.expose());
+                }
+                let _ = Password::parse_existing(&input);
+            }
+
+            #[test]
+            fn locales_and_time_zones_parse_or_are_refused(input in "\\PC{0,80}|[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8}){0,3}|[A-Z][a-z]+/[A-Z][a-z_]+") {
+                if let Ok(locale) = Locale::parse(&input) {
+                    prop_assert!(!locale.as_str().is_empty() && locale.as_str().len() <= 35);
+                }
+                if let Ok(zone) = TimeZone::parse(&input) {
+                    prop_assert!(!zone.as_str().is_empty());
+                }
+            }
+        }
+    }
 }

@@ -610,8 +610,20 @@ async fn production_refuses_development_keys_and_signs_with_the_configured_key()
     // In production there is no GraphiQL and no introspection.
     let graphiql = prod.client.get(prod.url("/graphql")).send().await.unwrap();
     assert_eq!(graphiql.status(), 405);
-    let body = prod
-        .graphql("{ __schema { types { name } } }", json!({}))
-        .await;
-    assert!(body["data"]["__schema"].is_null(), "{body}");
+    let body: serde_json::Value = graphiql.json().await.unwrap();
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    for query in [
+        "{ __schema { types { name } } }",
+        "{ me { id } t: __type(name: \"User\") { name } }",
+        "query { ...f } fragment f on Query { __schema { queryType { name } } }",
+    ] {
+        let body = prod.graphql(query, json!({})).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{query}: {body}");
+        assert!(body["data"].is_null(), "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("introspection"), "{message}");
+    }
+    // `__typename` is not introspection of the schema.
+    let body = prod.graphql("{ __typename }", json!({})).await;
+    assert_eq!(body["data"]["__typename"], "Query", "{body}");
 }

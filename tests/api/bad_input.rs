@@ -56,7 +56,77 @@ async fn a_body_over_64_kib_is_refused_before_it_is_read() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     assert_eq!(stack.count("SELECT count(*) FROM events").await, 0);
+}
+
+#[tokio::test]
+async fn only_json_posts_run_operations_and_every_refusal_is_coded() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let mutation = format!(
+        "{{\"query\": {}}}",
+        json!("mutation { logout(refreshToken: \"x\") }")
+    );
+    // A form, plain text, GraphQL text and a missing type: 415.
+    for content_type in [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        Some("application/graphql"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut request = api.client.post(api.url("/graphql")).body(mutation.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 415, "{content_type:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    }
+    // JSON with a charset is JSON.
+    let response = api
+        .client
+        .post(api.url("/graphql"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(mutation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Other methods, and operations over GET, are refused with a code.
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let response = api
+            .client
+            .request(method, api.url("/graphql"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405);
+        assert!(response.headers().contains_key("allow"));
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    }
+    let response = api
+        .client
+        .get(api.url("/graphql?query=mutation%20%7B%20logoutAll%20%7D"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("text/html")),
+        "GET serves GraphiQL in development and runs nothing"
+    );
+    let missing = api.client.get(api.url("/nowhere")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
 }
 
 #[tokio::test]
@@ -113,4 +183,82 @@ async fn health_and_readiness_answer() {
     assert_eq!(ready.status(), 200);
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["database"], "up");
+}
+
+#[tokio::test]
+async fn browsers_are_let_in_from_configured_origins_only_and_never_with_credentials() {
+    let stack = TestStack::new().await;
+    let mut listed = stack.config.clone();
+    listed.cors_origins = vec!["https://app.example.com".into()];
+    let api = stack.api_for(listed).await;
+    let preflight = |origin: &'static str| {
+        let api = &api;
+        async move {
+            api.client
+                .request(reqwest::Method::OPTIONS, api.url("/graphql"))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "authorization, content-type",
+                )
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let allowed = preflight("https://app.example.com").await;
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    assert!(!allowed
+        .headers()
+        .contains_key("access-control-allow-credentials"));
+    let other = preflight("https://evil.example").await;
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+
+    // A WebSocket from another site is refused; from a listed one it opens.
+    let socket = |origin: &'static str| {
+        let api = &api;
+        async move {
+            api.client
+                .get(api.url("/graphql/ws"))
+                .header("origin", origin)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("sec-websocket-protocol", "graphql-transport-ws")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(socket("https://evil.example").await, 403);
+    assert_eq!(socket("https://app.example.com").await, 101);
+
+    // Any origin: a wildcard, still without credentials.
+    let mut any = stack.config.clone();
+    any.cors_origins = vec!["*".into()];
+    let api = stack.api_for(any).await;
+    let response = api
+        .client
+        .request(reqwest::Method::OPTIONS, api.url("/graphql"))
+        .header("origin", "https://anywhere.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert!(!response
+        .headers()
+        .contains_key("access-control-allow-credentials"));
 }

@@ -258,4 +258,13 @@ mod tests {
         assert_ne!(index, master.email_index("grace@example.com"));
         assert_ne!(index, MasterKey::generate().email_index("ada@example.com"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_configured_text_is_a_key_or_refused(text in "\\PC{0,100}|[A-Za-z0-9+/=_-]{40,48}") {
+            if let Ok(key) = MasterKey::from_base64(&text) {
+                proptest::prop_assert_eq!(key.0.len(), 32);
+            }
+        }
+    }
 }
