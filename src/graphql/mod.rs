@@ -2,11 +2,11 @@
 //! the command service.
 
 pub mod audit;
+pub mod document;
 pub mod error;
 pub mod feed;
 pub mod freshness;
 pub mod guards;
-pub mod introspection;
 pub mod live;
 pub mod loader;
 pub mod users;
@@ -76,11 +76,15 @@ pub fn schema_builder(
     .limit_complexity(2500)
     .limit_directives(5);
     match env {
-        Environment::Development => builder,
+        Environment::Development => builder.extension(document::DocumentGuard {
+            introspection: true,
+        }),
         Environment::Production => builder
             .disable_introspection()
             .disable_suggestions()
-            .extension(introspection::NoIntrospection),
+            .extension(document::DocumentGuard {
+                introspection: false,
+            }),
     }
 }
 

@@ -262,3 +262,82 @@ async fn browsers_are_let_in_from_configured_origins_only_and_never_with_credent
         .headers()
         .contains_key("access-control-allow-credentials"));
 }
+
+#[tokio::test]
+async fn hostile_documents_and_values_answer_a_coded_error_without_harm() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let post = |body: Vec<u8>| {
+        let api = &api;
+        let token = ada.access.clone();
+        async move {
+            let response = api
+                .client
+                .post(api.url("/graphql"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let query = |q: String, variables: serde_json::Value| {
+        serde_json::to_vec(&json!({"query": q, "variables": variables})).unwrap()
+    };
+
+    // Thousands of aliases, deep nesting, a deeply nested input value.
+    let aliases: String = (0..3000).map(|i| format!("a{i}: __typename ")).collect();
+    let nested = format!("{}{}", "{ me ".repeat(2000), "}".repeat(2000));
+    let deep_input = format!(
+        "{{ users(filter: {}) {{ edges {{ cursor }} }} }}",
+        "{emailPrefix: ".repeat(500) + "\"a\"" + &"}".repeat(500)
+    );
+    for hostile in [format!("{{ {aliases} }}"), nested, deep_input] {
+        let (status, body) = post(query(hostile, json!({}))).await;
+        let text = body.to_string();
+        let shown = &text[..text.len().min(300)];
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{shown}"
+        );
+    }
+
+    // 10,000 list items, wrong variable types, an unknown enum value.
+    let many: Vec<String> = (0..10_000).map(|i| format!("T{i}")).collect();
+    for (document, variables) in [
+        (
+            "query($t: [String!]) { events(filter: {types: $t}) { edges { cursor } } }",
+            json!({"t": many}),
+        ),
+        (
+            "query($f: Int) { users(first: $f) { edges { cursor } } }",
+            json!({"f": "twenty"}),
+        ),
+        (
+            "query($s: UserStatus) { users(filter: {status: $s}) { edges { cursor } } }",
+            json!({"s": "ASLEEP"}),
+        ),
+    ] {
+        let (_, body) = post(query(document.into(), variables)).await;
+        assert!(body["errors"].is_array(), "{body}");
+        let code = error_code(&body);
+        assert!(code == "BAD_USER_INPUT" || code == "FORBIDDEN", "{body}");
+    }
+
+    // A body that is not UTF-8.
+    let (status, body) = post(b"{\"query\": \"{ me { id } \xff\xfe }\"}".to_vec()).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+
+    // The server is unharmed.
+    let me = api
+        .graphql_as(Some(&ada.access), "{ __typename }", json!({}))
+        .await;
+    assert_eq!(me["data"]["__typename"], "Query");
+}
