@@ -134,7 +134,6 @@ impl Extension for DocumentGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::Environment;
     use crate::graphql::schema_builder;
 
@@ -159,14 +158,15 @@ mod tests {
         let errors = messages(&query).await;
         assert!(errors.iter().any(|e| e.contains("more than")), "{errors:?}");
         let small =
-            codes("query { ...A } fragment A on Query { a: __typename b: __typename }").await;
+            messages("query { ...A } fragment A on Query { a: __typename b: __typename }").await;
         assert!(small.is_empty(), "{small:?}");
     }
 
     #[tokio::test]
     async fn a_fragment_cycle_is_refused_without_looping() {
         let errors =
-            codes("query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }").await;
+            messages("query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }")
+                .await;
         assert!(!errors.is_empty());
     }
 }
