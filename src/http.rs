@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -50,6 +51,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest correlation id taken from a client.
 const MAX_CORRELATION_ID: usize = 128;
+/// How long a WebSocket may wait before its `connection_init`.
+const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest access token a WebSocket connection may present.
 const MAX_TOKEN: usize = 4096;
 
@@ -348,8 +351,22 @@ async fn graphql_ws(
     let auth = state.auth.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
+        .on_upgrade(move |socket| {
+            let (sink, stream) = socket.split();
+            // The first message must come soon (it must be `connection_init`;
+            // anything else, such as a subscribe, closes the connection).
+            let stream = futures::stream::unfold((stream, true), |(mut stream, first)| async move {
+                let next = if first {
+                    tokio::time::timeout(CONNECTION_INIT_TIMEOUT, stream.next())
+                        .await
+                        .ok()?
+                } else {
+                    stream.next().await
+                };
+                next.map(|message| (message, (stream, false)))
+            })
+            .boxed();
+            GraphQLWebSocket::new_with_pair(sink, stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     let token = connection_token(&payload).ok_or_else(|| {
                         async_graphql::Error::new(

@@ -203,3 +203,32 @@ async fn following_someone_else_needs_a_reader_and_a_connection_needs_a_token() 
         "{next}"
     );
 }
+
+/// A graphql-transport-ws connection on which nothing was sent yet.
+async fn open(api: &TestApi) -> Socket {
+    let mut request = format!("ws://{}/graphql/ws", api.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+#[tokio::test]
+async fn a_connection_must_initialise_first_and_soon() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+
+    // A subscribe before connection_init closes the connection.
+    let mut socket = open(&api).await;
+    subscribe(&mut socket, None).await;
+    let closed = receive(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(closed["type"], "closed", "{closed}");
+
+    // Silence after connecting is not waited out for ever.
+    let mut socket = open(&api).await;
+    let closed = receive(&mut socket, Duration::from_secs(15)).await;
+    assert_eq!(closed["type"], "closed", "{closed}");
+}
