@@ -161,6 +161,15 @@ impl TestStack {
             .expect("the accountable binary starts")
     }
 
+    /// As [`TestStack::process`], its database sessions named `name`
+    /// (`application_name`), so that a test can tell them apart.
+    pub fn process_named(&self, subcommand: &str, name: &str) -> tokio::process::Child {
+        self.process_command(subcommand)
+            .env("PGAPPNAME", name)
+            .spawn()
+            .expect("the accountable binary starts")
+    }
+
     fn process_command(&self, subcommand: &str) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_accountable"));
         command

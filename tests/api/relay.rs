@@ -142,3 +142,47 @@ async fn a_consumer_resuming_at_any_offset_gets_that_offset() {
         );
     }
 }
+
+#[tokio::test]
+async fn killing_the_leading_relay_lets_the_other_take_over() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let mut relays = vec![
+        ("relay-a", stack.process_named("relay", "relay-a")),
+        ("relay-b", stack.process_named("relay", "relay-b")),
+    ];
+    let published = || async {
+        stack
+            .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
+            .await
+    };
+    api.register("first@example.com", "First").await;
+    eventually("one relay publishes", Duration::from_secs(30), || async {
+        (published().await >= 1).then_some(())
+    })
+    .await;
+    // The leader holds the relay's advisory lock; its sessions carry its name.
+    let leader: String = eventually("a relay leads", Duration::from_secs(30), || async {
+        sqlx::query_scalar(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'relay-%'",
+        )
+        .fetch_optional(&stack.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    let index = relays.iter().position(|(name, _)| *name == leader).unwrap();
+    let (_, mut killed) = relays.remove(index);
+    killed.kill().await.unwrap();
+
+    // The other one takes over: what is written next is published.
+    api.register("second@example.com", "Second").await;
+    eventually("the standby took over", Duration::from_secs(30), || async {
+        (published().await >= 2).then_some(())
+    })
+    .await;
+    let consumer = stack.consumer().await;
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= 2).await;
+    assert_eq!(messages.len(), 2);
+}
