@@ -57,6 +57,12 @@ enum ProjectionsCommand {
         /// The projection: `users`.
         name: String,
     },
+    /// Apply the messages parked in `projection_dead_letters` again; those
+    /// that apply (or were applied meanwhile) leave the table.
+    Retry {
+        /// The projection: `users`.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,6 +263,27 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "rebuilt {name}: {} users from {} events",
                 rebuilt.users, rebuilt.events
+            );
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Retry { name }) => {
+            if !rebuild::PROJECTIONS.contains(&name.as_str()) {
+                anyhow::bail!(
+                    "no projection {name}; known: {}",
+                    rebuild::PROJECTIONS.join(", ")
+                );
+            }
+            let vault = shredding::open_vault(&config, &pool).await?;
+            let worker = accountable_projections::worker::Worker::new(
+                pool.clone(),
+                config.projection(),
+                accountable::events::StoreHistory::new(pool.clone()),
+                vault,
+            )?;
+            let retried = worker.retry_dead_letters().await?;
+            println!(
+                "{name}: {} applied, {} still parked",
+                retried.applied, retried.still_parked
             );
             Ok(())
         }

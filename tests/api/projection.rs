@@ -376,3 +376,71 @@ async fn a_rebuild_under_concurrent_queries_fails_none_and_swaps_in_an_identical
         (2, Some("Renamed"))
     );
 }
+
+#[tokio::test]
+async fn parked_messages_are_applied_by_a_retry_once_they_can_be() {
+    let (stack, api) = TestStack::full().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let body = api
+        .graphql_as(
+            Some(&ada.access),
+            "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
+            json!({"input": {"id": ada.id, "displayName": "Ada Lovelace"}}),
+        )
+        .await;
+    assert_eq!(body["data"]["updateProfile"]["version"], 2, "{body}");
+    let consumer = stack.consumer().await;
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= 2).await;
+    let renamed = messages.iter().find(|m| m.value["sequence"] == 2).unwrap();
+    eventually(
+        "the rename is projected",
+        Duration::from_secs(30),
+        || async { row(&stack, &ada.id).await.filter(|r| r.version == 2) },
+    )
+    .await;
+
+    // As if the rename had been parked (say, by a bug since fixed) and the
+    // row had stayed behind; and a message that will never apply.
+    sqlx::query("UPDATE users SET version = 1, display_name = 'Ada' WHERE id = $1")
+        .bind(Uuid::parse_str(&ada.id).unwrap())
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    for (offset, payload) in [
+        (1000_i64, renamed.value.to_string().into_bytes()),
+        (1001, b"{not an envelope".to_vec()),
+    ] {
+        sqlx::query(
+            "INSERT INTO projection_dead_letters (projection, topic, partition, \"offset\", key, payload, error)
+             VALUES ('users', $1, 0, $2, NULL, $3, 'parked by the test')",
+        )
+        .bind(&stack.config.events_topic)
+        .bind(offset)
+        .bind(payload)
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    }
+
+    let retry = stack.cli(&["projections", "retry", "users"]).await;
+    assert!(
+        retry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
+    let said = String::from_utf8_lossy(&retry.stdout);
+    assert!(said.contains("1 applied, 1 still parked"), "{said}");
+    let row = row(&stack, &ada.id).await.unwrap();
+    assert_eq!(
+        (row.version, row.display_name.as_deref()),
+        (2, Some("Ada Lovelace"))
+    );
+    let left: Vec<(i64, String)> =
+        sqlx::query_as("SELECT \"offset\", error FROM projection_dead_letters")
+            .fetch_all(&stack.pool)
+            .await
+            .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, 1001);
+    assert!(left[0].1.contains("malformed envelope"), "{left:?}");
+}
