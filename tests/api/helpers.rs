@@ -161,6 +161,19 @@ impl TestStack {
             .expect("the accountable binary starts")
     }
 
+    /// `accountable SUBCOMMAND` as a child process with extra environment.
+    pub fn process_command_with(
+        &self,
+        subcommand: &str,
+        env: &[(&str, String)],
+    ) -> tokio::process::Child {
+        let mut command = self.process_command(subcommand);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.spawn().expect("the accountable binary starts")
+    }
+
     /// As [`TestStack::process`], its database sessions named `name`
     /// (`application_name`), so that a test can tell them apart.
     pub fn process_named(&self, subcommand: &str, name: &str) -> tokio::process::Child {
