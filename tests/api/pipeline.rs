@@ -333,11 +333,10 @@ async fn sigterm_lets_the_request_in_flight_finish_before_the_server_exits() {
         }
     });
     // Nothing outside the server shows that the request has arrived and is
-    // waiting (it waits on a channel, not on the database): give it a
-    // moment; arriving late would only make the test pass for a wrong
-    // reason if the server also answered requests after SIGTERM, which the
-    // last assertion rules out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // waiting (it waits on a channel, not on the database), so it is given
+    // a second (of its three) to arrive; arriving after the signal would
+    // fail the test (no new connections then), never pass it wrongly.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = server.id().unwrap().to_string();
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid])
