@@ -63,6 +63,8 @@ struct HttpState {
     auth: Arc<Auth>,
     keys: Arc<KeyRing>,
     origins: Origins,
+    /// The relay's cursor is named after it.
+    events_topic: String,
 }
 
 /// The browser origins allowed besides the API's own.
@@ -213,6 +215,7 @@ impl Application {
                     auth,
                     keys,
                     origins: Origins::from_config(&config.cors_origins)?,
+                    events_topic: config.events_topic.clone(),
                 },
                 config.env,
             ),
@@ -488,9 +491,43 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// How long the oldest unpublished event may wait before the relay counts
+/// as degraded.
+const RELAY_LAG_DEGRADED: Duration = Duration::from_secs(10);
+
+/// Seconds the oldest event the relay has not published has waited (0 when
+/// everything is published): read from the store, so any process can tell.
+const RELAY_LAG: &str = "
+SELECT coalesce(extract(epoch FROM now() - (
+    SELECT e.recorded_at FROM events e
+     WHERE (e.transaction_id, e.position) > coalesce(
+             (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
+             ('0'::xid8, 0::bigint))
+     ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8";
+
+/// Ready when the database answers; the relay's lag is reported beside:
+/// commands are still taken while the broker is away (the event store is
+/// the outbox), so a lagging relay degrades the service without stopping it.
 async fn readyz(State(state): State<HttpState>) -> Response {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => Json(json!({"status": "ready", "database": "up"})).into_response(),
+    let lag: Result<f64, _> = sqlx::query_scalar(RELAY_LAG)
+        .bind(&state.events_topic)
+        .fetch_one(&state.pool)
+        .await;
+    match lag {
+        Ok(lag) => {
+            let relay = if lag > RELAY_LAG_DEGRADED.as_secs_f64() {
+                "degraded"
+            } else {
+                "up"
+            };
+            Json(json!({
+                "status": "ready",
+                "database": "up",
+                "relay": relay,
+                "relay_lag_seconds": lag,
+            }))
+            .into_response()
+        }
         Err(error) => {
             tracing::warn!(error = %error, "database not ready");
             (

@@ -183,6 +183,7 @@ async fn health_and_readiness_answer() {
     assert_eq!(ready.status(), 200);
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["database"], "up");
+    assert_eq!(ready["relay"], "up", "nothing to publish: {ready}");
 }
 
 #[tokio::test]
