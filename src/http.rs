@@ -43,7 +43,7 @@ use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
 use crate::users::password::PasswordHasher;
 use crate::users::values::Password;
 use crate::users::Users;
-use crate::{audit, shredding, telemetry};
+use crate::{audit, observe, shredding, telemetry};
 
 /// Largest request body accepted.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -189,6 +189,7 @@ impl Application {
             policy: config.lockout(),
             dummy_hash,
         });
+        observe::recorder();
         let freshness = ProjectionWatch::start(&pool, shutdown.clone()).await?;
         let (users, user_lookups) = loader::users(pool.clone());
         let feed = EventFeed::start(pool.clone(), vault.clone(), shutdown.clone()).await?;
@@ -257,6 +258,7 @@ fn router(state: HttpState, env: Environment) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
         .layer(CatchPanicLayer::new())
@@ -436,6 +438,16 @@ async fn graphql_post(
             extensions.set("code", Code::BadUserInput.as_str());
         }
     }
+    let outcome = response
+        .errors
+        .first()
+        .and_then(|error| error.extensions.as_ref())
+        .and_then(|extensions| match extensions.get("code") {
+            Some(async_graphql::Value::String(code)) => Some(code.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "OK".to_owned());
+    metrics::counter!("accountable_graphql_operations_total", "outcome" => outcome).increment(1);
     GraphQLResponse::from(response).into_response()
 }
 
@@ -504,6 +516,28 @@ SELECT coalesce(extract(epoch FROM now() - (
              (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
              ('0'::xid8, 0::bigint))
      ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8";
+
+/// The Prometheus exposition of this process and of the pipeline.
+async fn metrics_text(State(state): State<HttpState>) -> Response {
+    let rendered = async {
+        let lag: f64 = sqlx::query_scalar(RELAY_LAG)
+            .bind(&state.events_topic)
+            .fetch_one(&state.pool)
+            .await?;
+        observe::render(&state.pool, &state.events_topic, lag).await
+    };
+    match rendered.await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot read the pipeline's gauges");
+            error_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                "the database does not answer",
+            )
+        }
+    }
+}
 
 /// Ready when the database answers; the relay's lag is reported beside:
 /// commands are still taken while the broker is away (the event store is

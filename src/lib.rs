@@ -18,6 +18,7 @@
 //! - [`graphql`]: the schema, its resolvers and client-facing errors.
 //! - [`http`]: the axum server around the schema.
 //! - [`processes`]: `serve`, `relay`, `project` and `dev`, with one shutdown.
+//! - [`observe`]: the Prometheus metrics endpoint.
 //! - [`config`], [`db`], [`kafka`], [`telemetry`]: plumbing.
 
 pub mod audit;
@@ -28,6 +29,7 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod kafka;
+pub mod observe;
 pub mod processes;
 pub mod rebuild;
 pub mod relay;

@@ -1,0 +1,83 @@
+//! `/metrics` in the Prometheus text format: counters of this process
+//! (through the `metrics` facade and its Prometheus recorder), and gauges
+//! read from the database at each scrape, so that any process tells the
+//! state of the whole pipeline (the relay and the workers run elsewhere).
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+
+/// The process's recorder, installed once.
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; this one only renders");
+        }
+        handle
+    })
+}
+
+const DEAD_LETTERS: &str =
+    "SELECT projection, count(*) FROM projection_dead_letters GROUP BY projection ORDER BY projection";
+const UNPUBLISHED: &str = "
+SELECT count(*) FROM events e
+ WHERE (e.transaction_id, e.position) > coalesce(
+         (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
+         ('0'::xid8, 0::bigint))";
+const STATES_PENDING: &str =
+    "SELECT count(*) FROM users WHERE state_version IS DISTINCT FROM version";
+
+/// The Prometheus text of this process's counters and of the pipeline's
+/// gauges.
+pub async fn render(pool: &PgPool, events_topic: &str, relay_lag: f64) -> sqlx::Result<String> {
+    let dead: Vec<(String, i64)> = sqlx::query_as(DEAD_LETTERS).fetch_all(pool).await?;
+    let unpublished: i64 = sqlx::query_scalar(UNPUBLISHED)
+        .bind(events_topic)
+        .fetch_one(pool)
+        .await?;
+    let states: i64 = sqlx::query_scalar(STATES_PENDING).fetch_one(pool).await?;
+    let mut text = recorder().render();
+    let mut gauge = |name: &str, help: &str, samples: &[(String, String)]| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(text, "{name}{labels} {value}");
+        }
+    };
+    gauge(
+        "accountable_dead_letters",
+        "Messages a projection parked because it could not apply them.",
+        &dead
+            .iter()
+            .map(|(projection, count)| {
+                (
+                    format!(
+                        "{{projection=\"{}\"}}",
+                        projection.replace(['"', '\\', '\n'], "_")
+                    ),
+                    count.to_string(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    gauge(
+        "accountable_relay_unpublished_events",
+        "Committed events the relay has not yet published.",
+        &[(String::new(), unpublished.to_string())],
+    );
+    gauge(
+        "accountable_relay_lag_seconds",
+        "How long the oldest unpublished event has waited.",
+        &[(String::new(), format!("{relay_lag}"))],
+    );
+    gauge(
+        "accountable_state_topic_pending_users",
+        "Users whose latest state the state topic does not have yet.",
+        &[(String::new(), states.to_string())],
+    );
+    Ok(text)
+}
