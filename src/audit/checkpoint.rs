@@ -18,6 +18,8 @@ const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('accountable.audit.che
 const LAST: &str =
     "SELECT id, xid_bound::text, signature FROM audit_checkpoints ORDER BY id DESC LIMIT 1";
 const BOUND: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text";
+const COMMITTED_BETWEEN: &str = "
+SELECT EXISTS (SELECT 1 FROM events WHERE transaction_id >= $1::xid8 AND transaction_id < $2::xid8)";
 /// The head of every stream among the events below a bound.
 const HEADS_BELOW: &str = "
 SELECT DISTINCT ON (aggregate_type, aggregate_id)
@@ -85,6 +87,18 @@ pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Resul
     sqlx::query(LOCK).execute(&mut *tx).await?;
     let last: Option<(i64, String, String)> = sqlx::query_as(LAST).fetch_optional(&mut *tx).await?;
     let bound: String = sqlx::query_scalar(BOUND).fetch_one(&mut *tx).await?;
+    if let Some((_, previous_bound, _)) = &last {
+        // Nothing committed since the last checkpoint: no head moved, and
+        // the scan of every stream's head is spared.
+        let moved: bool = sqlx::query_scalar(COMMITTED_BETWEEN)
+            .bind(previous_bound)
+            .bind(&bound)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !moved {
+            return Ok(None);
+        }
+    }
     let heads = heads_below(&mut *tx, &bound).await?;
     let previous = match &last {
         Some((id, ..)) => Some(previous_heads(&mut *tx, *id).await?),

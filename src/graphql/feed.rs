@@ -56,6 +56,27 @@ impl EventFeed {
                     _ = listener.recv() => {}
                     _ = tokio::time::sleep(POLL_EVERY) => {}
                 }
+                if sender.receiver_count() == 0 {
+                    // Nobody follows: move to the end without reading (and
+                    // decrypting) what nobody would receive.
+                    match sqlx::query_as::<_, (String, i64)>(LATEST)
+                        .fetch_optional(&pool)
+                        .await
+                    {
+                        Ok(latest) => {
+                            if let Some((transaction_id, position)) = latest {
+                                cursor = Some(StreamCursor {
+                                    transaction_id,
+                                    position,
+                                });
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %error, "the live event feed cannot read the store");
+                        }
+                    }
+                    continue;
+                }
                 loop {
                     let filter = StreamFilter::default();
                     let events = match history::stream(
