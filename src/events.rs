@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use accountable_projections::contract::Envelope;
 use accountable_projections::worker::EventHistory;
-use accountable_vault::{is_sealed, PERSONAL, SEALED_FIELDS};
+use accountable_vault::{is_sealed, Vault, PERSONAL, SEALED_FIELDS};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::Aggregate;
@@ -182,6 +182,26 @@ impl StoredEvent {
     }
 }
 
+/// The public envelopes of `events`, their sealed fields opened (`null`
+/// once erased): what a projection reads, for those that fold the store
+/// itself.
+pub async fn opened_envelopes(
+    vault: &Vault,
+    events: &[StoredEvent],
+) -> anyhow::Result<Vec<Envelope>> {
+    let mut envelopes = Vec::with_capacity(events.len());
+    for event in events {
+        envelopes.push(serde_json::from_value::<Envelope>(event.envelope()?)?);
+    }
+    let mut fields: Vec<_> = envelopes
+        .iter_mut()
+        .filter_map(Envelope::sealed_fields)
+        .collect();
+    vault.unseal(&mut fields).await?;
+    drop(fields);
+    Ok(envelopes)
+}
+
 /// The event store as the projections' source of missing events.
 pub struct StoreHistory {
     pool: PgPool,
@@ -328,6 +348,20 @@ mod tests {
                "ct": URL_SAFE_NO_PAD.encode(value.to_string())})
     }
 
+    /// `event` as the store holds it: its sealed fields stood in for.
+    fn stored_form(event: &UserEvent) -> Value {
+        let mut payload = serde_json::to_value(event).unwrap();
+        for field in SEALED_FIELDS {
+            if let Some(value) = variant_fields(&mut payload)
+                .and_then(|fields| fields.get_mut(field))
+                .filter(|value| !value.is_null())
+            {
+                *value = sealed_stand_in(value);
+            }
+        }
+        payload
+    }
+
     fn stored(n: usize, payload: Value) -> StoredEvent {
         StoredEvent {
             aggregate_id: "0190a3c2-0000-7000-8000-000000000001".into(),
@@ -345,15 +379,7 @@ mod tests {
     #[test]
     fn the_projections_read_every_published_event_once_opened() {
         for (n, event) in every_event().into_iter().enumerate() {
-            let mut payload = serde_json::to_value(&event).unwrap();
-            for field in SEALED_FIELDS {
-                if let Some(value) = variant_fields(&mut payload)
-                    .and_then(|fields| fields.get_mut(field))
-                    .filter(|value| !value.is_null())
-                {
-                    *value = sealed_stand_in(value);
-                }
-            }
+            let payload = stored_form(&event);
             let message = stored(n, payload).to_message().unwrap();
             let text = String::from_utf8_lossy(&message.value);
             assert!(!text.contains("argon2"), "{text}");
@@ -405,15 +431,7 @@ mod tests {
     #[test]
     fn every_published_event_matches_the_json_schema_of_its_type_and_version() {
         for (n, event) in every_event().into_iter().enumerate() {
-            let mut payload = serde_json::to_value(&event).unwrap();
-            for field in SEALED_FIELDS {
-                if let Some(value) = variant_fields(&mut payload)
-                    .and_then(|fields| fields.get_mut(field))
-                    .filter(|value| !value.is_null())
-                {
-                    *value = sealed_stand_in(value);
-                }
-            }
+            let payload = stored_form(&event);
             let mut stored = stored(n, payload);
             stored.metadata = json!({"actor": "self", "correlation_id": "c", "causation_id": "r",
                 "request_id": "r", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});

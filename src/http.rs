@@ -507,26 +507,9 @@ async fn healthz() -> &'static str {
 /// as degraded.
 const RELAY_LAG_DEGRADED: Duration = Duration::from_secs(10);
 
-/// Seconds the oldest event the relay has not published has waited (0 when
-/// everything is published): read from the store, so any process can tell.
-const RELAY_LAG: &str = "
-SELECT coalesce(extract(epoch FROM now() - (
-    SELECT e.recorded_at FROM events e
-     WHERE (e.transaction_id, e.position) > coalesce(
-             (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
-             ('0'::xid8, 0::bigint))
-     ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8";
-
 /// The Prometheus exposition of this process and of the pipeline.
 async fn metrics_text(State(state): State<HttpState>) -> Response {
-    let rendered = async {
-        let lag: f64 = sqlx::query_scalar(RELAY_LAG)
-            .bind(&state.events_topic)
-            .fetch_one(&state.pool)
-            .await?;
-        observe::render(&state.pool, &state.events_topic, lag).await
-    };
-    match rendered.await {
+    match observe::render(&state.pool, &state.events_topic).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(error) => {
             tracing::warn!(error = %error, "cannot read the pipeline's gauges");
@@ -543,11 +526,7 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
 /// commands are still taken while the broker is away (the event store is
 /// the outbox), so a lagging relay degrades the service without stopping it.
 async fn readyz(State(state): State<HttpState>) -> Response {
-    let lag: Result<f64, _> = sqlx::query_scalar(RELAY_LAG)
-        .bind(&state.events_topic)
-        .fetch_one(&state.pool)
-        .await;
-    match lag {
+    match observe::relay_lag(&state.pool, &state.events_topic).await {
         Ok(lag) => {
             let relay = if lag > RELAY_LAG_DEGRADED.as_secs_f64() {
                 "degraded"

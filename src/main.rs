@@ -118,6 +118,17 @@ enum AdminCommand {
     },
 }
 
+/// Refuses a projection name this build does not have.
+fn known_projection(name: &str) -> anyhow::Result<()> {
+    if !rebuild::PROJECTIONS.contains(&name) {
+        anyhow::bail!(
+            "no projection {name}; known: {}",
+            rebuild::PROJECTIONS.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn parse_role(input: &str) -> Result<Role, String> {
     match input.to_ascii_uppercase().as_str() {
         "USER" => Ok(Role::User),
@@ -252,12 +263,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild { name }) => {
-            if !rebuild::PROJECTIONS.contains(&name.as_str()) {
-                anyhow::bail!(
-                    "no projection {name}; known: {}",
-                    rebuild::PROJECTIONS.join(", ")
-                );
-            }
+            known_projection(&name)?;
             let vault = shredding::open_vault(&config, &pool).await?;
             let rebuilt = rebuild::users(&pool, &vault).await?;
             println!(
@@ -267,12 +273,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Retry { name }) => {
-            if !rebuild::PROJECTIONS.contains(&name.as_str()) {
-                anyhow::bail!(
-                    "no projection {name}; known: {}",
-                    rebuild::PROJECTIONS.join(", ")
-                );
-            }
+            known_projection(&name)?;
             let vault = shredding::open_vault(&config, &pool).await?;
             let worker = accountable_projections::worker::Worker::new(
                 pool.clone(),

@@ -22,6 +22,23 @@ pub fn recorder() -> &'static PrometheusHandle {
     })
 }
 
+/// Seconds the oldest event the relay has not published has waited (0 when
+/// everything is published): read from the store, so any process can tell.
+const RELAY_LAG: &str = "
+SELECT coalesce(extract(epoch FROM now() - (
+    SELECT e.recorded_at FROM events e
+     WHERE (e.transaction_id, e.position) > coalesce(
+             (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
+             ('0'::xid8, 0::bigint))
+     ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8";
+
+pub async fn relay_lag(pool: &PgPool, events_topic: &str) -> sqlx::Result<f64> {
+    sqlx::query_scalar(RELAY_LAG)
+        .bind(events_topic)
+        .fetch_one(pool)
+        .await
+}
+
 const DEAD_LETTERS: &str =
     "SELECT projection, count(*) FROM projection_dead_letters GROUP BY projection ORDER BY projection";
 const UNPUBLISHED: &str = "
@@ -34,7 +51,8 @@ const STATES_PENDING: &str =
 
 /// The Prometheus text of this process's counters and of the pipeline's
 /// gauges.
-pub async fn render(pool: &PgPool, events_topic: &str, relay_lag: f64) -> sqlx::Result<String> {
+pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
+    let lag = relay_lag(pool, events_topic).await?;
     let dead: Vec<(String, i64)> = sqlx::query_as(DEAD_LETTERS).fetch_all(pool).await?;
     let unpublished: i64 = sqlx::query_scalar(UNPUBLISHED)
         .bind(events_topic)
@@ -72,7 +90,7 @@ pub async fn render(pool: &PgPool, events_topic: &str, relay_lag: f64) -> sqlx::
     gauge(
         "accountable_relay_lag_seconds",
         "How long the oldest unpublished event has waited.",
-        &[(String::new(), format!("{relay_lag}"))],
+        &[(String::new(), format!("{lag}"))],
     );
     gauge(
         "accountable_state_topic_pending_users",

@@ -3,14 +3,13 @@
 //! queries go on; the worker then resumes from its Kafka offsets, and its
 //! version guard skips whatever the rebuild already applied.
 
-use accountable_projections::contract::Envelope;
 use accountable_projections::users::{reduce, UserRow};
-use accountable_vault::{EventFields, Vault};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use accountable_vault::Vault;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::events::{stored_event_columns, StoredEvent};
+use crate::events::{opened_envelopes, stored_event_columns, StoredEvent};
+use crate::telemetry;
 
 /// The projections that can be rebuilt.
 pub const PROJECTIONS: &[&str] = &["users"];
@@ -65,14 +64,7 @@ pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
         .bind(&bound)
         .fetch_one(&mut *conn)
         .await?;
-    let progress = ProgressBar::with_draw_target(
-        Some(u64::try_from(total).unwrap_or_default()),
-        ProgressDrawTarget::stderr(),
-    );
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, {eta} left")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let progress = telemetry::event_progress(total);
 
     // First pass: every event that had committed, with all before it, when
     // the rebuild began; beside the live table, which the worker goes on
@@ -93,7 +85,7 @@ pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
         };
         after = (last.aggregate_id.clone(), last.sequence);
         let mut rows = Vec::new();
-        for envelope in opened(vault, &page).await? {
+        for envelope in opened_envelopes(vault, &page).await? {
             if current
                 .as_ref()
                 .is_some_and(|row| row.id != envelope.subject)
@@ -136,7 +128,7 @@ pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
             .bind(version)
             .fetch_all(&mut *tx)
             .await?;
-        for envelope in opened(vault, &events).await? {
+        for envelope in opened_envelopes(vault, &events).await? {
             let event = envelope.event()?;
             reduce(&mut row, &envelope, &event);
             rebuilt.events += 1;
@@ -166,28 +158,6 @@ pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
     }
     tx.commit().await?;
     Ok(rebuilt)
-}
-
-/// The public envelopes of `events`, their sealed fields opened.
-async fn opened(vault: &Vault, events: &[StoredEvent]) -> anyhow::Result<Vec<Envelope>> {
-    let mut envelopes = Vec::with_capacity(events.len());
-    for event in events {
-        envelopes.push(serde_json::from_value::<Envelope>(event.envelope()?)?);
-    }
-    let mut fields: Vec<EventFields<'_>> = envelopes
-        .iter_mut()
-        .filter_map(|envelope| {
-            let (user_id, sequence) = (envelope.subject, envelope.sequence);
-            envelope.data.as_object_mut().map(|fields| EventFields {
-                user_id,
-                sequence,
-                fields,
-            })
-        })
-        .collect();
-    vault.unseal(&mut fields).await?;
-    drop(fields);
-    Ok(envelopes)
 }
 
 async fn insert(conn: &mut PgConnection, rows: &[UserRow]) -> sqlx::Result<()> {

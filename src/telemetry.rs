@@ -1,6 +1,8 @@
-//! Logging: human-readable in development, JSON lines in production;
-//! `RUST_LOG` filters.
+//! Logging (human-readable in development, JSON lines in production;
+//! `RUST_LOG` filters), W3C trace contexts, and progress bars for long
+//! command-line runs.
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Environment;
@@ -14,6 +16,20 @@ pub fn init(env: Environment) {
         Environment::Development => builder.try_init(),
         Environment::Production => builder.json().try_init(),
     };
+}
+
+/// A progress bar over `total` events on standard error, drawn only when
+/// that is a terminal.
+pub fn event_progress(total: i64) -> ProgressBar {
+    let progress = ProgressBar::with_draw_target(
+        Some(u64::try_from(total).unwrap_or_default()),
+        ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress
 }
 
 /// A new W3C trace context: version 00, a random trace id and parent id,

@@ -2,6 +2,7 @@
 //! Kafka: the JSON envelope and the data of each event type this crate
 //! needs. Declared here with serde, independently of the write side.
 
+use accountable_vault::EventFields;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -42,6 +43,16 @@ pub enum ContractError {
 impl Envelope {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ContractError> {
         serde_json::from_slice(bytes).map_err(ContractError::Envelope)
+    }
+
+    /// The data as the vault sees it, to open its sealed fields in place.
+    pub fn sealed_fields(&mut self) -> Option<EventFields<'_>> {
+        let (user_id, sequence) = (self.subject, self.sequence);
+        self.data.as_object_mut().map(|fields| EventFields {
+            user_id,
+            sequence,
+            fields,
+        })
     }
 
     /// The typed event this envelope carries.

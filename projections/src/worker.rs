@@ -396,7 +396,7 @@ impl Worker {
         let mut all: Vec<EventFields<'_>> = envelopes
             .iter_mut()
             .flatten()
-            .filter_map(fields_of)
+            .filter_map(Envelope::sealed_fields)
             .collect();
         match self.vault.unseal(&mut all).await {
             Ok(()) => return Ok(()),
@@ -406,7 +406,7 @@ impl Worker {
         drop(all);
         // One of them does not open: open them one by one to tell which.
         for slot in envelopes.iter_mut() {
-            let Some(fields) = slot.as_mut().ok().and_then(fields_of) else {
+            let Some(fields) = slot.as_mut().ok().and_then(Envelope::sealed_fields) else {
                 continue;
             };
             match self.vault.unseal(&mut [fields]).await {
@@ -547,14 +547,4 @@ async fn park(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// The data of an envelope as the vault sees it.
-fn fields_of(envelope: &mut Envelope) -> Option<EventFields<'_>> {
-    let (user_id, sequence) = (envelope.subject, envelope.sequence);
-    envelope.data.as_object_mut().map(|fields| EventFields {
-        user_id,
-        sequence,
-        fields,
-    })
 }

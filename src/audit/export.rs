@@ -5,12 +5,12 @@ use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::chain::hex;
 use super::history::{push_after, push_filters, StreamCursor, StreamFilter};
+use crate::telemetry;
 
 /// One exported line: the stored columns as they are (payload and metadata
 /// as their stored text, sealed fields still sealed) and the chain.
@@ -53,14 +53,7 @@ pub async fn export(
     }
     push_filters(&mut count, filter);
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-    let progress = ProgressBar::with_draw_target(
-        Some(u64::try_from(total).unwrap_or_default()),
-        ProgressDrawTarget::stderr(),
-    );
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, {eta} left")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let progress = telemetry::event_progress(total);
 
     let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(COLUMNS);
     if let Some(after) = after {

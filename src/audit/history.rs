@@ -1,7 +1,6 @@
 //! The event store as auditors read it: a user's history, the global
 //! stream with filters, and an account folded to any version or instant.
 
-use accountable_projections::contract::Envelope;
 use accountable_projections::users::{reduce, UserRow};
 use accountable_vault::{is_sealed, EventFields, Vault, PERSONAL};
 use chrono::{DateTime, Utc};
@@ -9,7 +8,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::events::{stored_event_columns, StoredEvent};
+use crate::events::{opened_envelopes, stored_event_columns, StoredEvent};
 
 /// A stored event with its place in the chain.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -203,9 +202,9 @@ pub async fn user_at(
         .bind(at)
         .fetch_all(pool)
         .await?;
+    let events: Vec<StoredEvent> = rows.into_iter().map(|row| row.event).collect();
     let mut row = None;
-    for event in readable(vault, rows).await? {
-        let envelope: Envelope = serde_json::from_value(event.envelope)?;
+    for envelope in opened_envelopes(vault, &events).await? {
         let applied = envelope.event()?;
         reduce(&mut row, &envelope, &applied);
     }

@@ -6,13 +6,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::{ApiError, Code};
-use super::guards::{caller, AnyRole, SelfOr};
-use super::users::{PageInfo, User, READERS};
+use super::guards::{caller, has_any, AnyRole, SelfOr};
+use super::users::{parse_id_in, PageInfo, User, READERS};
 use super::ApiState;
 use crate::audit::history::{self, ReadableEvent, StreamCursor, StreamFilter};
 use crate::audit::{self as chain, Broken};
 use crate::auth::Caller;
-use crate::users::Role;
 
 /// One stored event, as auditors read it.
 #[derive(SimpleObject)]
@@ -318,10 +317,7 @@ impl AuditQuery {
                 return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql())
             }
             Caller::User { id, roles } => {
-                let reader = roles
-                    .iter()
-                    .any(|r| r == Role::Auditor.as_str() || r == Role::Admin.as_str());
-                if !reader && user != Some(*id) {
+                if !has_any(roles, READERS) && user != Some(*id) {
                     return Err(ApiError::new(Code::Forbidden, "not allowed").into_graphql());
                 }
             }
@@ -350,11 +346,7 @@ fn page_size(first: Option<i32>) -> i64 {
 }
 
 fn parse_uuid(id: &ID, field: &'static str) -> async_graphql::Result<Uuid> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::new(Code::BadUserInput, format!("{field}: not a user id"))
-            .with("field", field)
-            .into_graphql()
-    })
+    parse_id_in(id, field).map_err(ApiError::into_graphql)
 }
 
 fn parse_cursor(after: Option<&str>) -> async_graphql::Result<Option<i64>> {

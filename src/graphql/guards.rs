@@ -12,7 +12,8 @@ pub fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
     ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous)
 }
 
-fn has_any(roles: &[String], wanted: &[Role]) -> bool {
+/// Whether a caller's `roles` include one of `wanted`.
+pub fn has_any(roles: &[String], wanted: &[Role]) -> bool {
     roles.iter().any(|r| wanted.iter().any(|w| w.as_str() == r))
 }
 

@@ -14,10 +14,11 @@ use uuid::Uuid;
 
 use super::audit::AccountEvent;
 use super::error::{ApiError, Code};
+use super::guards::has_any;
+use super::users::{parse_id_in, READERS};
 use super::ApiState;
 use crate::audit::history::ReadableEvent;
 use crate::auth::{Auth, Caller};
-use crate::users::Role;
 
 /// The access token a WebSocket connection was opened with.
 #[derive(Clone)]
@@ -51,11 +52,8 @@ fn allowed(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
     let Caller::User { id, roles } = caller else {
         return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
     };
-    let reader = roles
-        .iter()
-        .any(|r| r == Role::Auditor.as_str() || r == Role::Admin.as_str());
     match scope {
-        _ if reader => Ok(()),
+        _ if has_any(roles, READERS) => Ok(()),
         Scope::One(user) if user == *id => Ok(()),
         _ => Err(ApiError::new(Code::Forbidden, "not allowed")),
     }
@@ -146,18 +144,8 @@ impl SubscriptionRoot {
             ApiError::new(Code::Unauthenticated, "invalid or expired access token").into_graphql()
         })?;
         let scope = match (&user_id, &caller) {
-            (Some(id), _) => Scope::One(Uuid::parse_str(id).map_err(|_| {
-                ApiError::new(Code::BadUserInput, "userId: not a user id")
-                    .with("field", "userId")
-                    .into_graphql()
-            })?),
-            (None, Caller::User { id, roles })
-                if !roles
-                    .iter()
-                    .any(|r| r == Role::Auditor.as_str() || r == Role::Admin.as_str()) =>
-            {
-                Scope::One(*id)
-            }
+            (Some(id), _) => Scope::One(parse_id_in(id, "userId").map_err(ApiError::into_graphql)?),
+            (None, Caller::User { id, roles }) if !has_any(roles, READERS) => Scope::One(*id),
             (None, _) => Scope::Everyone,
         };
         allowed(&caller, scope).map_err(ApiError::into_graphql)?;

@@ -938,9 +938,15 @@ async fn read_at_least(
     }
 }
 
+/// A user id given in `field`, or `BAD_USER_INPUT` naming the field.
+pub(crate) fn parse_id_in(id: &ID, field: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::new(Code::BadUserInput, format!("{field}: not a user id")).with("field", field)
+    })
+}
+
 fn parse_id(id: &ID) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id)
-        .map_err(|_| ApiError::new(Code::BadUserInput, "id: not a user id").with("field", "id"))
+    parse_id_in(id, "id")
 }
 
 /// A newly registered user as the write left it, in the shape of the read
