@@ -127,6 +127,17 @@ pub struct Config {
     )]
     pub relay_poll_ms: u64,
 
+    /// Most events the relay publishes per cursor update (one database
+    /// round trip and one wait for the broker's acknowledgements each).
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_RELAY_BATCH_SIZE",
+        default_value_t = 500,
+        value_parser = clap::value_parser!(i64).range(1..=100_000),
+        global = true
+    )]
+    pub relay_batch_size: i64,
+
     /// Most messages per Kafka record batch from the relay. 1 suits tansu,
     /// which skips the rest of a batch when a consumer resumes inside it;
     /// raise it (e.g. to 10000) on a real Kafka cluster.
@@ -168,6 +179,17 @@ pub struct Config {
         global = true
     )]
     pub hash_concurrency: usize,
+
+    /// Hashes (sign-ins, registrations, password changes) that may wait for
+    /// a busy hashing thread; beyond them, requests are refused at once with
+    /// `UNAVAILABLE`, so that a login storm cannot slow every other request.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_HASH_QUEUE",
+        default_value_t = 32,
+        global = true
+    )]
+    pub hash_queue: usize,
 
     /// Shortest password accepted, in code points.
     #[arg(long, env = "ACCOUNTABLE_PASSWORD_MIN_LENGTH", default_value_t = Password::DEFAULT_MIN_LEN, global = true)]
@@ -356,7 +378,7 @@ impl Config {
             topic: self.events_topic.clone(),
             partitions: self.topic_partitions,
             replication: self.topic_replication,
-            batch_size: 500,
+            batch_size: self.relay_batch_size,
             poll_interval: Duration::from_millis(self.relay_poll_ms),
             message_timeout: Duration::from_secs(120),
             batch_messages: self.relay_batch_messages,

@@ -141,9 +141,13 @@ impl StoredEvent {
     }
 
     /// The Kafka message: key = user id, value = envelope, CloudEvents
-    /// binary-mode headers plus the sequence and global position.
-    pub fn to_message(&self) -> Result<Outgoing, PublishError> {
-        let envelope = self.envelope()?;
+    /// binary-mode headers plus the sequence, the global position and the
+    /// relay's `generation` (raised each time the topic is written anew).
+    pub fn to_message(&self, generation: i64) -> Result<Outgoing, PublishError> {
+        let mut envelope = self.envelope()?;
+        if let Some(attributes) = envelope.as_object_mut() {
+            attributes.insert("generation".into(), json!(generation));
+        }
         let cloud_type = envelope["type"].as_str().unwrap_or_default().to_owned();
         let mut headers = vec![
             ("ce_specversion", "1.0".to_owned()),
@@ -155,6 +159,7 @@ impl StoredEvent {
             ("content-type", "application/json".to_owned()),
             ("ce_sequence", self.sequence.to_string()),
             ("ce_position", self.position.to_string()),
+            ("ce_generation", generation.to_string()),
         ];
         if let Some(traceparent) = self.traceparent() {
             headers.push(("traceparent", traceparent.to_owned()));
@@ -380,7 +385,7 @@ mod tests {
     fn the_projections_read_every_published_event_once_opened() {
         for (n, event) in every_event().into_iter().enumerate() {
             let payload = stored_form(&event);
-            let message = stored(n, payload).to_message().unwrap();
+            let message = stored(n, payload).to_message(1).unwrap();
             let text = String::from_utf8_lossy(&message.value);
             assert!(!text.contains("argon2"), "{text}");
             assert!(!text.contains("example"), "{text}");
@@ -404,7 +409,7 @@ mod tests {
     fn personal_data_in_clear_is_never_published() {
         let clear = serde_json::to_value(&every_event()[0]).unwrap();
         assert!(matches!(
-            stored(0, clear).to_message(),
+            stored(0, clear).to_message(1),
             Err(PublishError::InClear {
                 field: "personal",
                 ..
@@ -435,7 +440,7 @@ mod tests {
             let mut stored = stored(n, payload);
             stored.metadata = json!({"actor": "self", "correlation_id": "c", "causation_id": "r",
                 "request_id": "r", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
-            let message = stored.to_message().unwrap();
+            let message = stored.to_message(1).unwrap();
             let value: Value = serde_json::from_slice(&message.value).unwrap();
             let cloud_type = value["type"].as_str().unwrap();
             let schema = contract_file(&format!("schemas/{cloud_type}.json"));

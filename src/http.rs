@@ -157,7 +157,11 @@ impl Application {
         shutdown: CancellationToken,
         clock: Clock,
     ) -> anyhow::Result<Self> {
-        let hasher = PasswordHasher::new(config.hash_cost(), config.hash_concurrency())?;
+        let hasher = PasswordHasher::new(
+            config.hash_cost(),
+            config.hash_concurrency(),
+            config.hash_queue,
+        )?;
         let vault = shredding::open_vault(config, &pool).await?;
         let users = Arc::new(Users::new(
             pool.clone(),

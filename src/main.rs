@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
             let vault = shredding::open_vault(&config, &pool).await?;
             let users = Users::new(
                 pool,
-                PasswordHasher::new(config.hash_cost(), 1)?,
+                PasswordHasher::new(config.hash_cost(), 1, config.hash_queue)?,
                 config.password_min_length,
                 std::time::Duration::from_secs(config.email_claim_ttl_secs),
                 vault,

@@ -3,13 +3,16 @@
 //! so that a transaction that commits late is never skipped. The cursor
 //! moves only after Kafka acknowledged the batch; one relay leads at a time.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use accountable_projections::crash;
 use cqrs_es::Aggregate;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::{PgConnection, PgPool};
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{stored_event_columns, Outgoing, StoredEvent};
@@ -58,7 +61,64 @@ UPDATE relay_cursors
    SET transaction_id = $2::text::xid8, position = $3, published = published + $4, updated_at = now()
  WHERE name = $1";
 
+const SELECT_PUBLISHED: &str = "
+SELECT c.generation, p.partition, p.last_offset
+  FROM relay_cursors c LEFT JOIN relay_partitions p ON p.name = c.name
+ WHERE c.name = $1";
+
+const RECORD_OFFSETS: &str = "
+INSERT INTO relay_partitions (name, partition, last_offset)
+SELECT $1, partition, last_offset FROM unnest($2::int[], $3::bigint[]) AS t(partition, last_offset)
+ON CONFLICT (name, partition) DO UPDATE SET last_offset = EXCLUDED.last_offset";
+
+/// Back to the start of the store, under the next generation.
+const START_OVER: &str = "
+UPDATE relay_cursors
+   SET transaction_id = '0'::xid8, position = 0, published = 0,
+       generation = generation + 1, updated_at = now()
+ WHERE name = $1
+RETURNING generation";
+
+const FORGET_OFFSETS: &str = "DELETE FROM relay_partitions WHERE name = $1";
+
+/// How often an idle relay checks that the topic still holds what it
+/// published.
+const CHECK_TOPIC_EVERY: Duration = Duration::from_secs(2);
+
 const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(hashtext('accountable.relay'), hashtext($1))";
+
+/// What the relay has published: the generation its messages carry and the
+/// last offset Kafka acknowledged on each partition.
+#[derive(Debug, Default)]
+struct Published {
+    generation: i64,
+    last_offsets: HashMap<i32, i64>,
+}
+
+impl Published {
+    async fn load(conn: &mut PgConnection, topic: &str) -> sqlx::Result<Self> {
+        let rows: Vec<(i64, Option<i32>, Option<i64>)> = sqlx::query_as(SELECT_PUBLISHED)
+            .bind(topic)
+            .fetch_all(conn)
+            .await?;
+        Ok(Self {
+            generation: rows.first().map_or(1, |row| row.0),
+            last_offsets: rows
+                .into_iter()
+                .filter_map(|(_, partition, offset)| partition.zip(offset))
+                .collect(),
+        })
+    }
+}
+
+/// What one batch came to.
+enum Outcome {
+    /// This many events published and recorded.
+    Published(i64),
+    /// Kafka acknowledged an offset at or below one it had acknowledged
+    /// before: the partition lost messages.
+    TopicLost,
+}
 
 pub struct Relay {
     pool: PgPool,
@@ -117,23 +177,30 @@ impl Relay {
             }
         }
         tracing::info!(topic = %self.config.topic, "relay leads");
-        kafka::ensure_topic(
-            &self.config.bootstrap_servers,
-            &self.config.topic,
-            self.config.partitions,
-            self.config.replication,
-        )
-        .await?;
+        self.ensure_topic().await?;
         let mut listener = crate::db::listener(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         sqlx::query(ENSURE_CURSOR)
             .bind(&self.config.topic)
             .execute(&mut conn)
             .await?;
+        let mut published = Published::load(&mut conn, &self.config.topic).await?;
+        let mut next_check = tokio::time::Instant::now();
         loop {
-            let published = self.publish_batch(&mut conn).await?;
-            if published == self.config.batch_size {
-                continue;
+            match self.publish_batch(&mut conn, &mut published).await? {
+                Outcome::Published(count) if count == self.config.batch_size => continue,
+                Outcome::Published(_) => {}
+                Outcome::TopicLost => {
+                    self.start_over(&mut conn, &mut published).await?;
+                    continue;
+                }
+            }
+            if tokio::time::Instant::now() >= next_check {
+                if !self.topic_holds(&published).await? {
+                    self.start_over(&mut conn, &mut published).await?;
+                    continue;
+                }
+                next_check = tokio::time::Instant::now() + CHECK_TOPIC_EVERY;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -143,9 +210,84 @@ impl Relay {
         }
     }
 
+    /// Whether every partition still ends at or after the last offset Kafka
+    /// acknowledged on it (a missing topic holds nothing, and is created
+    /// again). A broker that does not answer is an error, not a loss.
+    async fn topic_holds(&self, published: &Published) -> anyhow::Result<bool> {
+        for (&partition, &last) in &published.last_offsets {
+            let producer = self.producer.clone();
+            let topic = self.config.topic.clone();
+            let watermarks = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+            })
+            .await?;
+            let high = match watermarks {
+                Ok((_, high)) => high,
+                Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                    self.ensure_topic().await?;
+                    -1
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if high <= last {
+                tracing::warn!(
+                    topic = %self.config.topic, partition, end = high, acknowledged = last,
+                    "the topic ends before what Kafka acknowledged"
+                );
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Publishes the whole event store again, under the next generation:
+    /// the topic lost messages, and the store is the truth.
+    async fn start_over(
+        &self,
+        conn: &mut PgConnection,
+        published: &mut Published,
+    ) -> anyhow::Result<()> {
+        let mut tx = conn.begin().await?;
+        let generation: i64 = sqlx::query_scalar(START_OVER)
+            .bind(&self.config.topic)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(FORGET_OFFSETS)
+            .bind(&self.config.topic)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::warn!(
+            topic = %self.config.topic, generation,
+            "the topic lost messages; publishing the event store again"
+        );
+        *published = Published {
+            generation,
+            last_offsets: HashMap::new(),
+        };
+        Ok(())
+    }
+
+    async fn ensure_topic(&self) -> anyhow::Result<()> {
+        kafka::ensure_topic(
+            &self.config.bootstrap_servers,
+            &self.config.topic,
+            self.config.partitions,
+            self.config.replication,
+        )
+        .await
+    }
+
     /// Publishes the next batch and moves the cursor past it once Kafka has
-    /// acknowledged every message. Returns how many were published.
-    async fn publish_batch(&self, conn: &mut PgConnection) -> anyhow::Result<i64> {
+    /// acknowledged every message, unless an acknowledgement shows that the
+    /// topic lost messages.
+    async fn publish_batch(
+        &self,
+        conn: &mut PgConnection,
+        published: &mut Published,
+    ) -> anyhow::Result<Outcome> {
         let batch: Vec<StoredEvent> = sqlx::query_as(SELECT_BATCH)
             .bind(&self.config.topic)
             .bind(User::TYPE)
@@ -153,11 +295,11 @@ impl Relay {
             .fetch_all(&mut *conn)
             .await?;
         let Some(last) = batch.last() else {
-            return Ok(0);
+            return Ok(Outcome::Published(0));
         };
         let messages = batch
             .iter()
-            .map(StoredEvent::to_message)
+            .map(|event| event.to_message(published.generation))
             .collect::<Result<Vec<_>, _>>()?;
         // Enqueued one by one in order (a full queue is waited out, never
         // skipped), so each user's events keep their order on the partition.
@@ -175,23 +317,57 @@ impl Relay {
                 }
             }
         }
+        crash::point("relay.before_ack");
+        let mut acknowledged: HashMap<i32, (i64, i64)> = HashMap::new();
         for delivery in deliveries {
             match delivery.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(Delivery {
+                    partition, offset, ..
+                })) => {
+                    let range = acknowledged.entry(partition).or_insert((offset, offset));
+                    *range = (range.0.min(offset), range.1.max(offset));
+                }
                 Ok(Err((error, _))) => anyhow::bail!("Kafka did not acknowledge: {error}"),
                 Err(_) => anyhow::bail!("the producer was dropped before acknowledging"),
             }
         }
+        crash::point("relay.after_ack");
+        for (partition, (lowest, _)) in &acknowledged {
+            if let Some(&last) = published.last_offsets.get(partition) {
+                if *lowest <= last {
+                    tracing::warn!(
+                        topic = %self.config.topic, partition, offset = lowest, acknowledged = last,
+                        "Kafka acknowledged an offset it had given before"
+                    );
+                    return Ok(Outcome::TopicLost);
+                }
+            }
+        }
+        let (partitions, offsets): (Vec<i32>, Vec<i64>) = acknowledged
+            .iter()
+            .map(|(partition, (_, highest))| (*partition, *highest))
+            .unzip();
         let count = i64::try_from(batch.len())?;
+        let mut tx = conn.begin().await?;
         sqlx::query(ADVANCE_CURSOR)
             .bind(&self.config.topic)
             .bind(&last.transaction_id)
             .bind(last.position)
             .bind(count)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query(RECORD_OFFSETS)
+            .bind(&self.config.topic)
+            .bind(&partitions)
+            .bind(&offsets)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        published
+            .last_offsets
+            .extend(partitions.into_iter().zip(offsets));
         tracing::debug!(count, position = last.position, "published");
-        Ok(count)
+        Ok(Outcome::Published(count))
     }
 }
 

@@ -22,6 +22,10 @@ pub struct Envelope {
     pub sequence: i64,
     /// The event's place in the global order of the store.
     pub position: i64,
+    /// The relay's generation: raised each time it writes the topic anew
+    /// from the event store (1 when absent, as in the store's own form).
+    #[serde(default = "first_generation")]
+    pub generation: i64,
     pub data: serde_json::Value,
 }
 
@@ -38,6 +42,10 @@ pub enum ContractError {
         event_type: String,
         source: serde_json::Error,
     },
+}
+
+fn first_generation() -> i64 {
+    1
 }
 
 impl Envelope {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,15 @@ const CLAIM_EVERY: Duration = Duration::from_secs(2);
 const TRY_CLAIM: &str = "SELECT pg_try_advisory_lock(hashtext($1), $2)";
 
 const SELECT_CHECKPOINTS: &str = "
-SELECT partition, next_offset FROM projection_checkpoints WHERE projection = $1 AND topic = $2";
+SELECT partition, next_offset, generation FROM projection_checkpoints
+ WHERE projection = $1 AND topic = $2";
+
+/// A partition written anew (a later generation): read from its start.
+const READ_AGAIN: &str = "
+INSERT INTO projection_checkpoints (projection, topic, partition, next_offset, generation)
+VALUES ($1, $2, $3, 0, $4)
+ON CONFLICT (projection, topic, partition) DO UPDATE
+   SET next_offset = 0, generation = EXCLUDED.generation, updated_at = now()";
 
 /// The partitions this worker owns: session advisory locks on one
 /// PostgreSQL connection. When the worker dies, its connection closes, the
@@ -104,6 +112,8 @@ SELECT partition, next_offset FROM projection_checkpoints WHERE projection = $1 
 struct Ownership {
     conn: Option<PgConnection>,
     partitions: BTreeSet<i32>,
+    /// The generation each owned partition's offsets refer to.
+    generations: HashMap<i32, i64>,
 }
 
 impl Worker {
@@ -139,6 +149,7 @@ impl Worker {
         tracing::info!(topic = %self.config.topic, group = %self.config.group_id, "projection worker started");
         let mut ownership = Ownership::default();
         let mut next_claim = tokio::time::Instant::now();
+        let mut reached = BTreeMap::new();
         loop {
             if tokio::time::Instant::now() >= next_claim {
                 if let Err(error) = self.claim(&mut ownership).await {
@@ -166,10 +177,31 @@ impl Worker {
                 }
             };
             let batch = self.fill_batch(first).await;
+            let rewritten = rewritten_partitions(&batch, &ownership.generations);
+            if !rewritten.is_empty() {
+                // Nothing of this batch is applied: every owned partition is
+                // read again from the offsets the database holds.
+                if let Err(error) = self.read_again(&mut ownership, &rewritten).await {
+                    tracing::warn!(error = %error, "cannot restart the rewritten partitions; releasing all");
+                    ownership = Ownership::default();
+                    self.consumer.unassign()?;
+                }
+                continue;
+            }
             if !self.apply_with_retry(&batch, &shutdown).await {
                 break;
             }
-            self.commit_offsets(&batch)?;
+            ownership
+                .generations
+                .extend(generations(&batch).into_iter().map(|((_, p), g)| (p, g)));
+            let next = next_offsets(&batch);
+            self.commit_offsets(&next, CommitMode::Async)?;
+            reached.extend(next);
+        }
+        // The asynchronous commits may still be in flight: the offsets
+        // reached go to the broker before the process leaves.
+        if !reached.is_empty() {
+            self.commit_offsets(&reached, CommitMode::Sync)?;
         }
         tracing::info!("projection worker stopped");
         Ok(())
@@ -205,23 +237,68 @@ impl Worker {
         if claimed.is_empty() {
             return Ok(());
         }
-        let checkpoints: HashMap<i32, i64> = sqlx::query_as(SELECT_CHECKPOINTS)
+        self.assign(ownership).await?;
+        tracing::info!(claimed = ?claimed, owned = ?ownership.partitions, "partitions claimed");
+        Ok(())
+    }
+
+    /// Consumes every owned partition from the offset after the last batch
+    /// applied to the database.
+    async fn assign(&self, ownership: &mut Ownership) -> anyhow::Result<()> {
+        let Some(conn) = ownership.conn.as_mut() else {
+            return Ok(());
+        };
+        let checkpoints: Vec<(i32, i64, i64)> = sqlx::query_as(SELECT_CHECKPOINTS)
             .bind(USERS)
             .bind(&self.config.topic)
             .fetch_all(&mut *conn)
-            .await?
+            .await?;
+        let checkpoints: HashMap<i32, (i64, i64)> = checkpoints
             .into_iter()
+            .map(|(partition, next, generation)| (partition, (next, generation)))
             .collect();
         let mut assignment = TopicPartitionList::new();
+        ownership.generations.clear();
         for partition in &ownership.partitions {
-            let offset = checkpoints
-                .get(partition)
-                .map_or(Offset::Beginning, |next| Offset::Offset(*next));
+            let offset = match checkpoints.get(partition) {
+                Some((next, generation)) => {
+                    ownership.generations.insert(*partition, *generation);
+                    Offset::Offset(*next)
+                }
+                None => Offset::Beginning,
+            };
             assignment.add_partition_offset(&self.config.topic, *partition, offset)?;
         }
         self.consumer.assign(&assignment)?;
-        tracing::info!(claimed = ?claimed, owned = ?ownership.partitions, "partitions claimed");
         Ok(())
+    }
+
+    /// The relay wrote these partitions anew (a later generation): their
+    /// offsets refer to messages that are gone, so they are read again from
+    /// their start; re-applying what is already applied changes nothing.
+    async fn read_again(
+        &self,
+        ownership: &mut Ownership,
+        rewritten: &BTreeMap<i32, i64>,
+    ) -> anyhow::Result<()> {
+        let Some(conn) = ownership.conn.as_mut() else {
+            return Ok(());
+        };
+        for (partition, generation) in rewritten {
+            tracing::warn!(
+                partition,
+                generation,
+                "the topic was written anew; reading the partition again"
+            );
+            sqlx::query(READ_AGAIN)
+                .bind(USERS)
+                .bind(&self.config.topic)
+                .bind(partition)
+                .bind(generation)
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.assign(ownership).await
     }
 
     /// How many partitions the topic has (0 while it does not exist).
@@ -333,7 +410,9 @@ impl Worker {
             .bind(PROJECTED_CHANNEL)
             .execute(&mut *tx)
             .await?;
+        crate::crash::point("project.before_commit");
         tx.commit().await?;
+        crate::crash::point("project.after_commit");
         tracing::debug!(
             first = ?batch.iter().map(|m| (m.partition(), m.offset())).min(),
             next = ?next_offsets(batch),
@@ -481,12 +560,17 @@ impl Worker {
         Ok(retried)
     }
 
-    fn commit_offsets(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    /// Commits the offsets after what the database holds to Kafka.
+    fn commit_offsets(
+        &self,
+        next: &BTreeMap<(String, i32), i64>,
+        mode: CommitMode,
+    ) -> anyhow::Result<()> {
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in next_offsets(batch) {
-            offsets.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+        for ((topic, partition), next) in next {
+            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
-        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+        if let Err(error) = self.consumer.commit(&offsets, mode) {
             // The rows are committed; a lost offset commit only means a
             // harmless re-delivery.
             tracing::warn!(error = %error, "offset commit failed");
@@ -507,19 +591,61 @@ fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
     next
 }
 
+/// The generation a message carries (`ce_generation`; 1 when absent).
+fn generation(message: &OwnedMessage) -> i64 {
+    message
+        .headers()
+        .and_then(|headers| {
+            headers
+                .iter()
+                .find(|header| header.key == "ce_generation")
+                .and_then(|header| std::str::from_utf8(header.value?).ok()?.parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// The latest generation in the batch, per partition.
+fn generations(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
+    let mut latest = BTreeMap::new();
+    for message in batch {
+        let entry = latest
+            .entry((message.topic().to_owned(), message.partition()))
+            .or_insert(1);
+        *entry = (*entry).max(generation(message));
+    }
+    latest
+}
+
+/// The partitions whose messages in `batch` carry a later generation than
+/// the one their offsets refer to, with that generation.
+fn rewritten_partitions(batch: &[OwnedMessage], known: &HashMap<i32, i64>) -> BTreeMap<i32, i64> {
+    generations(batch)
+        .into_iter()
+        .filter(|((_, partition), latest)| known.get(partition).is_some_and(|known| latest > known))
+        .map(|((_, partition), latest)| (partition, latest))
+        .collect()
+}
+
 async fn save_checkpoints(conn: &mut PgConnection, batch: &[OwnedMessage]) -> sqlx::Result<()> {
+    let generations = generations(batch);
     for ((topic, partition), next) in next_offsets(batch) {
+        let generation = generations
+            .get(&(topic.clone(), partition))
+            .copied()
+            .unwrap_or(1);
         sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, topic, partition, next_offset)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO projection_checkpoints (projection, topic, partition, next_offset, generation)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (projection, topic, partition) DO UPDATE
                 SET next_offset = GREATEST(projection_checkpoints.next_offset, EXCLUDED.next_offset),
+                    generation = GREATEST(projection_checkpoints.generation, EXCLUDED.generation),
                     updated_at = now()",
         )
         .bind(USERS)
         .bind(&topic)
         .bind(partition)
         .bind(next)
+        .bind(generation)
         .execute(&mut *conn)
         .await?;
     }
@@ -547,4 +673,52 @@ async fn park(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn message(partition: i32, offset: i64, generation: Option<&str>) -> OwnedMessage {
+        let headers = generation.map(|value| {
+            OwnedHeaders::new().insert(Header {
+                key: "ce_generation",
+                value: Some(value),
+            })
+        });
+        OwnedMessage::new(
+            None,
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            headers,
+        )
+    }
+
+    #[test]
+    fn a_later_generation_on_a_partition_with_offsets_means_reading_it_again() {
+        let known = HashMap::from([(0, 1), (1, 1), (2, 3)]);
+        let batch = [
+            message(0, 7, Some("1")),
+            message(1, 8, Some("1")),
+            message(1, 0, Some("2")),
+            message(2, 0, Some("3")),
+            // No offsets kept yet: nothing to read again.
+            message(3, 0, Some("5")),
+            // Without the header (earlier relays): generation 1.
+            message(0, 8, None),
+        ];
+        assert_eq!(
+            rewritten_partitions(&batch, &known),
+            BTreeMap::from([(1, 2)])
+        );
+        let latest = generations(&batch);
+        assert_eq!(latest[&("t".to_owned(), 3)], 5);
+        assert_eq!(latest[&("t".to_owned(), 0)], 1);
+    }
 }

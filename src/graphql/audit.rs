@@ -338,7 +338,7 @@ impl AuditQuery {
 }
 
 fn internal(error: anyhow::Error) -> async_graphql::Error {
-    ApiError::internal(&error).into_graphql()
+    ApiError::infrastructure(error.as_ref()).into_graphql()
 }
 
 fn page_size(first: Option<i32>) -> i64 {

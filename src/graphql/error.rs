@@ -63,6 +63,20 @@ impl ApiError {
         Self::new(Code::Internal, "internal error")
     }
 
+    /// An infrastructure failure: `UNAVAILABLE` when the database is out of
+    /// reach (a retry can succeed), otherwise `INTERNAL`. Logged either way.
+    pub fn infrastructure(error: &(dyn std::error::Error + 'static)) -> Self {
+        if database_unreachable(error) {
+            tracing::warn!(error = %error, "the database is out of reach");
+            Self::new(
+                Code::Unavailable,
+                "the service is temporarily unavailable; retry shortly",
+            )
+        } else {
+            Self::internal(&error)
+        }
+    }
+
     /// The one answer to every failed login, whatever the reason.
     pub fn invalid_credentials() -> Self {
         Self::new(Code::Unauthenticated, "invalid email or password")
@@ -117,19 +131,54 @@ impl From<CommandError> for ApiError {
             CommandError::VersionMismatch { current } => {
                 Self::new(Code::Conflict, error.to_string()).with("currentVersion", current)
             }
-            CommandError::Infrastructure(detail) => Self::internal(&detail),
+            CommandError::Busy => {
+                Self::new(Code::Unavailable, error.to_string()).with("retryAfter", 1)
+            }
+            CommandError::Infrastructure(detail) => Self::infrastructure(detail.as_ref()),
         }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        Self::internal(&error)
+        Self::infrastructure(&error)
     }
 }
 
 impl From<std::sync::Arc<sqlx::Error>> for ApiError {
     fn from(error: std::sync::Arc<sqlx::Error>) -> Self {
-        Self::internal(&error)
+        Self::infrastructure(error.as_ref())
     }
+}
+
+/// Whether `error`, or an error that caused it, is the database being out
+/// of reach: down, restarting, refusing or dropping connections.
+pub fn database_unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            let unreachable = match error {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // Connection exceptions (08), shutdown and start-up (57P01–
+                // 57P03), too many connections (53300).
+                sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+                }),
+                _ => false,
+            };
+            if unreachable {
+                return true;
+            }
+        }
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }

@@ -1,12 +1,13 @@
 //! argon2id hashing on a bounded pool of blocking threads, so that a burst of
 //! registrations or logins cannot occupy the async workers.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::values::Password;
 
@@ -38,23 +39,71 @@ pub enum HashError {
     Hash(argon2::password_hash::Error),
     #[error("the hashing pool is shut down")]
     PoolClosed,
+    /// Every hashing thread is busy and the queue is full: shed, so that a
+    /// storm of logins cannot make every request wait.
+    #[error("too many passwords are being checked at once")]
+    Busy,
 }
 
-/// Hashes passwords with argon2id on at most `concurrency` blocking threads.
+/// Hashes passwords with argon2id on at most `concurrency` blocking threads;
+/// at most `queue` more wait for one, and the rest are refused at once.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     /// One permit per hash allowed to run at once.
     permits: Arc<Semaphore>,
+    /// Hashes waiting for a permit.
+    waiting: Arc<AtomicUsize>,
+    queue: usize,
+}
+
+/// One hash in the queue; leaves it when dropped.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    /// Joins the queue unless it holds `limit` already.
+    fn join(waiting: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        let mut current = waiting.load(Ordering::Relaxed);
+        loop {
+            if current >= limit {
+                return None;
+            }
+            match waiting.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    queue_depth(current + 1);
+                    return Some(Self(waiting.clone()));
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let before = self.0.fetch_sub(1, Ordering::AcqRel);
+        queue_depth(before - 1);
+    }
+}
+
+fn queue_depth(depth: usize) {
+    metrics::gauge!("accountable_hash_queue_depth").set(depth as f64);
 }
 
 impl PasswordHasher {
-    pub fn new(cost: HashCost, concurrency: usize) -> Result<Self, HashError> {
+    pub fn new(cost: HashCost, concurrency: usize, queue: usize) -> Result<Self, HashError> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(HashError::Params)?;
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            queue,
         })
     }
 
@@ -90,17 +139,24 @@ impl PasswordHasher {
         .await
     }
 
-    /// Runs `work` on a blocking thread once a permit is free.
+    /// Runs `work` on a blocking thread once a permit is free, or refuses
+    /// it when the queue for permits is full.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::PoolClosed)?;
+        let _permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(HashError::PoolClosed),
+            Err(TryAcquireError::NoPermits) => {
+                let _waiting = Waiting::join(&self.waiting, self.queue).ok_or(HashError::Busy)?;
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| HashError::PoolClosed)?
+            }
+        };
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|_| HashError::PoolClosed)?
@@ -127,7 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_argon2id_with_unique_salts() {
-        let hasher = PasswordHasher::new(CHEAP, 2).unwrap();
+        let hasher = PasswordHasher::new(CHEAP, 2, 8).unwrap();
         let password = Password::parse("correct horse battery staple", 15).unwrap();
         let first = hasher.hash(password.clone()).await.unwrap();
         let second = hasher.hash(password).await.unwrap();
@@ -137,13 +193,14 @@ mod tests {
 
     #[tokio::test]
     async fn verification_matches_only_the_password_and_flags_old_parameters() {
-        let old = PasswordHasher::new(CHEAP, 1).unwrap();
+        let old = PasswordHasher::new(CHEAP, 1, 8).unwrap();
         let current = PasswordHasher::new(
             HashCost {
                 memory_kib: 128,
                 ..CHEAP
             },
             1,
+            8,
         )
         .unwrap();
         let password = Password::parse("correct horse battery staple", 15).unwrap();
@@ -167,5 +224,36 @@ mod tests {
         );
         let longer = Password::parse("correct horse battery staple!", 15).unwrap();
         assert!(!old.verify(longer, stored).await.unwrap().matches);
+    }
+    #[tokio::test]
+    async fn beyond_the_running_hashes_and_the_queue_a_hash_is_refused_at_once() {
+        let hasher = PasswordHasher::new(CHEAP, 1, 1).unwrap();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let running = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                hasher
+                    .run(move || {
+                        released.recv().ok();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        while hasher.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let queued = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.run(|| Ok(())).await }
+        });
+        while hasher.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(hasher.run(|| Ok(())).await, Err(HashError::Busy)));
+        release.send(()).unwrap();
+        assert!(running.await.unwrap().is_ok());
+        assert!(queued.await.unwrap().is_ok(), "the queued hash ran");
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
     }
 }

@@ -97,6 +97,9 @@ pub enum CommandError {
     /// `expectedVersion` was given and the user is at another version.
     #[error("the user is at version {current}, not the one expected")]
     VersionMismatch { current: i64 },
+    /// Every password hashing thread is busy and the queue is full.
+    #[error("too many passwords are being checked at once; retry shortly")]
+    Busy,
     #[error("infrastructure failure: {0}")]
     Infrastructure(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -115,7 +118,10 @@ impl From<AggregateError<UserError>> for CommandError {
 
 impl From<HashError> for CommandError {
     fn from(err: HashError) -> Self {
-        Self::Infrastructure(Box::new(err))
+        match err {
+            HashError::Busy => Self::Busy,
+            other => Self::Infrastructure(Box::new(other)),
+        }
     }
 }
 

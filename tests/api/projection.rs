@@ -11,7 +11,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{consume_until, eventually, Received, TestStack, PASSWORD};
+use crate::helpers::{
+    all_rows, caught_up, consume_until, eventually, Received, TestStack, PASSWORD,
+};
 
 fn producer(stack: &TestStack) -> FutureProducer {
     ClientConfig::new()
@@ -265,27 +267,6 @@ async fn killing_the_relay_and_the_projection_mid_stream_loses_no_user() {
             .await,
         0
     );
-}
-
-async fn all_rows(stack: &TestStack) -> Vec<UserRow> {
-    sqlx::query_as(
-        "SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
-           FROM users ORDER BY id",
-    )
-    .fetch_all(&stack.pool)
-    .await
-    .unwrap()
-}
-
-/// Whether every user's row has applied all of the user's events.
-async fn caught_up(stack: &TestStack, users: i64) -> Option<()> {
-    let current = stack
-        .count(
-            "SELECT count(*) FROM users u
-              WHERE u.version = (SELECT max(sequence) FROM events e WHERE e.aggregate_id = u.id::text)",
-        )
-        .await;
-    (current == users).then_some(())
 }
 
 #[tokio::test]
