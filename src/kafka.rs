@@ -74,3 +74,45 @@ pub fn idempotent_producer(
         )
         .create()?)
 }
+
+/// An idempotent producer that can be made anew. A broker that forgot the
+/// producer's id (restarted, or its data lost) can leave it failing for good
+/// or, with tansu, retrying under ever higher epochs without end; a new
+/// producer gets a new id. What the old one still held is dropped, and sent
+/// again by the caller: our messages carry their identity and order
+/// (`ce_id`, `sequence`), so a duplicate is harmless.
+pub struct RenewingProducer {
+    producer: FutureProducer,
+    bootstrap_servers: String,
+    message_timeout: Duration,
+    batch_messages: u32,
+}
+
+impl RenewingProducer {
+    pub fn new(
+        bootstrap_servers: &str,
+        message_timeout: Duration,
+        batch_messages: u32,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            producer: idempotent_producer(bootstrap_servers, message_timeout, batch_messages)?,
+            bootstrap_servers: bootstrap_servers.to_owned(),
+            message_timeout,
+            batch_messages,
+        })
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Replaces the producer with a new one.
+    pub fn renew(&mut self) -> anyhow::Result<()> {
+        self.producer = idempotent_producer(
+            &self.bootstrap_servers,
+            self.message_timeout,
+            self.batch_messages,
+        )?;
+        Ok(())
+    }
+}

@@ -11,12 +11,12 @@ use cqrs_es::Aggregate;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{stored_event_columns, Outgoing, StoredEvent};
-use crate::kafka;
+use crate::kafka::{self, RenewingProducer};
 use crate::users::User;
 
 /// The NOTIFY channel the event store's trigger signals on commit.
@@ -81,6 +81,10 @@ RETURNING generation";
 
 const FORGET_OFFSETS: &str = "DELETE FROM relay_partitions WHERE name = $1";
 
+/// How long a batch may wait for its acknowledgements before the relay
+/// starts over with a new producer.
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How often an idle relay checks that the topic still holds what it
 /// published.
 const CHECK_TOPIC_EVERY: Duration = Duration::from_secs(2);
@@ -123,12 +127,12 @@ enum Outcome {
 pub struct Relay {
     pool: PgPool,
     config: RelayConfig,
-    producer: FutureProducer,
+    producer: RenewingProducer,
 }
 
 impl Relay {
     pub fn new(pool: PgPool, config: RelayConfig) -> anyhow::Result<Self> {
-        let producer = kafka::idempotent_producer(
+        let producer = RenewingProducer::new(
             &config.bootstrap_servers,
             config.message_timeout,
             config.batch_messages,
@@ -143,11 +147,12 @@ impl Relay {
     /// Waits for leadership, then publishes until `shutdown`; a failure
     /// (the database or the broker away) gives up leadership and starts
     /// over after a pause.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(topic = %self.config.topic, "relay started");
         while !shutdown.is_cancelled() {
             if let Err(error) = self.lead_when_possible(&shutdown).await {
                 tracing::warn!(error = %error, "relay interrupted; starting over");
+                self.producer.renew()?;
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(self.config.poll_interval) => {}
@@ -215,7 +220,7 @@ impl Relay {
     /// again). A broker that does not answer is an error, not a loss.
     async fn topic_holds(&self, published: &Published) -> anyhow::Result<bool> {
         for (&partition, &last) in &published.last_offsets {
-            let producer = self.producer.clone();
+            let producer = self.producer.producer().clone();
             let topic = self.config.topic.clone();
             let watermarks = tokio::task::spawn_blocking(move || {
                 producer
@@ -307,7 +312,7 @@ impl Relay {
         for message in &messages {
             let mut record = record(&self.config.topic, message);
             loop {
-                match self.producer.send_result(record) {
+                match self.producer.producer().send_result(record) {
                     Ok(delivery) => break deliveries.push(delivery),
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
@@ -318,19 +323,24 @@ impl Relay {
             }
         }
         crash::point("relay.before_ack");
-        let mut acknowledged: HashMap<i32, (i64, i64)> = HashMap::new();
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(Delivery {
-                    partition, offset, ..
-                })) => {
-                    let range = acknowledged.entry(partition).or_insert((offset, offset));
-                    *range = (range.0.min(offset), range.1.max(offset));
+        let acknowledged = tokio::time::timeout(ACK_TIMEOUT, async {
+            let mut acknowledged: HashMap<i32, (i64, i64)> = HashMap::new();
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(Delivery {
+                        partition, offset, ..
+                    })) => {
+                        let range = acknowledged.entry(partition).or_insert((offset, offset));
+                        *range = (range.0.min(offset), range.1.max(offset));
+                    }
+                    Ok(Err((error, _))) => anyhow::bail!("Kafka did not acknowledge: {error}"),
+                    Err(_) => anyhow::bail!("the producer was dropped before acknowledging"),
                 }
-                Ok(Err((error, _))) => anyhow::bail!("Kafka did not acknowledge: {error}"),
-                Err(_) => anyhow::bail!("the producer was dropped before acknowledging"),
             }
-        }
+            Ok(acknowledged)
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("Kafka acknowledged nothing within {ACK_TIMEOUT:?}"))??;
         crash::point("relay.after_ack");
         for (partition, (lowest, _)) in &acknowledged {
             if let Some(&last) = published.last_offsets.get(partition) {

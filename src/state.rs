@@ -14,12 +14,13 @@ use std::time::Duration;
 use accountable_projections::users::UserRow;
 use accountable_projections::worker::PROJECTED_CHANNEL;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::{db, kafka};
+use crate::db;
+use crate::kafka::{self, RenewingProducer};
 
 #[derive(Debug, Clone)]
 pub struct StateConfig {
@@ -44,7 +45,7 @@ const TOMBSTONE_RETENTION_MS: &str = "86400000";
 pub struct StatePublisher {
     pool: PgPool,
     config: StateConfig,
-    producer: FutureProducer,
+    producer: RenewingProducer,
 }
 
 /// The state of a user as the topic carries it; `None` is a tombstone.
@@ -68,7 +69,7 @@ pub fn state_value(row: &UserRow) -> Option<serde_json::Value> {
 
 impl StatePublisher {
     pub fn new(pool: PgPool, config: StateConfig) -> anyhow::Result<Self> {
-        let producer = kafka::idempotent_producer(
+        let producer = RenewingProducer::new(
             &config.bootstrap_servers,
             Duration::from_secs(120),
             config.batch_messages,
@@ -81,7 +82,7 @@ impl StatePublisher {
     }
 
     /// Publishes until `shutdown`, leading when no other publisher does.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let lag = self.config.max_compaction_lag.as_millis().to_string();
         kafka::ensure_topic_with(
             &self.config.bootstrap_servers,
@@ -111,6 +112,7 @@ impl StatePublisher {
             if lead.is_some() {
                 if let Err(error) = self.publish_pending().await {
                     tracing::warn!(error = %error, "cannot publish user states; retrying");
+                    self.producer.renew()?;
                 }
             }
             tokio::select! {
@@ -155,7 +157,11 @@ impl StatePublisher {
                 if let Some(value) = value {
                     record = record.payload(value);
                 }
-                deliveries.push(self.producer.send(record, Duration::from_secs(120)));
+                deliveries.push(
+                    self.producer
+                        .producer()
+                        .send(record, Duration::from_secs(120)),
+                );
             }
             for (row, delivery) in rows.iter().zip(futures::future::join_all(deliveries).await) {
                 if let Err((error, _)) = delivery {

@@ -219,6 +219,10 @@ impl Worker {
         let Some(conn) = ownership.conn.as_mut() else {
             return Ok(());
         };
+        // The locks live as long as this session: if it has ended (the
+        // database restarted, the session was terminated), so has the
+        // ownership, and another worker may hold the partitions by now.
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
         let mut claimed = Vec::new();
         for partition in 0..partitions {
             if ownership.partitions.contains(&partition) {

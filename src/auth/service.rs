@@ -10,7 +10,7 @@ use super::clock::Clock;
 use super::sessions::{Refused, Sessions};
 use super::tokens::{AccessClaims, TokenError, Tokens};
 use crate::users::aggregate::LockoutPolicy;
-use crate::users::password::PasswordHasher;
+use crate::users::password::{HashSlot, PasswordHasher};
 use crate::users::values::{Email, Password};
 use crate::users::{Account, CommandContext, CommandError, Executed, Registration, Users};
 
@@ -92,12 +92,16 @@ impl Auth {
         let Ok(password) = Password::parse_existing(password) else {
             return Err(AuthError::InvalidCredentials);
         };
+        // The check's place on a hashing thread comes first: a login shed
+        // for load is refused before its attempt is recorded (a recorded
+        // attempt counts towards the lockout until it succeeds).
+        let slot = self.hasher.reserve().await.map_err(CommandError::from)?;
         let user_id = match Email::parse(email) {
             Ok(email) => self.users.find_by_email(&email).await?,
             Err(_) => None,
         };
         let Some(user_id) = user_id else {
-            return self.fail_like_a_real_check(password).await;
+            return self.fail_like_a_real_check(slot, password).await;
         };
         let now = self.clock.now();
         let attempt = match self
@@ -106,22 +110,23 @@ impl Auth {
             .await
         {
             Ok(attempt) => attempt,
-            Err(CommandError::Rejected(_)) => return self.fail_like_a_real_check(password).await,
+            Err(CommandError::Rejected(_)) => {
+                return self.fail_like_a_real_check(slot, password).await
+            }
             Err(other) => return Err(other.into()),
         };
         let Some(account) = attempt.account else {
-            return self.fail_like_a_real_check(password).await;
+            return self.fail_like_a_real_check(slot, password).await;
         };
         if account.is_locked(now) {
             tracing::warn!(user = %user_id, until = ?account.locked_until, "account locked after failed logins");
             self.sessions.end_all(user_id, now, "lockout").await?;
-            return self.fail_like_a_real_check(password).await;
+            return self.fail_like_a_real_check(slot, password).await;
         }
         let Some(hash) = &account.password_hash else {
-            return self.fail_like_a_real_check(password).await;
+            return self.fail_like_a_real_check(slot, password).await;
         };
-        let verified = self
-            .hasher
+        let verified = slot
             .verify(password.clone(), hash.expose().to_owned())
             .await
             .map_err(CommandError::from)?;
@@ -349,9 +354,12 @@ impl Auth {
         })
     }
 
-    async fn fail_like_a_real_check(&self, password: Password) -> Result<SignedIn, AuthError> {
-        self.hasher
-            .verify(password, self.dummy_hash.clone())
+    async fn fail_like_a_real_check(
+        &self,
+        slot: HashSlot,
+        password: Password,
+    ) -> Result<SignedIn, AuthError> {
+        slot.verify(password, self.dummy_hash.clone())
             .await
             .map_err(CommandError::from)?;
         Err(AuthError::InvalidCredentials)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::values::Password;
 
@@ -107,8 +107,50 @@ impl PasswordHasher {
         })
     }
 
+    /// A place on a hashing thread: waits in the queue for one, or is
+    /// refused at once when the queue is full. Taken before the work that
+    /// leads to a hash (a login records its attempt first), so that a
+    /// refusal leaves nothing behind.
+    pub async fn reserve(&self) -> Result<HashSlot, HashError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(HashError::PoolClosed),
+            Err(TryAcquireError::NoPermits) => {
+                let _waiting = Waiting::join(&self.waiting, self.queue).ok_or(HashError::Busy)?;
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| HashError::PoolClosed)?
+            }
+        };
+        Ok(HashSlot {
+            _permit: permit,
+            params: self.params.clone(),
+        })
+    }
+
     /// The PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
+        self.reserve().await?.hash(password).await
+    }
+
+    /// Whether `password` matches the PHC string `stored`, and whether that
+    /// hash was made with other parameters than the current ones.
+    pub async fn verify(&self, password: Password, stored: String) -> Result<Verified, HashError> {
+        self.reserve().await?.verify(password, stored).await
+    }
+}
+
+/// A reserved place on a hashing thread, good for one hash or check.
+pub struct HashSlot {
+    _permit: OwnedSemaphorePermit,
+    params: Params,
+}
+
+impl HashSlot {
+    /// The PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
+    pub async fn hash(self, password: Password) -> Result<String, HashError> {
         let params = self.params.clone();
         self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
@@ -122,7 +164,7 @@ impl PasswordHasher {
 
     /// Whether `password` matches the PHC string `stored`, and whether that
     /// hash was made with other parameters than the current ones.
-    pub async fn verify(&self, password: Password, stored: String) -> Result<Verified, HashError> {
+    pub async fn verify(self, password: Password, stored: String) -> Result<Verified, HashError> {
         let current = self.params.clone();
         self.run(move || {
             let parsed = PasswordHash::new(&stored).map_err(HashError::Hash)?;
@@ -139,27 +181,16 @@ impl PasswordHasher {
         .await
     }
 
-    /// Runs `work` on a blocking thread once a permit is free, or refuses
-    /// it when the queue for permits is full.
+    /// Runs `work` on a blocking thread, holding the place until it ends.
     async fn run<T: Send + 'static>(
-        &self,
+        self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Err(HashError::PoolClosed),
-            Err(TryAcquireError::NoPermits) => {
-                let _waiting = Waiting::join(&self.waiting, self.queue).ok_or(HashError::Busy)?;
-                self.permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| HashError::PoolClosed)?
-            }
-        };
-        tokio::task::spawn_blocking(work)
+        let result = tokio::task::spawn_blocking(work)
             .await
-            .map_err(|_| HashError::PoolClosed)?
+            .map_err(|_| HashError::PoolClosed)?;
+        drop(self);
+        result
     }
 }
 
@@ -228,32 +259,21 @@ mod tests {
     #[tokio::test]
     async fn beyond_the_running_hashes_and_the_queue_a_hash_is_refused_at_once() {
         let hasher = PasswordHasher::new(CHEAP, 1, 1).unwrap();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let running = tokio::spawn({
-            let hasher = hasher.clone();
-            async move {
-                hasher
-                    .run(move || {
-                        released.recv().ok();
-                        Ok(())
-                    })
-                    .await
-            }
-        });
-        while hasher.permits.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
+        let running = hasher.reserve().await.unwrap();
         let queued = tokio::spawn({
             let hasher = hasher.clone();
-            async move { hasher.run(|| Ok(())).await }
+            async move { hasher.reserve().await.map(drop) }
         });
         while hasher.waiting.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        assert!(matches!(hasher.run(|| Ok(())).await, Err(HashError::Busy)));
-        release.send(()).unwrap();
-        assert!(running.await.unwrap().is_ok());
-        assert!(queued.await.unwrap().is_ok(), "the queued hash ran");
+        assert!(matches!(hasher.reserve().await, Err(HashError::Busy)));
+        drop(running);
+        assert!(
+            queued.await.unwrap().is_ok(),
+            "the queued one got its place"
+        );
         assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
+        assert!(hasher.reserve().await.is_ok(), "room again");
     }
 }

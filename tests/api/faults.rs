@@ -11,8 +11,8 @@ use rdkafka::consumer::Consumer;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_converged, caught_up, error_code, eventually, register_many, Acknowledged, TestApi,
-    TestStack, PASSWORD,
+    assert_converged, caught_up, error_code, eventually, register_many, Acknowledged, Supervised,
+    TestApi, TestStack, PASSWORD,
 };
 use crate::servers::{Broker, Postgres};
 
@@ -228,22 +228,17 @@ async fn sigterm_lets_the_relay_record_its_batch_and_the_projection_commit_its_o
 }
 
 /// A stack on a broker of its own, its relay and projection running as
-/// processes, with `count` users registered and projected.
+/// supervised processes, with `count` users registered and projected.
 async fn on_own_broker(
     broker: &Broker,
     count: usize,
-) -> (
-    TestStack,
-    TestApi,
-    Vec<Acknowledged>,
-    [tokio::process::Child; 2],
-) {
+) -> (TestStack, TestApi, Vec<Acknowledged>, [Supervised; 2]) {
     let stack = TestStack::with_config(|config| {
         config.kafka_bootstrap_servers = broker.bootstrap_servers();
     })
     .await;
     let api = stack.api().await;
-    let parts = [stack.process("relay"), stack.process("project")];
+    let parts = [stack.supervised("relay"), stack.supervised("project")];
     let acknowledged = register_many(&api, "before", count).await;
     eventually("projected", Duration::from_secs(60), || {
         caught_up(&stack, count as i64)
@@ -287,10 +282,19 @@ async fn commands_succeed_while_the_broker_is_stopped_for_30_seconds_and_everyth
 async fn the_broker_losing_its_data_makes_the_relay_publish_the_store_again_and_consumers_converge()
 {
     let mut broker = Broker::start().await;
-    let (stack, api, mut acknowledged, _parts) = on_own_broker(&broker, 20).await;
+    let (stack, api, mut acknowledged, parts) = on_own_broker(&broker, 20).await;
     broker.lose_everything().await;
     acknowledged.extend(register_many(&api, "after", 10).await);
     assert_converged(&stack, &acknowledged).await;
+    // librdkafka 2.12 may crash (SIGSEGV in its metadata cache) in a client
+    // that sees a topic it knows come back under a new topic id; the
+    // supervisor starts the process again, and it converges from the store
+    // and the offsets kept with the rows.
+    eprintln!(
+        "restarts after the broker lost its data: relay {}, project {}",
+        parts[0].restarts(),
+        parts[1].restarts()
+    );
     assert_eq!(
         stack.count("SELECT generation FROM relay_cursors").await,
         2,
@@ -342,4 +346,61 @@ async fn requests_answer_unavailable_while_postgresql_restarts_and_the_service_r
     let read = api.user(&bob.access, &bob.id, Some(version)).await;
     assert_eq!(read["data"]["user"]["displayName"], "Bob", "{read}");
     assert_converged(&stack, &[(ada.id, 1), (bob.id, version)]).await;
+}
+
+/// Partitions claimed (two-key advisory locks) by the sessions named `name`.
+async fn partitions_held_by(stack: &TestStack, name: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
+            AND a.application_name = $1 AND a.datname = current_database()",
+    )
+    .bind(name)
+    .fetch_one(&stack.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn partitions_moving_to_another_worker_in_the_middle_of_a_batch_lose_and_double_nothing() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let _relay = stack.process("relay");
+    let _first = stack.process_named("project", "worker-a");
+    let partitions = i64::from(stack.config.topic_partitions);
+    eventually(
+        "worker-a owns the partitions",
+        Duration::from_secs(30),
+        || async { (partitions_held_by(&stack, "worker-a").await == partitions).then_some(()) },
+    )
+    .await;
+    let _second = stack.process_named("project", "worker-b");
+    let writers = tokio::spawn({
+        let api = api.clone();
+        async move { register_many(&api, "u", 300).await }
+    });
+    eventually(
+        "worker-a is mid-stream",
+        Duration::from_secs(60),
+        || async { (stack.count("SELECT count(*) FROM users").await >= 30).then_some(()) },
+    )
+    .await;
+    // worker-a loses its sessions, and with them its partitions, while it
+    // holds a batch; worker-b claims them and reads from the offsets kept
+    // with the rows.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = 'worker-a' AND datname = current_database()",
+    )
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+    eventually(
+        "worker-b took partitions over",
+        Duration::from_secs(30),
+        || async { (partitions_held_by(&stack, "worker-b").await > 0).then_some(()) },
+    )
+    .await;
+    let acknowledged = writers.await.unwrap();
+    assert_converged(&stack, &acknowledged).await;
 }

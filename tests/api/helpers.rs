@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use accountable::auth::Clock;
@@ -203,40 +205,29 @@ impl TestStack {
             .expect("the accountable binary starts")
     }
 
+    /// `accountable SUBCOMMAND` as a child process started again whenever
+    /// it exits, as systemd or Kubernetes would; killed when dropped.
+    pub fn supervised(&self, subcommand: &str) -> Supervised {
+        let restarts = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (config, subcommand, restarts) =
+                (self.config.clone(), subcommand.to_owned(), restarts.clone());
+            async move {
+                loop {
+                    let mut child = command(&config, &subcommand)
+                        .spawn()
+                        .expect("the accountable binary starts");
+                    let status = child.wait().await;
+                    eprintln!("{subcommand} exited ({status:?}); starting it again");
+                    restarts.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Supervised { task, restarts }
+    }
+
     fn process_command(&self, subcommand: &str) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_accountable"));
-        command
-            .arg(subcommand)
-            .env("DATABASE_URL", &self.config.database_url)
-            .env(
-                "KAFKA_BOOTSTRAP_SERVERS",
-                &self.config.kafka_bootstrap_servers,
-            )
-            .env("ACCOUNTABLE_EVENTS_TOPIC", &self.config.events_topic)
-            .env("ACCOUNTABLE_STATE_TOPIC", &self.config.state_topic)
-            .env(
-                "ACCOUNTABLE_PROJECTION_GROUP",
-                &self.config.projection_group,
-            )
-            .env(
-                "ACCOUNTABLE_TOPIC_PARTITIONS",
-                self.config.topic_partitions.to_string(),
-            )
-            .env(
-                "ACCOUNTABLE_RELAY_POLL_MS",
-                self.config.relay_poll_ms.to_string(),
-            )
-            .env("ACCOUNTABLE_DB_MAX_CONNECTIONS", "4")
-            .env(
-                "ACCOUNTABLE_MASTER_KEY",
-                self.config.master_key.as_deref().unwrap_or_default(),
-            )
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .kill_on_drop(true);
-        command
+        command(&self.config, subcommand)
     }
 
     /// Runs `accountable ARGS…` on this stack to its end.
@@ -344,6 +335,66 @@ impl TestStack {
             .unwrap();
         data
     }
+}
+
+/// A child process kept running by [`TestStack::supervised`].
+pub struct Supervised {
+    task: tokio::task::JoinHandle<()>,
+    restarts: Arc<AtomicUsize>,
+}
+
+impl Supervised {
+    /// How often the process exited and was started again.
+    pub fn restarts(&self) -> usize {
+        self.restarts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // The child, owned by the task, is killed as the task is dropped.
+        self.task.abort();
+    }
+}
+
+/// `accountable SUBCOMMAND` on the stack configured by `config`.
+fn command(config: &Config, subcommand: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_accountable"));
+    command
+        .arg(subcommand)
+        .env("DATABASE_URL", &config.database_url)
+        .env("KAFKA_BOOTSTRAP_SERVERS", &config.kafka_bootstrap_servers)
+        .env("ACCOUNTABLE_EVENTS_TOPIC", &config.events_topic)
+        .env("ACCOUNTABLE_STATE_TOPIC", &config.state_topic)
+        .env("ACCOUNTABLE_PROJECTION_GROUP", &config.projection_group)
+        .env(
+            "ACCOUNTABLE_TOPIC_PARTITIONS",
+            config.topic_partitions.to_string(),
+        )
+        .env(
+            "ACCOUNTABLE_RELAY_POLL_MS",
+            config.relay_poll_ms.to_string(),
+        )
+        .env("ACCOUNTABLE_DB_MAX_CONNECTIONS", "4")
+        .env("ACCOUNTABLE_RATE_LIMIT", config.rate_limit.to_string())
+        .env(
+            "ACCOUNTABLE_ARGON2_MEMORY_KIB",
+            config.argon2_memory_kib.to_string(),
+        )
+        .env(
+            "ACCOUNTABLE_ARGON2_ITERATIONS",
+            config.argon2_iterations.to_string(),
+        )
+        .env(
+            "ACCOUNTABLE_MASTER_KEY",
+            config.master_key.as_deref().unwrap_or_default(),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .kill_on_drop(true);
+    command
 }
 
 impl Drop for TestStack {
@@ -577,21 +628,26 @@ pub async fn caught_up(stack: &TestStack, users: i64) -> Option<()> {
 /// A command the API acknowledged: the user and the version it answered.
 pub type Acknowledged = (String, i64);
 
-/// Registers `count` users at once (`<prefix><n>@example.com`), each
-/// answered without error, and returns what the API acknowledged.
+/// Registers `count` users, 16 at a time (`<prefix><n>@example.com`),
+/// each answered without error, and returns what the API acknowledged.
 pub async fn register_many(api: &TestApi, prefix: &str, count: usize) -> Vec<Acknowledged> {
-    let registrations = (0..count).map(|n| {
-        let api = api.clone();
-        let email = format!("{prefix}{n}@example.com");
-        tokio::spawn(async move {
-            let session = api.register(&email, "Someone").await;
-            let version = session.user["version"].as_i64().expect("a version");
-            (session.id, version)
-        })
-    });
+    const AT_ONCE: usize = 16;
     let mut acknowledged = Vec::with_capacity(count);
-    for registration in registrations.collect::<Vec<_>>() {
-        acknowledged.push(registration.await.expect("registered"));
+    for first in (0..count).step_by(AT_ONCE) {
+        let registrations: Vec<_> = (first..count.min(first + AT_ONCE))
+            .map(|n| {
+                let api = api.clone();
+                let email = format!("{prefix}{n}@example.com");
+                tokio::spawn(async move {
+                    let session = api.register(&email, "Someone").await;
+                    let version = session.user["version"].as_i64().expect("a version");
+                    (session.id, version)
+                })
+            })
+            .collect();
+        for registration in registrations {
+            acknowledged.push(registration.await.expect("registered"));
+        }
     }
     acknowledged
 }
