@@ -46,6 +46,7 @@ SELECT count(*) FROM events e
  WHERE (e.transaction_id, e.position) > coalesce(
          (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
          ('0'::xid8, 0::bigint))";
+const GENERATION: &str = "SELECT coalesce(max(generation), 1) FROM relay_cursors WHERE name = $1";
 const STATES_PENDING: &str =
     "SELECT count(*) FROM users WHERE state_version IS DISTINCT FROM version";
 
@@ -59,6 +60,10 @@ pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
         .fetch_one(pool)
         .await?;
     let states: i64 = sqlx::query_scalar(STATES_PENDING).fetch_one(pool).await?;
+    let generation: i64 = sqlx::query_scalar(GENERATION)
+        .bind(events_topic)
+        .fetch_one(pool)
+        .await?;
     let mut text = recorder().render();
     let mut gauge = |name: &str, help: &str, samples: &[(String, String)]| {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -91,6 +96,11 @@ pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
         "accountable_relay_lag_seconds",
         "How long the oldest unpublished event has waited.",
         &[(String::new(), format!("{lag}"))],
+    );
+    gauge(
+        "accountable_relay_generation",
+        "The generation the relay publishes under: one more each time it wrote the topic anew after the broker lost messages.",
+        &[(String::new(), generation.to_string())],
     );
     gauge(
         "accountable_state_topic_pending_users",

@@ -9,6 +9,7 @@ pub mod freshness;
 pub mod guards;
 pub mod live;
 pub mod loader;
+pub mod timing;
 pub mod users;
 
 use std::net::IpAddr;
@@ -74,7 +75,8 @@ pub fn schema_builder(
     )
     .limit_depth(10)
     .limit_complexity(2500)
-    .limit_directives(5);
+    .limit_directives(5)
+    .extension(timing::FieldTiming);
     match env {
         Environment::Development => builder.extension(document::DocumentGuard {
             introspection: true,

@@ -142,6 +142,16 @@ async fn metrics_count_operations_and_show_the_pipeline_backlog_and_dead_letters
     // No relay runs here: the registration waits to be published.
     assert_eq!(value("accountable_relay_unpublished_events"), 1.0);
     assert!(value("accountable_relay_lag_seconds") >= 0.0);
+    assert_eq!(value("accountable_relay_generation"), 1.0);
+    // Latency per root field (per command, for mutations), by outcome.
+    assert!(
+        text.lines().any(|line| line
+            .starts_with("accountable_graphql_field_duration_seconds_count{")
+            && line.contains("field=\"register\"")
+            && line.contains("type=\"Mutation\"")
+            && line.contains("outcome=\"OK\"")),
+        "{text}"
+    );
     assert!(value("accountable_graphql_operations_total{outcome=\"OK\"}") >= 1.0);
     assert!(value("accountable_graphql_operations_total{outcome=\"BAD_USER_INPUT\"}") >= 1.0);
 }
@@ -299,6 +309,19 @@ async fn the_broker_losing_its_data_makes_the_relay_publish_the_store_again_and_
         stack.count("SELECT generation FROM relay_cursors").await,
         2,
         "the topic was written anew once"
+    );
+    let metrics = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("accountable_relay_generation 2"),
+        "{metrics}"
     );
 }
 

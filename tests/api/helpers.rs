@@ -73,6 +73,9 @@ impl TestStack {
         config.argon2_iterations = 1;
         config.read_your_writes_timeout_ms = 10_000;
         config.rate_limit = 0;
+        // Tests send bursts on purpose (fifty registrations at once); the
+        // shedding test sets its own queue.
+        config.hash_queue = 1_000;
         config.master_key = Some(MasterKey::generate().to_base64().to_string());
         adjust(&mut config);
         let pool = db::connect_and_migrate(&config.database_url, config.db_max_connections)
@@ -377,6 +380,7 @@ fn command(config: &Config, subcommand: &str) -> tokio::process::Command {
         )
         .env("ACCOUNTABLE_DB_MAX_CONNECTIONS", "4")
         .env("ACCOUNTABLE_RATE_LIMIT", config.rate_limit.to_string())
+        .env("ACCOUNTABLE_HASH_QUEUE", config.hash_queue.to_string())
         .env(
             "ACCOUNTABLE_ARGON2_MEMORY_KIB",
             config.argon2_memory_kib.to_string(),

@@ -12,8 +12,13 @@ use std::time::Duration;
 
 use accountable::users::password::HashCost;
 use serde_json::{json, Value};
+use tokio::sync::RwLock;
 
 use crate::helpers::{caught_up, eventually, login, register_many, Session, TestStack};
+
+const REFRESH: &str = "mutation($token: String!) {
+  refreshToken(refreshToken: $token) { accessToken refreshToken user { id } }
+}";
 
 const UPDATE_PROFILE: &str = "mutation($input: UpdateProfileInput!) {
   updateProfile(input: $input) { version }
@@ -77,9 +82,29 @@ async fn steady_commands_for_ten_minutes_fail_none_grow_no_memory_and_keep_lag_b
         assert_eq!(session.id, id);
         users.push(session);
     }
-    let users: Arc<Vec<Session>> = Arc::new(users);
-
     let failures = Arc::new(AtomicU64::new(0));
+    let users: Arc<RwLock<Vec<Session>>> = Arc::new(RwLock::new(users));
+    // As a frontend does: each session trades its refresh token for a new
+    // pair before the access token (five minutes) expires.
+    let refresher = tokio::spawn({
+        let (api, users, failures) = (api.clone(), users.clone(), failures.clone());
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                for slot in 0..USERS {
+                    let refresh = users.read().await[slot].refresh.clone();
+                    let body = api.graphql(REFRESH, json!({"token": refresh})).await;
+                    if body["errors"].is_null() {
+                        users.write().await[slot] = Session::from(&body["data"]["refreshToken"]);
+                    } else {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("refresh failed: {body}");
+                    }
+                }
+            }
+        }
+    });
+
     let sent = Arc::new(AtomicU64::new(0));
     let mut ticks = tokio::time::interval(Duration::from_millis(1000 / PER_SECOND));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -94,7 +119,7 @@ async fn steady_commands_for_ten_minutes_fail_none_grow_no_memory_and_keep_lag_b
         let n = sent.fetch_add(1, Ordering::Relaxed);
         let (api, users, failures) = (api.clone(), users.clone(), failures.clone());
         commands.push(tokio::spawn(async move {
-            let user = &users[(n % USERS as u64) as usize];
+            let user = users.read().await[(n % USERS as u64) as usize].clone();
             let body: Value = api
                 .graphql_as(
                     Some(&user.access),
@@ -121,6 +146,7 @@ async fn steady_commands_for_ten_minutes_fail_none_grow_no_memory_and_keep_lag_b
     for command in commands {
         command.await.unwrap();
     }
+    refresher.abort();
     let sent = sent.load(Ordering::Relaxed);
     eprintln!(
         "load: {sent} commands in {seconds} s; worst lag: relay {:.1} s, projection {:.1} s; memory (KiB) {:?}",
