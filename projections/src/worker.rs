@@ -583,16 +583,25 @@ impl Worker {
     }
 }
 
+/// The largest `value` of the batch's messages, per topic and partition.
+fn per_partition_max(
+    batch: &[OwnedMessage],
+    value: impl Fn(&OwnedMessage) -> i64,
+) -> BTreeMap<(String, i32), i64> {
+    let mut largest = BTreeMap::new();
+    for message in batch {
+        let value = value(message);
+        largest
+            .entry((message.topic().to_owned(), message.partition()))
+            .and_modify(|largest: &mut i64| *largest = (*largest).max(value))
+            .or_insert(value);
+    }
+    largest
+}
+
 /// The offset after the last message of each partition in the batch.
 fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
-    let mut next = BTreeMap::new();
-    for message in batch {
-        let entry = next
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_insert(0);
-        *entry = (*entry).max(message.offset() + 1);
-    }
-    next
+    per_partition_max(batch, |message| message.offset() + 1)
 }
 
 /// The generation a message carries (`ce_generation`; 1 when absent).
@@ -610,14 +619,7 @@ fn generation(message: &OwnedMessage) -> i64 {
 
 /// The latest generation in the batch, per partition.
 fn generations(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
-    let mut latest = BTreeMap::new();
-    for message in batch {
-        let entry = latest
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_insert(1);
-        *entry = (*entry).max(generation(message));
-    }
-    latest
+    per_partition_max(batch, generation)
 }
 
 /// The partitions whose messages in `batch` carry a later generation than

@@ -128,9 +128,7 @@ async fn metrics_count_operations_and_show_the_pipeline_backlog_and_dead_letters
     .await
     .unwrap();
 
-    let response = api.client.get(api.url("/metrics")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let text = api.get_text("/metrics").await;
     let value = |line_start: &str| -> f64 {
         text.lines()
             .find(|line| line.starts_with(line_start))
@@ -268,15 +266,7 @@ async fn commands_succeed_while_the_broker_is_stopped_for_30_seconds_and_everyth
     while stopped.elapsed() < Duration::from_secs(30) {
         acknowledged.extend(register_many(&api, &format!("during{n}-"), 2).await);
         n += 1;
-        let ready: Value = api
-            .client
-            .get(api.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: Value = serde_json::from_str(&api.get_text("/readyz").await).unwrap();
         seen_degraded |= ready["relay"] == "degraded";
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -310,15 +300,7 @@ async fn the_broker_losing_its_data_makes_the_relay_publish_the_store_again_and_
         2,
         "the topic was written anew once"
     );
-    let metrics = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.get_text("/metrics").await;
     assert!(
         metrics.contains("accountable_relay_generation 2"),
         "{metrics}"

@@ -500,6 +500,18 @@ impl TestApi {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GETs `path` and returns the body as text, after checking the status.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the API answers");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.expect("a body")
+    }
+
     /// POSTs one GraphQL operation and returns the response body.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
         self.graphql_as(None, query, variables).await
