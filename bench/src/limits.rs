@@ -1,0 +1,105 @@
+//! The limits of the parts the service stands on, measured the way the
+//! service uses them: PostgreSQL appending the same event rows in the same
+//! transaction shape, and a minimal axum + sqlx endpoint reading the same
+//! row.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::load::{closed_loop, Measurement};
+
+/// A stored `ProfileUpdated` row: what a command appends.
+#[derive(Clone, sqlx::FromRow)]
+pub struct EventRow {
+    event_type: String,
+    event_version: String,
+    payload: serde_json::Value,
+    metadata: serde_json::Value,
+}
+
+pub async fn sample_event(pool: &PgPool) -> anyhow::Result<EventRow> {
+    Ok(sqlx::query_as(
+        "SELECT event_type, event_version, payload, metadata FROM events
+          WHERE event_type = 'ProfileUpdated' LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// One event row per transaction, each worker on a stream of its own (a
+/// type the relay does not publish), through a pool as large as the
+/// service's.
+pub async fn append(
+    database_url: &str,
+    pool_size: u32,
+    event: EventRow,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Measurement> {
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size)
+        .connect(database_url)
+        .await?;
+    let streams: Arc<Vec<String>> = Arc::new(
+        (0..concurrency)
+            .map(|_| Uuid::new_v4().to_string())
+            .collect(),
+    );
+    let event = Arc::new(event);
+    Ok(closed_loop("PostgreSQL append (limit)", concurrency, duration, move |worker, n| {
+        let (pool, streams, event) = (pool.clone(), streams.clone(), event.clone());
+        async move {
+            let append = async {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                     VALUES ('BenchAppend', $1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&streams[worker])
+                .bind(i64::try_from(n).unwrap_or(i64::MAX - 1) + 1)
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(&event.payload)
+                .bind(&event.metadata)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            };
+            append.await.is_ok()
+        }
+    })
+    .await)
+}
+
+/// A minimal axum + sqlx endpoint: `GET /users/{id}` answers the row as JSON.
+pub async fn minimal_endpoint(database_url: &str, pool_size: u32) -> anyhow::Result<String> {
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size)
+        .connect(database_url)
+        .await?;
+    let app = Router::new()
+        .route("/users/{id}", get(user))
+        .with_state(pool);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+async fn user(State(pool): State<PgPool>, Path(id): Path<Uuid>) -> Json<serde_json::Value> {
+    let row: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT to_jsonb(u) FROM users u WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten();
+    Json(row.unwrap_or(serde_json::Value::Null))
+}

@@ -1,0 +1,362 @@
+//! `accountable-bench`: loads a running Accountable over HTTP as frontends
+//! would and measures, in the same run, the limits of the parts it stands
+//! on; writes `bench/results/latest.json` and `latest.md`.
+//!
+//! Measured so far: commands (`updateProfile`) at concurrency 1, 8, 32 and
+//! 128 against PostgreSQL appending the same rows directly; reads
+//! (`user(id)`, `users(first: 50)`) against a minimal axum + sqlx endpoint;
+//! freshness at a steady 200 commands/s; logins against what the cores can
+//! hash with the production argon2 cost, and `user(id)` meanwhile.
+
+mod limits;
+mod load;
+mod stack;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use accountable::users::password::{HashCost, PasswordHasher};
+use accountable::users::values::Password;
+use load::{closed_loop, steady_rate, Measurement};
+use stack::Stack;
+
+#[derive(Parser)]
+#[command(about = "Measures Accountable against the limits of the parts it stands on")]
+struct Args {
+    /// The release binary of the service.
+    #[arg(long, default_value = "target/release/accountable")]
+    binary: String,
+    /// PostgreSQL server URL, without a database name.
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_SERVER",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    database_server: String,
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap_servers: String,
+    /// Seconds each measurement runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Where the results go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+const CONCURRENCIES: [usize; 4] = [1, 8, 32, 128];
+/// The service's own pool size (`ACCOUNTABLE_DB_MAX_CONNECTIONS`), given
+/// to the limits too.
+const POOL_SIZE: u32 = 16;
+const READERS: usize = 32;
+/// Commands per second while freshness is measured.
+const FRESHNESS_RATE: u32 = 200;
+/// Logins at once: more than the cores, so that hashing is never idle.
+const LOGINS: usize = 8;
+
+/// A measurement of ours beside its limit.
+#[derive(Serialize)]
+struct Compared {
+    ours: Measurement,
+    limit: Measurement,
+    ratio: f64,
+    target: f64,
+}
+
+impl Compared {
+    fn new(ours: Measurement, limit: Measurement, target: f64) -> Self {
+        let ratio = ours.per_second / limit.per_second.max(f64::MIN_POSITIVE);
+        Self {
+            ours,
+            limit,
+            ratio,
+            target,
+        }
+    }
+}
+
+/// A signed-in user of the benchmark.
+#[derive(Clone)]
+struct User {
+    id: String,
+    token: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let duration = Duration::from_secs(args.seconds);
+    let stack = Stack::start(&args.binary, &args.database_server, &args.bootstrap_servers).await?;
+    let client = reqwest::Client::new();
+    let graphql = format!("{}/graphql", stack.base_url);
+    eprintln!("registering {} users", CONCURRENCIES[3]);
+    let users = Arc::new(register(&client, &graphql, CONCURRENCIES[3]).await?);
+    stack
+        .run(&[
+            "admin",
+            "grant",
+            "--email",
+            "bench0@example.com",
+            "--role",
+            "ADMIN",
+        ])
+        .await?;
+    let admin = login(&client, &graphql, "bench0@example.com").await?;
+
+    let mut commands = Vec::new();
+    for concurrency in CONCURRENCIES {
+        let ours = closed_loop("updateProfile", concurrency, duration, {
+            let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
+            move |worker, n| {
+                let (client, graphql, user) = (client.clone(), graphql.clone(), users[worker].clone());
+                async move {
+                    ok(post(&client, &graphql, Some(&user.token),
+                        "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
+                        json!({"input": {"id": user.id, "displayName": format!("Name {n}")}})).await)
+                }
+            }
+        })
+        .await;
+        let pool = sqlx::PgPool::connect(&stack.database_url).await?;
+        let event = limits::sample_event(&pool).await?;
+        let limit =
+            limits::append(&stack.database_url, POOL_SIZE, event, concurrency, duration).await?;
+        commands.push(Compared::new(ours, limit, 0.5));
+    }
+
+    let minimal = limits::minimal_endpoint(&stack.database_url, POOL_SIZE).await?;
+    let user_by_id = closed_loop("user(id)", READERS, duration, {
+        let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
+        move |worker, _| {
+            let (client, graphql, user) = (client.clone(), graphql.clone(), users[worker].clone());
+            async move {
+                ok(post(&client, &graphql, Some(&user.token),
+                    "query($id: ID!) { user(id: $id) { id email displayName status roles version createdAt updatedAt } }",
+                    json!({"id": user.id})).await)
+            }
+        }
+    })
+    .await;
+    let minimal_by_id = closed_loop("minimal axum + sqlx (limit)", READERS, duration, {
+        let (client, users) = (client.clone(), users.clone());
+        move |worker, _| {
+            let (client, url) = (
+                client.clone(),
+                format!("{minimal}/users/{}", users[worker].id),
+            );
+            async move {
+                match client.get(url).send().await {
+                    Ok(response) => {
+                        response.status().is_success() && response.bytes().await.is_ok()
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    })
+    .await;
+    let page = closed_loop("users(first: 50)", READERS, duration, {
+        let (client, graphql, token) = (client.clone(), graphql.clone(), admin.token.clone());
+        move |_, _| {
+            let (client, graphql, token) = (client.clone(), graphql.clone(), token.clone());
+            async move {
+                ok(post(&client, &graphql, Some(&token),
+                    "{ users(first: 50) { edges { node { id email displayName } } pageInfo { hasNextPage } } }",
+                    json!({})).await)
+            }
+        }
+    })
+    .await;
+    let reads = Compared::new(user_by_id, minimal_by_id, 0.7);
+
+    // Freshness: from a mutation's answer to the change being readable;
+    // `user(id, minVersion)` answers as soon as the read side has it.
+    let freshness = steady_rate("freshness (answer → readable)", FRESHNESS_RATE, duration, {
+        let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
+        move |n| {
+            let (client, graphql) = (client.clone(), graphql.clone());
+            let user = users[(n % users.len() as u64) as usize].clone();
+            async move {
+                let body = post(&client, &graphql, Some(&user.token),
+                    "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
+                    json!({"input": {"id": user.id, "displayName": format!("Fresh {n}")}})).await.ok()?;
+                let version = body["data"]["updateProfile"]["version"].as_i64()?;
+                let answered = std::time::Instant::now();
+                let read = post(&client, &graphql, Some(&user.token),
+                    "query($id: ID!, $v: Int) { user(id: $id, minVersion: $v) { version } }",
+                    json!({"id": user.id, "v": version})).await.ok()?;
+                (read["data"]["user"]["version"].as_i64()? >= version).then(|| answered.elapsed())
+            }
+        }
+    })
+    .await;
+
+    // Logins with the production argon2 cost, beside what the cores can
+    // hash with it, and `user(id)` latency idle and during the logins.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let hasher = PasswordHasher::new(HashCost::OWASP, cores, 10_000)?;
+    let password = Password::parse(PASSWORD, 15)?;
+    let stored = hasher.hash(password.clone()).await?;
+    let hashing = closed_loop(
+        "argon2id check alone (limit)",
+        LOGINS,
+        duration,
+        move |_, _| {
+            let (hasher, password, stored) = (hasher.clone(), password.clone(), stored.clone());
+            async move {
+                hasher
+                    .verify(password, stored)
+                    .await
+                    .is_ok_and(|v| v.matches)
+            }
+        },
+    )
+    .await;
+    let read_one = {
+        let (client, graphql, user) = (client.clone(), graphql.clone(), users[0].clone());
+        move |_: usize, _: u64| {
+            let (client, graphql, user) = (client.clone(), graphql.clone(), user.clone());
+            async move {
+                ok(post(
+                    &client,
+                    &graphql,
+                    Some(&user.token),
+                    "query($id: ID!) { user(id: $id) { id version } }",
+                    json!({"id": user.id}),
+                )
+                .await)
+            }
+        }
+    };
+    let idle_read = closed_loop("user(id) idle", 1, duration, read_one.clone()).await;
+    let storm = closed_loop("login", LOGINS, duration, {
+        let (client, graphql) = (client.clone(), graphql.clone());
+        move |worker, _| {
+            let (client, graphql) = (client.clone(), graphql.clone());
+            // Workers sign in as users the other measurements leave alone.
+            let email = format!("bench{}@example.com", CONCURRENCIES[3] - 1 - worker);
+            async move { login(&client, &graphql, &email).await.is_ok() }
+        }
+    });
+    let during = closed_loop("user(id) during logins", 1, duration, read_one);
+    let (storm, storm_read) = tokio::join!(storm, during);
+    let logins = Compared::new(storm, hashing, 0.85);
+
+    let report = json!({
+        "machine": {"cpus": cores},
+        "seconds_per_measurement": args.seconds,
+        "commands": commands,
+        "reads": {"user_by_id": reads, "users_page": page},
+        "freshness": freshness,
+        "logins": logins,
+        "reads_during_logins": {"idle": idle_read, "during": storm_read},
+    });
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    let markdown = markdown(
+        &commands,
+        &reads,
+        &logins,
+        &[&page, &freshness, &idle_read, &storm_read],
+    );
+    std::fs::write(args.out.join("latest.md"), &markdown)?;
+    println!("{markdown}");
+    stack.stop().await
+}
+
+fn markdown(
+    compared: &[Compared],
+    reads: &Compared,
+    logins: &Compared,
+    alone: &[&Measurement],
+) -> String {
+    let mut text = String::from(
+        "| measure | concurrency | ours /s | p50 ms | p99 ms | failed | limit | limit /s | ratio | target |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for compared in compared.iter().chain([reads, logins]) {
+        let (ours, limit) = (&compared.ours, &compared.limit);
+        let verdict = if compared.ratio >= compared.target {
+            "met"
+        } else {
+            "missed"
+        };
+        text +=
+            &format!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {} | {} | {:.0} | {:.2} | ≥ {:.2} ({verdict}) |\n",
+            ours.name, ours.concurrency, ours.per_second, ours.p50_ms, ours.p99_ms, ours.failures,
+            limit.name, limit.per_second, compared.ratio, compared.target
+        );
+    }
+    for measurement in alone {
+        text += &format!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {} | | | | |\n",
+            measurement.name,
+            measurement.concurrency,
+            measurement.per_second,
+            measurement.p50_ms,
+            measurement.p99_ms,
+            measurement.failures
+        );
+    }
+    text
+}
+
+fn ok(body: anyhow::Result<Value>) -> bool {
+    body.is_ok_and(|body| body["errors"].is_null())
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
+    let mut request = client
+        .post(url)
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    Ok(request.send().await?.json().await?)
+}
+
+async fn register(client: &reqwest::Client, url: &str, count: usize) -> anyhow::Result<Vec<User>> {
+    let mut users = Vec::with_capacity(count);
+    for n in 0..count {
+        let body = post(client, url, None,
+            "mutation($input: RegisterInput!) { register(input: $input) { accessToken user { id } } }",
+            json!({"input": {"email": format!("bench{n}@example.com"), "password": PASSWORD, "displayName": "Bench"}})).await?;
+        users.push(
+            signed_in(&body["data"]["register"])
+                .ok_or_else(|| anyhow::anyhow!("register failed: {body}"))?,
+        );
+    }
+    Ok(users)
+}
+
+async fn login(client: &reqwest::Client, url: &str, email: &str) -> anyhow::Result<User> {
+    let body = post(client, url, None,
+        "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken user { id } } }",
+        json!({"e": email, "p": PASSWORD})).await?;
+    signed_in(&body["data"]["login"]).ok_or_else(|| anyhow::anyhow!("login failed: {body}"))
+}
+
+fn signed_in(payload: &Value) -> Option<User> {
+    Some(User {
+        id: payload["user"]["id"].as_str()?.to_owned(),
+        token: payload["accessToken"].as_str()?.to_owned(),
+    })
+}
