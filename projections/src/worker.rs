@@ -177,7 +177,8 @@ impl Worker {
                 }
             };
             let batch = self.fill_batch(first).await;
-            let rewritten = rewritten_partitions(&batch, &ownership.generations);
+            let latest = generations(&batch);
+            let rewritten = rewritten_partitions(&latest, &ownership.generations);
             if !rewritten.is_empty() {
                 // Nothing of this batch is applied: every owned partition is
                 // read again from the offsets the database holds.
@@ -188,12 +189,12 @@ impl Worker {
                 }
                 continue;
             }
-            if !self.apply_with_retry(&batch, &shutdown).await {
+            if !self.apply_with_retry(&batch, &latest, &shutdown).await {
                 break;
             }
             ownership
                 .generations
-                .extend(generations(&batch).into_iter().map(|((_, p), g)| (p, g)));
+                .extend(latest.into_iter().map(|((_, p), g)| (p, g)));
             let next = next_offsets(&batch);
             self.commit_offsets(&next, CommitMode::Async)?;
             reached.extend(next);
@@ -335,10 +336,15 @@ impl Worker {
 
     /// Applies the batch, retrying with backoff on infrastructure failures.
     /// Returns `false` when shut down before it could be applied.
-    async fn apply_with_retry(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
+    async fn apply_with_retry(
+        &self,
+        batch: &[OwnedMessage],
+        latest: &Generations,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.apply(batch).await {
+            match self.apply(batch, latest).await {
                 Ok(()) => return true,
                 Err(error) => {
                     tracing::warn!(error = %error, retry_in = ?backoff, "projection batch failed");
@@ -352,7 +358,8 @@ impl Worker {
         }
     }
 
-    async fn apply(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    /// Applies the batch, whose latest generation per partition is `latest`.
+    async fn apply(&self, batch: &[OwnedMessage], latest: &Generations) -> anyhow::Result<()> {
         let mut envelopes: Vec<Result<Envelope, ContractError>> = batch
             .iter()
             .map(|message| Envelope::from_slice(message.payload().unwrap_or_default()))
@@ -409,7 +416,7 @@ impl Worker {
                 users::save(&mut tx, row).await?;
             }
         }
-        save_checkpoints(&mut tx, batch).await?;
+        save_checkpoints(&mut tx, batch, latest).await?;
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(PROJECTED_CHANNEL)
             .execute(&mut *tx)
@@ -617,25 +624,33 @@ fn generation(message: &OwnedMessage) -> i64 {
         .unwrap_or(1)
 }
 
+/// The latest generation of a batch's messages, per topic and partition.
+type Generations = BTreeMap<(String, i32), i64>;
+
 /// The latest generation in the batch, per partition.
-fn generations(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
+fn generations(batch: &[OwnedMessage]) -> Generations {
     per_partition_max(batch, generation)
 }
 
-/// The partitions whose messages in `batch` carry a later generation than
-/// the one their offsets refer to, with that generation.
-fn rewritten_partitions(batch: &[OwnedMessage], known: &HashMap<i32, i64>) -> BTreeMap<i32, i64> {
-    generations(batch)
-        .into_iter()
-        .filter(|((_, partition), latest)| known.get(partition).is_some_and(|known| latest > known))
-        .map(|((_, partition), latest)| (partition, latest))
+/// The partitions whose messages carry (`latest`) a later generation than
+/// the one their offsets refer to (`known`), with that generation.
+fn rewritten_partitions(latest: &Generations, known: &HashMap<i32, i64>) -> BTreeMap<i32, i64> {
+    latest
+        .iter()
+        .filter(|((_, partition), latest)| {
+            known.get(partition).is_some_and(|known| *latest > known)
+        })
+        .map(|((_, partition), latest)| (*partition, *latest))
         .collect()
 }
 
-async fn save_checkpoints(conn: &mut PgConnection, batch: &[OwnedMessage]) -> sqlx::Result<()> {
-    let generations = generations(batch);
+async fn save_checkpoints(
+    conn: &mut PgConnection,
+    batch: &[OwnedMessage],
+    latest: &Generations,
+) -> sqlx::Result<()> {
     for ((topic, partition), next) in next_offsets(batch) {
-        let generation = generations
+        let generation = latest
             .get(&(topic.clone(), partition))
             .copied()
             .unwrap_or(1);
@@ -719,11 +734,11 @@ mod tests {
             // Without the header (earlier relays): generation 1.
             message(0, 8, None),
         ];
+        let latest = generations(&batch);
         assert_eq!(
-            rewritten_partitions(&batch, &known),
+            rewritten_partitions(&latest, &known),
             BTreeMap::from([(1, 2)])
         );
-        let latest = generations(&batch);
         assert_eq!(latest[&("t".to_owned(), 3)], 5);
         assert_eq!(latest[&("t".to_owned(), 0)], 1);
     }

@@ -63,24 +63,13 @@ struct Waiting(Arc<AtomicUsize>);
 impl Waiting {
     /// Joins the queue unless it holds `limit` already.
     fn join(waiting: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
-        let mut current = waiting.load(Ordering::Relaxed);
-        loop {
-            if current >= limit {
-                return None;
-            }
-            match waiting.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    queue_depth(current + 1);
-                    return Some(Self(waiting.clone()));
-                }
-                Err(actual) => current = actual,
-            }
-        }
+        let before = waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |depth| {
+                (depth < limit).then_some(depth + 1)
+            })
+            .ok()?;
+        queue_depth(before + 1);
+        Some(Self(waiting.clone()))
     }
 }
 
