@@ -193,6 +193,7 @@ impl Application {
             policy: config.lockout(),
             dummy_hash,
         });
+        auth.sessions.follow_cutoffs(shutdown.clone());
         observe::recorder();
         let freshness = ProjectionWatch::start(&pool, shutdown.clone()).await?;
         let (users, user_lookups) = loader::users(pool.clone());

@@ -2,14 +2,18 @@
 //! would and measures, in the same run, the limits of the parts it stands
 //! on; writes `bench/results/latest.json` and `latest.md`.
 //!
-//! Measured so far: commands (`updateProfile`) at concurrency 1, 8, 32 and
-//! 128 against PostgreSQL appending the same rows directly; reads
-//! (`user(id)`, `users(first: 50)`) against a minimal axum + sqlx endpoint;
-//! freshness at a steady 200 commands/s; logins against what the cores can
-//! hash with the production argon2 cost, and `user(id)` meanwhile.
+//! Measured: commands (`updateProfile`) at concurrency 1, 8, 32 and 128
+//! against PostgreSQL appending the same rows directly; reads (`user(id)`,
+//! `users(first: 50)`) against a minimal axum + sqlx endpoint; freshness at
+//! a steady 200 commands/s; logins against what the cores can hash with the
+//! production argon2 cost, and `user(id)` meanwhile; relay, projection and
+//! rebuild rates through a backlog against the broker's produce and consume
+//! rates and a direct batched upsert. The chart is `latest.svg`.
 
+mod chart;
 mod limits;
 mod load;
+mod pipeline;
 mod stack;
 
 use std::path::PathBuf;
@@ -47,6 +51,10 @@ struct Args {
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Events in the backlog the relay, the projection and the rebuild
+    /// are timed through.
+    #[arg(long, default_value_t = 200_000)]
+    backlog: usize,
     /// Where the results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -95,7 +103,8 @@ struct User {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let duration = Duration::from_secs(args.seconds);
-    let stack = Stack::start(&args.binary, &args.database_server, &args.bootstrap_servers).await?;
+    let mut stack =
+        Stack::start(&args.binary, &args.database_server, &args.bootstrap_servers).await?;
     let client = reqwest::Client::new();
     let graphql = format!("{}/graphql", stack.base_url);
     eprintln!("registering {} users", CONCURRENCIES[3]);
@@ -251,6 +260,8 @@ async fn main() -> anyhow::Result<()> {
     let (storm, storm_read) = tokio::join!(storm, during);
     let logins = Compared::new(storm, hashing, 0.85);
 
+    let pipeline = pipeline::measure(&mut stack, args.backlog).await?;
+
     let report = json!({
         "machine": {"cpus": cores},
         "seconds_per_measurement": args.seconds,
@@ -259,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
         "freshness": freshness,
         "logins": logins,
         "reads_during_logins": {"idle": idle_read, "during": storm_read},
+        "pipeline": pipeline,
     });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
@@ -270,8 +282,46 @@ async fn main() -> anyhow::Result<()> {
         &reads,
         &logins,
         &[&page, &freshness, &idle_read, &storm_read],
-    );
+    ) + "\n"
+        + &pipeline_markdown(&pipeline);
     std::fs::write(args.out.join("latest.md"), &markdown)?;
+    let mut bars: Vec<chart::Bar> = commands
+        .iter()
+        .map(|c| {
+            bar(
+                format!("command ×{}", c.ours.concurrency),
+                c.ratio,
+                c.target,
+            )
+        })
+        .collect();
+    bars.extend([
+        bar("user(id)".into(), reads.ratio, reads.target),
+        bar("login".into(), logins.ratio, logins.target),
+        // Met when the p99 is at most 100 ms, and when reads during the
+        // storm take at most twice their idle time.
+        bar(
+            "100 ms / freshness p99".into(),
+            100.0 / freshness.p99_ms.max(f64::MIN_POSITIVE),
+            1.0,
+        ),
+        bar(
+            "2× idle / storm read p50".into(),
+            2.0 * idle_read.p50_ms / storm_read.p50_ms.max(f64::MIN_POSITIVE),
+            1.0,
+        ),
+    ]);
+    for (label, versus) in [
+        ("relay", &pipeline.relay),
+        ("projection", &pipeline.projection),
+    ] {
+        bars.push(bar(
+            label.into(),
+            versus.ratio,
+            versus.target.unwrap_or(0.0),
+        ));
+    }
+    chart::draw(&args.out.join("latest.svg"), &bars)?;
     println!("{markdown}");
     stack.stop().await
 }
@@ -310,6 +360,52 @@ fn markdown(
             measurement.failures
         );
     }
+    text
+}
+
+fn bar(label: String, ratio: f64, target: f64) -> chart::Bar {
+    chart::Bar {
+        label,
+        ratio,
+        target,
+    }
+}
+
+fn pipeline_markdown(pipeline: &pipeline::Pipeline) -> String {
+    let mut text = format!(
+        "Pipeline through a backlog of {} events:\n\n| measure | events | seconds | events/s | limit | limit events/s | ratio | target |\n|---|---|---|---|---|---|---|---|\n",
+        pipeline.backlog
+    );
+    for versus in [
+        &pipeline.relay,
+        &pipeline.projection,
+        &pipeline.projection_consume,
+    ] {
+        let (ours, limit) = (&versus.ours, &versus.limit);
+        let target = versus.target.map_or_else(String::new, |target| {
+            let verdict = if versus.ratio >= target {
+                "met"
+            } else {
+                "missed"
+            };
+            format!("≥ {target:.2} ({verdict})")
+        });
+        text += &format!(
+            "| {} | {} | {:.1} | {:.0} | {} | {:.0} | {:.2} | {target} |\n",
+            ours.name,
+            ours.events,
+            ours.seconds,
+            ours.per_second,
+            limit.name,
+            limit.per_second,
+            versus.ratio
+        );
+    }
+    let rebuild = &pipeline.rebuild;
+    text += &format!(
+        "| {} | {} | {:.1} | {:.0} | | | | |\n",
+        rebuild.name, rebuild.events, rebuild.seconds, rebuild.per_second
+    );
     text
 }
 

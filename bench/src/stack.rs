@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use tokio::process::{Child, Command};
 
+/// Messages per Kafka record batch from the relay (the service's default),
+/// given to the broker's own produce measurement too.
+pub const BATCH_MESSAGES: u32 = 1;
+
 pub struct Stack {
     /// The database URL the processes use.
     pub database_url: String,
@@ -15,9 +19,14 @@ pub struct Stack {
     database_name: String,
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// The benchmark database's master key (base64).
+    pub master_key: String,
+    /// The topic the relay publishes to.
+    pub events_topic: String,
+    pub bootstrap_servers: String,
     env: Vec<(String, String)>,
     binary: String,
-    children: Vec<Child>,
+    children: Vec<(&'static str, Child)>,
 }
 
 impl Stack {
@@ -45,13 +54,11 @@ impl Stack {
             .concat();
             base64::engine::general_purpose::STANDARD.encode(bytes)
         };
+        let events_topic = format!("accountable.bench.{id}.user.events");
         let env = [
             ("DATABASE_URL", database_url.clone()),
             ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.to_owned()),
-            (
-                "ACCOUNTABLE_EVENTS_TOPIC",
-                format!("accountable.bench.{id}.user.events"),
-            ),
+            ("ACCOUNTABLE_EVENTS_TOPIC", events_topic.clone()),
             (
                 "ACCOUNTABLE_STATE_TOPIC",
                 format!("accountable.bench.{id}.user.state"),
@@ -63,7 +70,11 @@ impl Stack {
             ("ACCOUNTABLE_HTTP_ADDR", format!("127.0.0.1:{port}")),
             ("ACCOUNTABLE_RATE_LIMIT", "0".to_owned()),
             ("ACCOUNTABLE_HASH_QUEUE", "10000".to_owned()),
-            ("ACCOUNTABLE_MASTER_KEY", master_key),
+            ("ACCOUNTABLE_MASTER_KEY", master_key.clone()),
+            (
+                "ACCOUNTABLE_RELAY_BATCH_MESSAGES",
+                BATCH_MESSAGES.to_string(),
+            ),
             ("RUST_LOG", "warn".to_owned()),
         ]
         .map(|(key, value)| (key.to_owned(), value))
@@ -73,6 +84,9 @@ impl Stack {
             database_server: database_server.to_owned(),
             database_name: format!("accountable_bench_{id}"),
             base_url: format!("http://127.0.0.1:{port}"),
+            master_key,
+            events_topic,
+            bootstrap_servers: bootstrap.to_owned(),
             env,
             binary: binary.to_owned(),
             children: Vec::new(),
@@ -81,8 +95,7 @@ impl Stack {
         let migrated = stack.command("migrate").status().await?;
         anyhow::ensure!(migrated.success(), "accountable migrate failed");
         for part in ["serve", "relay", "project"] {
-            let child = stack.command(part).spawn()?;
-            stack.children.push(child);
+            stack.start_part(part)?;
         }
         let client = reqwest::Client::new();
         let until = Instant::now() + Duration::from_secs(30);
@@ -105,9 +118,26 @@ impl Stack {
         Ok(())
     }
 
+    /// Starts one of the stack's processes (`serve`, `relay`, `project`).
+    pub fn start_part(&mut self, part: &'static str) -> anyhow::Result<()> {
+        let child = self.command(part).spawn()?;
+        self.children.push((part, child));
+        Ok(())
+    }
+
+    /// Kills one of the stack's processes; what it had in hand converges
+    /// when it starts again, as after any crash.
+    pub async fn stop_part(&mut self, part: &str) -> anyhow::Result<()> {
+        for (_, child) in self.children.iter_mut().filter(|(name, _)| *name == part) {
+            child.kill().await?;
+        }
+        self.children.retain(|(name, _)| *name != part);
+        Ok(())
+    }
+
     /// Stops the processes and drops the benchmark's database.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             child.kill().await?;
         }
         let mut admin =

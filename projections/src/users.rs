@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::contract::{AccountEvent, Envelope};
 
 /// A row of `users`. `version` is the sequence of the last event applied.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct UserRow {
     pub id: Uuid,
     /// `None` once the user is erased.
@@ -129,11 +129,15 @@ const SELECT_FOR_UPDATE: &str = "
 SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
   FROM users WHERE id = ANY($1) FOR UPDATE";
 
-/// Writes a row unless the table already holds the same or a later version,
-/// so that concurrent or repeated writers can never move a row backwards.
+/// Writes rows, in one statement, each unless the table already holds the
+/// same or a later version of it, so that concurrent or repeated writers can
+/// never move a row backwards.
 const UPSERT: &str = "
 INSERT INTO users (id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+  FROM jsonb_to_recordset($1) AS r(id uuid, email text, display_name text, status text,
+       roles text[], locale text, time_zone text, version bigint,
+       created_at timestamptz, updated_at timestamptz)
 ON CONFLICT (id) DO UPDATE SET
     email = EXCLUDED.email,
     display_name = EXCLUDED.display_name,
@@ -159,18 +163,13 @@ pub async fn load_for_update(
         .await
 }
 
-pub async fn save(conn: &mut PgConnection, row: &UserRow) -> Result<(), sqlx::Error> {
+/// Writes the rows of one batch in one statement (see [`UPSERT`]).
+pub async fn save(conn: &mut PgConnection, rows: &[&UserRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(UPSERT)
-        .bind(row.id)
-        .bind(&row.email)
-        .bind(&row.display_name)
-        .bind(&row.status)
-        .bind(&row.roles)
-        .bind(&row.locale)
-        .bind(&row.time_zone)
-        .bind(row.version)
-        .bind(row.created_at)
-        .bind(row.updated_at)
+        .bind(sqlx::types::Json(rows))
         .execute(conn)
         .await?;
     Ok(())

@@ -411,11 +411,11 @@ impl Worker {
                 }
             }
         }
-        for id in &changed {
-            if let Some(Some(row)) = rows.get(id) {
-                users::save(&mut tx, row).await?;
-            }
-        }
+        let changed: Vec<&UserRow> = changed
+            .iter()
+            .filter_map(|id| rows.get(id).and_then(Option::as_ref))
+            .collect();
+        users::save(&mut tx, &changed).await?;
         save_checkpoints(&mut tx, batch, latest).await?;
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(PROJECTED_CHANNEL)
@@ -538,7 +538,7 @@ impl Worker {
                         .reduce_filling_gaps(&mut row, &envelope, &event)
                         .await?;
                     if let (Step::Changed(_), Some(row)) = (&step, &row) {
-                        users::save(&mut tx, row).await?;
+                        users::save(&mut tx, &[row]).await?;
                     }
                     step
                 }

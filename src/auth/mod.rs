@@ -3,6 +3,7 @@
 //! tokens, and per-client rate limits.
 
 pub mod clock;
+pub mod cutoffs;
 pub mod keys;
 pub mod ratelimit;
 pub mod service;

@@ -8,7 +8,10 @@ use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use super::cutoffs::Cutoffs;
 
 /// A refresh token is 256 random bits, 43 characters in base64url.
 const TOKEN_BYTES: usize = 32;
@@ -73,11 +76,16 @@ ON CONFLICT (user_id) DO UPDATE SET not_before = GREATEST(user_token_cutoffs.not
 pub struct Sessions {
     pool: PgPool,
     config: SessionConfig,
+    cutoffs: Cutoffs,
 }
 
 impl Sessions {
     pub fn new(pool: PgPool, config: SessionConfig) -> Self {
-        Self { pool, config }
+        Self {
+            cutoffs: Cutoffs::new(pool.clone()),
+            pool,
+            config,
+        }
     }
 
     /// A new family with its first token.
@@ -211,15 +219,21 @@ impl Sessions {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        // This process forgets at once; others when the trigger's notice
+        // reaches them.
+        self.cutoffs.forget(user_id);
+        Ok(())
     }
 
     /// Access tokens of the user issued before this are refused.
     pub async fn cutoff(&self, user_id: Uuid) -> sqlx::Result<Option<DateTime<Utc>>> {
-        sqlx::query_scalar("SELECT not_before FROM user_token_cutoffs WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
+        self.cutoffs.get(user_id).await
+    }
+
+    /// Remembers cutoffs from now on, forgetting each as it changes.
+    pub fn follow_cutoffs(&self, shutdown: CancellationToken) {
+        self.cutoffs.follow(shutdown);
     }
 }
 

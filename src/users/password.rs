@@ -46,30 +46,27 @@ pub enum HashError {
 }
 
 /// Hashes passwords with argon2id on at most `concurrency` blocking threads;
-/// at most `queue` more wait for one, and the rest are refused at once.
+/// at most `queue` more hashes are admitted to wait for one, and the rest
+/// are refused at once.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
+    /// One permit per hash admitted: running, waiting for a thread, or
+    /// reserved by a request that will hash shortly.
+    admitted: Arc<Semaphore>,
     /// One permit per hash allowed to run at once.
-    permits: Arc<Semaphore>,
-    /// Hashes waiting for a permit.
+    running: Arc<Semaphore>,
+    /// Hashes waiting for a thread.
     waiting: Arc<AtomicUsize>,
-    queue: usize,
 }
 
-/// One hash in the queue; leaves it when dropped.
+/// One hash waiting for a thread; leaves the queue when dropped.
 struct Waiting(Arc<AtomicUsize>);
 
 impl Waiting {
-    /// Joins the queue unless it holds `limit` already.
-    fn join(waiting: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
-        let before = waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |depth| {
-                (depth < limit).then_some(depth + 1)
-            })
-            .ok()?;
-        queue_depth(before + 1);
-        Some(Self(waiting.clone()))
+    fn join(waiting: &Arc<AtomicUsize>) -> Self {
+        queue_depth(waiting.fetch_add(1, Ordering::AcqRel) + 1);
+        Self(waiting.clone())
     }
 }
 
@@ -88,33 +85,30 @@ impl PasswordHasher {
     pub fn new(cost: HashCost, concurrency: usize, queue: usize) -> Result<Self, HashError> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(HashError::Params)?;
+        let concurrency = concurrency.max(1);
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            admitted: Arc::new(Semaphore::new(concurrency.saturating_add(queue))),
+            running: Arc::new(Semaphore::new(concurrency)),
             waiting: Arc::new(AtomicUsize::new(0)),
-            queue,
         })
     }
 
-    /// A place on a hashing thread: waits in the queue for one, or is
-    /// refused at once when the queue is full. Taken before the work that
-    /// leads to a hash (a login records its attempt first), so that a
-    /// refusal leaves nothing behind.
+    /// A hash admitted: refused at once when as many hashes as threads and
+    /// queue hold are admitted already. Taken before the work that leads to
+    /// a hash (a login records its attempt first), so that a refusal leaves
+    /// nothing behind; the thread itself is taken only when the hash runs,
+    /// so that no thread idles while the request does that work.
     pub async fn reserve(&self) -> Result<HashSlot, HashError> {
-        let permit = match self.permits.clone().try_acquire_owned() {
+        let admission = match self.admitted.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return Err(HashError::PoolClosed),
-            Err(TryAcquireError::NoPermits) => {
-                let _waiting = Waiting::join(&self.waiting, self.queue).ok_or(HashError::Busy)?;
-                self.permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| HashError::PoolClosed)?
-            }
+            Err(TryAcquireError::NoPermits) => return Err(HashError::Busy),
         };
         Ok(HashSlot {
-            _permit: permit,
+            _admission: admission,
+            running: self.running.clone(),
+            waiting: self.waiting.clone(),
             params: self.params.clone(),
         })
     }
@@ -131,9 +125,11 @@ impl PasswordHasher {
     }
 }
 
-/// A reserved place on a hashing thread, good for one hash or check.
+/// An admitted hash, good for one hash or check.
 pub struct HashSlot {
-    _permit: OwnedSemaphorePermit,
+    _admission: OwnedSemaphorePermit,
+    running: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
     params: Params,
 }
 
@@ -170,14 +166,23 @@ impl HashSlot {
         .await
     }
 
-    /// Runs `work` on a blocking thread, holding the place until it ends.
+    /// Waits for a thread, then runs `work` on it.
     async fn run<T: Send + 'static>(
         self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
+        let thread = {
+            let _waiting = Waiting::join(&self.waiting);
+            self.running
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| HashError::PoolClosed)?
+        };
         let result = tokio::task::spawn_blocking(work)
             .await
             .map_err(|_| HashError::PoolClosed)?;
+        drop(thread);
         drop(self);
         result
     }
@@ -248,21 +253,28 @@ mod tests {
     #[tokio::test]
     async fn beyond_the_running_hashes_and_the_queue_a_hash_is_refused_at_once() {
         let hasher = PasswordHasher::new(CHEAP, 1, 1).unwrap();
-        let running = hasher.reserve().await.unwrap();
-        let queued = tokio::spawn({
-            let hasher = hasher.clone();
-            async move { hasher.reserve().await.map(drop) }
-        });
-        while hasher.waiting.load(Ordering::Acquire) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = hasher.reserve().await.unwrap();
+        let second = hasher.reserve().await.unwrap();
         assert!(matches!(hasher.reserve().await, Err(HashError::Busy)));
-        drop(running);
-        assert!(
-            queued.await.unwrap().is_ok(),
-            "the queued one got its place"
-        );
+        drop(first);
+        let password = Password::parse("correct horse battery staple", 15).unwrap();
+        let hashed = second.hash(password).await.unwrap();
+        assert!(hashed.starts_with("$argon2id$"), "{hashed}");
         assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
         assert!(hasher.reserve().await.is_ok(), "room again");
+    }
+
+    #[tokio::test]
+    async fn an_admitted_hash_holds_no_thread_until_it_runs() {
+        let hasher = PasswordHasher::new(CHEAP, 1, 1).unwrap();
+        let _reserved = hasher.reserve().await.unwrap();
+        let password = Password::parse("correct horse battery staple", 15).unwrap();
+        let hashed = tokio::time::timeout(std::time::Duration::from_secs(10), {
+            let hasher = hasher.clone();
+            async move { hasher.hash(password).await }
+        })
+        .await
+        .expect("the thread was free while the other hash was only reserved");
+        assert!(hashed.is_ok());
     }
 }

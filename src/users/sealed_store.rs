@@ -1,10 +1,16 @@
 //! The event repository of the write side: postgres-es, with the personal
 //! fields of every event sealed on the way in and opened on the way out, so
 //! that the aggregate sees clear values and the store holds none.
+//!
+//! Every commit also keeps a snapshot of the aggregate, sealed whole under
+//! its user's key, so that a command reads one row and the events after it
+//! rather than the user's whole history. The snapshot is a cache of the
+//! events: it is written after them, never fails a command, only ever moves
+//! forward, and one that does not open (an erased user's) is ignored.
 
 use std::sync::Arc;
 
-use accountable_vault::{EventFields, Vault};
+use accountable_vault::{EventFields, Vault, SNAPSHOT};
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
@@ -14,6 +20,18 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+const SELECT_SNAPSHOT: &str = "
+SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
+/// A later snapshot replaces an earlier one, never the other way round
+/// (two commands may finish in either order); none is kept once the user's
+/// key is destroyed (erasure deletes the row in its own transaction).
+const UPSERT_SNAPSHOT: &str = "
+INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload)
+SELECT $1, $2, $3, $4
+ WHERE EXISTS (SELECT 1 FROM user_data_keys WHERE user_id = $2::uuid AND wrapped IS NOT NULL)
+ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+   SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload
+ WHERE snapshots.last_sequence < EXCLUDED.last_sequence";
 const SELECT_AGGREGATE_IDS: &str =
     "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id";
 
@@ -70,11 +88,6 @@ fn unknown(error: impl std::error::Error + Send + Sync + 'static) -> Persistence
     PersistenceError::UnknownError(Box::new(error))
 }
 
-/// Snapshots would hold an aggregate's personal data in clear.
-#[derive(Debug, thiserror::Error)]
-#[error("snapshots are not kept: they would hold personal data in clear")]
-struct NoSnapshots;
-
 impl PersistedEventRepository for SealedRepository {
     async fn get_events<A: Aggregate>(
         &self,
@@ -96,25 +109,88 @@ impl PersistedEventRepository for SealedRepository {
         self.unsealed(events).await
     }
 
+    /// The user's snapshot, opened; `None` when there is none or it does not
+    /// open (erased user, or a snapshot that was tampered with): the events
+    /// are the truth, and cqrs-es then folds all of them.
     async fn get_snapshot<A: Aggregate>(
         &self,
-        _aggregate_id: &str,
+        aggregate_id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        Ok(None)
+        let row: Option<(i64, Value)> = sqlx::query_as(SELECT_SNAPSHOT)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unknown)?;
+        let Some((last_sequence, mut payload)) = row else {
+            return Ok(None);
+        };
+        let user_id = Uuid::parse_str(aggregate_id).map_err(unknown)?;
+        let Some(fields) = payload.as_object_mut() else {
+            return Ok(None);
+        };
+        let mut snapshot = [EventFields {
+            user_id,
+            sequence: last_sequence,
+            fields,
+        }];
+        if let Err(error) = self.vault.unseal(&mut snapshot).await {
+            tracing::warn!(%user_id, error = %error, "snapshot ignored: it does not open");
+            return Ok(None);
+        }
+        let aggregate = snapshot[0].fields.remove(SNAPSHOT).unwrap_or(Value::Null);
+        if aggregate.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(SerializedSnapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            current_sequence: usize::try_from(last_sequence).map_err(unknown)?,
+            current_snapshot: 0,
+        }))
     }
 
+    /// Appends the events (sealed) and then keeps the snapshot, sealed in
+    /// the same pass so that the user's key is read once.
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        if snapshot_update.is_some() {
-            return Err(unknown(NoSnapshots));
-        }
         let mut sealed = events.to_vec();
+        let mut snapshot = match (snapshot_update, sealed.last()) {
+            (Some((aggregate_id, aggregate, _)), Some(last)) => Some((
+                Uuid::parse_str(&aggregate_id).map_err(unknown)?,
+                aggregate_id,
+                i64::try_from(last.sequence).map_err(unknown)?,
+                Map::from_iter([(SNAPSHOT.to_owned(), aggregate)]),
+            )),
+            _ => None,
+        };
         let mut fields = event_fields(&mut sealed)?;
+        if let Some((user_id, _, sequence, fields_of_snapshot)) = snapshot.as_mut() {
+            fields.push(EventFields {
+                user_id: *user_id,
+                sequence: *sequence,
+                fields: fields_of_snapshot,
+            });
+        }
         self.vault.seal(&mut fields).await.map_err(unknown)?;
-        self.inner.persist::<A>(&sealed, None).await
+        drop(fields);
+        self.inner.persist::<A>(&sealed, None).await?;
+        if let Some((user_id, aggregate_id, sequence, payload)) = snapshot {
+            let kept = sqlx::query(UPSERT_SNAPSHOT)
+                .bind(A::TYPE)
+                .bind(&aggregate_id)
+                .bind(sequence)
+                .bind(Value::Object(payload))
+                .execute(&self.pool)
+                .await;
+            if let Err(error) = kept {
+                tracing::warn!(%user_id, error = %error, "snapshot not kept; the next command keeps one");
+            }
+        }
+        Ok(())
     }
 
     async fn stream_events<A: Aggregate>(

@@ -206,10 +206,12 @@ impl Users {
     ) -> Self {
         Self {
             claim_ttl,
-            store: PersistedEventStore::new_event_store(SealedRepository::new(
-                pool.clone(),
-                vault.clone(),
-            ))
+            // A snapshot at every commit: with one, every decision folds
+            // at most the events of commits that raced it.
+            store: PersistedEventStore::new_snapshot_store(
+                SealedRepository::new(pool.clone(), vault.clone()),
+                1,
+            )
             .with_upcasters(super::upcast::upcasters()),
             vault,
             pool,
@@ -655,13 +657,17 @@ impl Users {
         if expected.is_some_and(|expected| expected != current) {
             return Err(CommandError::VersionMismatch { current });
         }
+        // The sink applies each event to the aggregate as the command emits
+        // it, and cqrs-es's commit applies them again to make the snapshot;
+        // so the commit gets the state as loaded, and folds them once.
+        let loaded = context.aggregate.clone();
         let sink = EventSink::default();
         context
             .aggregate
             .handle(command, &(), &sink)
             .await
             .map_err(CommandError::Rejected)?;
-        let account = context.aggregate.account.clone();
+        let account = std::mem::replace(&mut context.aggregate, loaded).account;
         let previous = context.current_sequence;
         let events = sink.collect().await;
         let committed = self.store.commit(events, context, ctx.metadata()).await?;

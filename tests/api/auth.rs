@@ -279,6 +279,8 @@ async fn logout_everywhere_ends_refresh_and_access_tokens() {
     let (_stack, api) = TestStack::full().await;
     let phone = api.register("ada@example.com", "Ada").await;
     let laptop = Session::from(&login(&api, "ada@example.com", PASSWORD).await["data"]["login"]);
+    // Checked once, so that the process remembers her (absent) cutoff.
+    assert!(me(&api, &phone.access).await["errors"].is_null());
 
     let body = api
         .graphql_as(Some(&laptop.access), LOGOUT_ALL, json!({}))
@@ -295,6 +297,42 @@ async fn logout_everywhere_ends_refresh_and_access_tokens() {
     // A login afterwards works at once.
     let again = Session::from(&login(&api, "ada@example.com", PASSWORD).await["data"]["login"]);
     assert!(me(&api, &again.access).await["errors"].is_null());
+}
+
+#[tokio::test]
+async fn a_cutoff_set_elsewhere_reaches_an_api_that_remembered_the_old_one() {
+    let (stack, api) = TestStack::full().await;
+    let other = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    for instance in [&api, &other] {
+        assert!(me(instance, &ada.access).await["errors"].is_null());
+    }
+    // Another instance ends her sessions: this one hears of it.
+    let body = other
+        .graphql_as(Some(&ada.access), LOGOUT_ALL, json!({}))
+        .await;
+    assert_eq!(body["data"]["logoutAll"], true, "{body}");
+    eventually(
+        "the other instance's logout to reach this one",
+        Duration::from_secs(5),
+        || async { (error_code(&me(&api, &ada.access).await) == "UNAUTHENTICATED").then_some(()) },
+    )
+    .await;
+
+    // An operator's cutoff, written straight into the table, too.
+    let bob = api.register("bob@example.com", "Bob").await;
+    assert!(me(&api, &bob.access).await["errors"].is_null());
+    sqlx::query("INSERT INTO user_token_cutoffs (user_id, not_before) VALUES ($1, now() + interval '1 minute')")
+        .bind(Uuid::parse_str(&bob.id).unwrap())
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    eventually(
+        "the operator's cutoff to reach the API",
+        Duration::from_secs(5),
+        || async { (error_code(&me(&api, &bob.access).await) == "UNAUTHENTICATED").then_some(()) },
+    )
+    .await;
 }
 
 /// The live signing key of the stack (opened with the master key), as the

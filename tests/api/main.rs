@@ -15,3 +15,4 @@ mod registration;
 mod relay;
 mod schema;
 mod servers;
+mod snapshots;

@@ -34,6 +34,14 @@ pub use master::MasterKey;
 /// that is never published and goes with the person too.
 pub const SEALED_FIELDS: [&str; 2] = [PERSONAL, "password_hash"];
 
+/// The field under which an aggregate snapshot is stored, sealed whole
+/// with its user's key and bound to the sequence it was taken at.
+pub const SNAPSHOT: &str = "snapshot";
+
+/// Everything [`Vault::seal`] and [`Vault::unseal`] handle: the sealed
+/// fields of events and the snapshot of an aggregate.
+const SEALED: [&str; 3] = [PERSONAL, "password_hash", SNAPSHOT];
+
 /// The one sealed field that is published.
 pub const PERSONAL: &str = "personal";
 
@@ -130,13 +138,13 @@ impl Vault {
         self.master.open_secret(context, sealed)
     }
 
-    /// Seals every clear value of [`SEALED_FIELDS`] in place, with the data
+    /// Seals every clear value of [`SEALED_FIELDS`] (and a [`SNAPSHOT`]) in place, with the data
     /// key of its user (made on first use). Values already sealed and nulls
     /// stay as they are. Refuses to seal for an erased user.
     pub async fn seal(&self, events: &mut [EventFields<'_>]) -> Result<(), VaultError> {
         let mut keys: HashMap<Uuid, (Uuid, DataKey)> = HashMap::new();
         for event in events.iter_mut() {
-            for field in SEALED_FIELDS {
+            for field in SEALED {
                 let Some(value) = event.fields.get(field) else {
                     continue;
                 };
@@ -166,7 +174,7 @@ impl Vault {
     pub async fn unseal(&self, events: &mut [EventFields<'_>]) -> Result<(), VaultError> {
         let mut key_ids = Vec::new();
         for event in events.iter() {
-            for field in SEALED_FIELDS {
+            for field in SEALED {
                 if let Some(sealed) = event.fields.get(field).filter(|v| is_sealed(v)) {
                     key_ids.push(key_id_of(sealed)?);
                 }
@@ -188,7 +196,7 @@ impl Vault {
             }
         }
         for event in events.iter_mut() {
-            for field in SEALED_FIELDS {
+            for field in SEALED {
                 let Some(sealed) = event.fields.get(field).filter(|v| is_sealed(v)) else {
                     continue;
                 };

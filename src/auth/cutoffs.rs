@@ -1,0 +1,128 @@
+//! The users' token cutoffs, remembered by the API process so that checking
+//! an access token costs no query. The process that ends a user's sessions
+//! forgets that user's cutoff at once; a trigger announces every change on
+//! [`CHANNEL`], and every other process forgets it when the notice arrives
+//! (milliseconds after the commit). Whenever a process is not listening it
+//! remembers nothing and reads every cutoff from the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The NOTIFY channel of `user_token_cutoffs`; the payload is the user id.
+pub const CHANNEL: &str = "token_cutoffs";
+/// Users remembered at most; past it the memory starts again empty.
+const CAPACITY: usize = 100_000;
+
+const SELECT: &str = "SELECT not_before FROM user_token_cutoffs WHERE user_id = $1";
+
+#[derive(Clone)]
+pub struct Cutoffs {
+    pool: PgPool,
+    memory: Arc<Mutex<Memory>>,
+}
+
+#[derive(Default)]
+struct Memory {
+    /// Only while listening is anything remembered.
+    listening: bool,
+    /// Moves with every announcement and every (re)connection: a cutoff
+    /// read before a move may be stale and is not remembered.
+    generation: u64,
+    known: HashMap<Uuid, Option<DateTime<Utc>>>,
+}
+
+impl Memory {
+    fn forget_all(&mut self, listening: bool) {
+        self.listening = listening;
+        self.generation += 1;
+        self.known.clear();
+    }
+}
+
+impl Cutoffs {
+    /// Reads every cutoff from the database until [`Cutoffs::follow`] runs.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            memory: Arc::default(),
+        }
+    }
+
+    fn memory(&self) -> MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Access tokens of the user issued before this are refused.
+    pub async fn get(&self, user_id: Uuid) -> sqlx::Result<Option<DateTime<Utc>>> {
+        let generation = {
+            let memory = self.memory();
+            if let Some(known) = memory.known.get(&user_id) {
+                return Ok(*known);
+            }
+            memory.listening.then_some(memory.generation)
+        };
+        let cutoff = sqlx::query_scalar(SELECT)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let mut memory = self.memory();
+        if generation.is_some_and(|g| memory.listening && memory.generation == g) {
+            if memory.known.len() >= CAPACITY {
+                memory.known.clear();
+            }
+            memory.known.insert(user_id, cutoff);
+        }
+        Ok(cutoff)
+    }
+
+    /// Forgets the user's cutoff (this process changed it).
+    pub fn forget(&self, user_id: Uuid) {
+        let mut memory = self.memory();
+        memory.generation += 1;
+        memory.known.remove(&user_id);
+    }
+
+    /// Listens for changes until `shutdown`, connecting again after a
+    /// failure; nothing is remembered while not listening.
+    pub fn follow(&self, shutdown: CancellationToken) {
+        let cutoffs = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let listened = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    listened = cutoffs.listen() => listened,
+                };
+                cutoffs.memory().forget_all(false);
+                if let Err(error) = listened {
+                    tracing::warn!(error = %error, "token cutoff listener failed; reading cutoffs from the database");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+
+    /// Listens until the connection is lost.
+    async fn listen(&self) -> sqlx::Result<()> {
+        let mut listener = crate::db::listener(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        self.memory().forget_all(true);
+        // `try_recv` answers `None` when the connection was lost (what was
+        // announced meanwhile is gone), where `recv` would reconnect quietly.
+        while let Some(notification) = listener.try_recv().await? {
+            match Uuid::parse_str(notification.payload()) {
+                Ok(user_id) => self.forget(user_id),
+                Err(_) => self.memory().forget_all(true),
+            }
+        }
+        Ok(())
+    }
+}
