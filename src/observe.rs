@@ -39,6 +39,17 @@ pub async fn relay_lag(pool: &PgPool, events_topic: &str) -> sqlx::Result<f64> {
         .await
 }
 
+/// Messages each projection has yet to apply: what the relay has had
+/// acknowledged on each partition of the topic, past the offset the
+/// projection keeps with its rows (a partition it never read counts whole).
+const PROJECTION_LAG: &str = "
+SELECT names.projection, coalesce(sum(greatest(p.last_offset + 1 - coalesce(c.next_offset, 0), 0)), 0)::bigint
+  FROM (SELECT DISTINCT projection FROM projection_checkpoints WHERE topic = $1) AS names
+  CROSS JOIN relay_partitions p
+  LEFT JOIN projection_checkpoints c
+         ON c.projection = names.projection AND c.topic = p.name AND c.partition = p.partition
+ WHERE p.name = $1
+ GROUP BY names.projection ORDER BY names.projection";
 const DEAD_LETTERS: &str =
     "SELECT projection, count(*) FROM projection_dead_letters GROUP BY projection ORDER BY projection";
 const UNPUBLISHED: &str = "
@@ -55,6 +66,10 @@ const STATES_PENDING: &str =
 pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
     let lag = relay_lag(pool, events_topic).await?;
     let dead: Vec<(String, i64)> = sqlx::query_as(DEAD_LETTERS).fetch_all(pool).await?;
+    let behind: Vec<(String, i64)> = sqlx::query_as(PROJECTION_LAG)
+        .bind(events_topic)
+        .fetch_all(pool)
+        .await?;
     let unpublished: i64 = sqlx::query_scalar(UNPUBLISHED)
         .bind(events_topic)
         .fetch_one(pool)
@@ -74,18 +89,12 @@ pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
     gauge(
         "accountable_dead_letters",
         "Messages a projection parked because it could not apply them.",
-        &dead
-            .iter()
-            .map(|(projection, count)| {
-                (
-                    format!(
-                        "{{projection=\"{}\"}}",
-                        projection.replace(['"', '\\', '\n'], "_")
-                    ),
-                    count.to_string(),
-                )
-            })
-            .collect::<Vec<_>>(),
+        &per_projection(&dead),
+    );
+    gauge(
+        "accountable_projection_lag_messages",
+        "Messages on the events topic a projection has yet to apply.",
+        &per_projection(&behind),
     );
     gauge(
         "accountable_relay_unpublished_events",
@@ -108,4 +117,20 @@ pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
         &[(String::new(), states.to_string())],
     );
     Ok(text)
+}
+
+/// `{projection="…"}` samples; the label value is made safe to print.
+fn per_projection(counts: &[(String, i64)]) -> Vec<(String, String)> {
+    counts
+        .iter()
+        .map(|(projection, count)| {
+            (
+                format!(
+                    "{{projection=\"{}\"}}",
+                    projection.replace(['"', '\\', '\n'], "_")
+                ),
+                count.to_string(),
+            )
+        })
+        .collect()
 }

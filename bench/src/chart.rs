@@ -28,7 +28,8 @@ pub fn draw(path: &Path, bars: &[Bar]) -> anyhow::Result<()> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..top)?;
+        // A segmented 0..n holds n + 1 segments: one per bar is 0..n - 1.
+        .build_cartesian_2d((0..bars.len().saturating_sub(1)).into_segmented(), 0.0..top)?;
     chart
         .configure_mesh()
         .disable_x_mesh()

@@ -298,15 +298,15 @@ async fn main() -> anyhow::Result<()> {
     bars.extend([
         bar("user(id)".into(), reads.ratio, reads.target),
         bar("login".into(), logins.ratio, logins.target),
-        // Met when the p99 is at most 100 ms, and when reads during the
-        // storm take at most twice their idle time.
+        // Freshness: 100 ms over the p99, met at 1 or more; storm reads:
+        // twice the idle p50 over the p50 during logins, likewise.
         bar(
-            "100 ms / freshness p99".into(),
+            "freshness".into(),
             100.0 / freshness.p99_ms.max(f64::MIN_POSITIVE),
             1.0,
         ),
         bar(
-            "2× idle / storm read p50".into(),
+            "storm reads".into(),
             2.0 * idle_read.p50_ms / storm_read.p50_ms.max(f64::MIN_POSITIVE),
             1.0,
         ),

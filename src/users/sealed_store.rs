@@ -22,16 +22,27 @@ use uuid::Uuid;
 
 const SELECT_SNAPSHOT: &str = "
 SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
-/// A later snapshot replaces an earlier one, never the other way round
-/// (two commands may finish in either order); none is kept once the user's
-/// key is destroyed (erasure deletes the row in its own transaction).
-const UPSERT_SNAPSHOT: &str = "
+/// The events of one commit and the snapshot after them, in one statement
+/// (so in one transaction and one round trip). A later snapshot replaces
+/// an earlier one, never the other way round (two commands may finish in
+/// either order); none is written with a `NULL` payload. A second writer of
+/// the same sequence fails on the primary key: the optimistic lock.
+const APPEND: &str = "
+WITH appended AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    SELECT $1, $2, sequence, event_type, event_version, payload::json, metadata::json
+      FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+           AS t(sequence, event_type, event_version, payload, metadata)
+     ORDER BY sequence
+    RETURNING sequence
+)
 INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload)
-SELECT $1, $2, $3, $4
- WHERE EXISTS (SELECT 1 FROM user_data_keys WHERE user_id = $2::uuid AND wrapped IS NOT NULL)
+SELECT $1, $2, (SELECT max(sequence) FROM appended), $8
+ WHERE $8::jsonb IS NOT NULL
 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
    SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload
  WHERE snapshots.last_sequence < EXCLUDED.last_sequence";
+const UNIQUE_VIOLATION: &str = "23505";
 const SELECT_AGGREGATE_IDS: &str =
     "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id";
 
@@ -83,6 +94,14 @@ fn event_fields(events: &mut [SerializedEvent]) -> Result<Vec<EventFields<'_>>, 
     }
     Ok(all)
 }
+
+/// The stored type of an erasure, which keeps no snapshot.
+const ERASED: &str = "UserErased";
+
+/// One commit holds the events of one aggregate.
+#[derive(Debug, thiserror::Error)]
+#[error("a commit held the events of more than one aggregate")]
+struct MixedCommit;
 
 fn unknown(error: impl std::error::Error + Send + Sync + 'static) -> PersistenceError {
     PersistenceError::UnknownError(Box::new(error))
@@ -150,47 +169,68 @@ impl PersistedEventRepository for SealedRepository {
         }))
     }
 
-    /// Appends the events (sealed) and then keeps the snapshot, sealed in
-    /// the same pass so that the user's key is read once.
+    /// Appends the events and keeps the snapshot after them, both sealed in
+    /// one pass (the user's key is read once) and written in one statement.
+    /// An erasure keeps no snapshot: its key is gone.
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let mut sealed = events.to_vec();
-        let mut snapshot = match (snapshot_update, sealed.last()) {
-            (Some((aggregate_id, aggregate, _)), Some(last)) => Some((
-                Uuid::parse_str(&aggregate_id).map_err(unknown)?,
-                aggregate_id,
-                i64::try_from(last.sequence).map_err(unknown)?,
-                Map::from_iter([(SNAPSHOT.to_owned(), aggregate)]),
-            )),
-            _ => None,
+        let Some(last) = events.last() else {
+            return Ok(());
         };
+        let aggregate_id = last.aggregate_id.clone();
+        if events
+            .iter()
+            .any(|event| event.aggregate_id != aggregate_id)
+        {
+            return Err(unknown(MixedCommit));
+        }
+        let user_id = Uuid::parse_str(&aggregate_id).map_err(unknown)?;
+        let last_sequence = i64::try_from(last.sequence).map_err(unknown)?;
+        let erasing = events.iter().any(|event| event.event_type == ERASED);
+        let mut snapshot = snapshot_update
+            .filter(|_| !erasing)
+            .map(|(_, aggregate, _)| Map::from_iter([(SNAPSHOT.to_owned(), aggregate)]));
+        let mut sealed = events.to_vec();
         let mut fields = event_fields(&mut sealed)?;
-        if let Some((user_id, _, sequence, fields_of_snapshot)) = snapshot.as_mut() {
+        if let Some(fields_of_snapshot) = snapshot.as_mut() {
             fields.push(EventFields {
-                user_id: *user_id,
-                sequence: *sequence,
+                user_id,
+                sequence: last_sequence,
                 fields: fields_of_snapshot,
             });
         }
         self.vault.seal(&mut fields).await.map_err(unknown)?;
         drop(fields);
-        self.inner.persist::<A>(&sealed, None).await?;
-        if let Some((user_id, aggregate_id, sequence, payload)) = snapshot {
-            let kept = sqlx::query(UPSERT_SNAPSHOT)
-                .bind(A::TYPE)
-                .bind(&aggregate_id)
-                .bind(sequence)
-                .bind(Value::Object(payload))
-                .execute(&self.pool)
-                .await;
-            if let Err(error) = kept {
-                tracing::warn!(%user_id, error = %error, "snapshot not kept; the next command keeps one");
-            }
+        let mut sequences = Vec::with_capacity(sealed.len());
+        for event in &sealed {
+            sequences.push(i64::try_from(event.sequence).map_err(unknown)?);
         }
-        Ok(())
+        let texts = |part: fn(&SerializedEvent) -> String| -> Vec<String> {
+            sealed.iter().map(part).collect()
+        };
+        let appended = sqlx::query(APPEND)
+            .bind(A::TYPE)
+            .bind(&aggregate_id)
+            .bind(&sequences)
+            .bind(texts(|e| e.event_type.clone()))
+            .bind(texts(|e| e.event_version.clone()))
+            .bind(texts(|e| e.payload.to_string()))
+            .bind(texts(|e| e.metadata.to_string()))
+            .bind(snapshot.map(Value::Object))
+            .execute(&self.pool)
+            .await;
+        match appended {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(error))
+                if error.code().as_deref() == Some(UNIQUE_VIOLATION) =>
+            {
+                Err(PersistenceError::OptimisticLockError)
+            }
+            Err(error) => Err(PersistenceError::ConnectionError(Box::new(error))),
+        }
     }
 
     async fn stream_events<A: Aggregate>(

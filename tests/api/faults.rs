@@ -127,6 +127,20 @@ async fn metrics_count_operations_and_show_the_pipeline_backlog_and_dead_letters
     .execute(&stack.pool)
     .await
     .unwrap();
+    // Kafka acknowledged offsets 0..=9 and 0..=4 of two partitions; the
+    // projection applied 0..7 of the first and nothing of the second.
+    for statement in [
+        "INSERT INTO relay_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING",
+        "INSERT INTO relay_partitions (name, partition, last_offset) VALUES ($1, 0, 9), ($1, 1, 4)",
+        "INSERT INTO projection_checkpoints (projection, topic, partition, next_offset)
+         VALUES ('users', $1, 0, 7)",
+    ] {
+        sqlx::query(statement)
+            .bind(&stack.config.events_topic)
+            .execute(&stack.pool)
+            .await
+            .unwrap();
+    }
 
     let text = api.get_text("/metrics").await;
     let value = |line_start: &str| -> f64 {
@@ -137,6 +151,10 @@ async fn metrics_count_operations_and_show_the_pipeline_backlog_and_dead_letters
             .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
     };
     assert_eq!(value("accountable_dead_letters{projection=\"users\"}"), 1.0);
+    assert_eq!(
+        value("accountable_projection_lag_messages{projection=\"users\"}"),
+        8.0
+    );
     // No relay runs here: the registration waits to be published.
     assert_eq!(value("accountable_relay_unpublished_events"), 1.0);
     assert!(value("accountable_relay_lag_seconds") >= 0.0);
