@@ -132,7 +132,7 @@ impl Worker {
             .set("isolation.level", "read_committed")
             // Bounds the wait of a fetch on a broker that does not answer
             // as soon as data arrives, and so the projection's lag.
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", "10")
             .create()?;
         Ok(Self {
             pool,

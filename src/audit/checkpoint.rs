@@ -26,6 +26,13 @@ SELECT DISTINCT ON (aggregate_type, aggregate_id)
        aggregate_type || '/' || aggregate_id, sequence, hash
   FROM events WHERE transaction_id < $1::xid8
  ORDER BY aggregate_type, aggregate_id, sequence DESC";
+/// The head of every stream among the events committed between two bounds:
+/// a range of the relay's index, not a scan of the whole store.
+const HEADS_BETWEEN: &str = "
+SELECT DISTINCT ON (aggregate_type, aggregate_id)
+       aggregate_type || '/' || aggregate_id, sequence, hash
+  FROM events WHERE transaction_id >= $1::xid8 AND transaction_id < $2::xid8
+ ORDER BY aggregate_type, aggregate_id, sequence DESC";
 const INSERT: &str = "
 INSERT INTO audit_checkpoints (id, xid_bound, streams, heads_digest, previous_signature, kid, signature)
 VALUES ($1, $2::xid8, $3, $4, $5, $6, $7)";
@@ -69,14 +76,18 @@ pub fn signed_message(
 }
 
 pub async fn heads_below(conn: impl sqlx::PgExecutor<'_>, xid_bound: &str) -> sqlx::Result<Heads> {
-    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(HEADS_BELOW)
-        .bind(xid_bound)
-        .fetch_all(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
+    Ok(heads_from(
+        sqlx::query_as(HEADS_BELOW)
+            .bind(xid_bound)
+            .fetch_all(conn)
+            .await?,
+    ))
+}
+
+fn heads_from(rows: Vec<(String, i64, Vec<u8>)>) -> Heads {
+    rows.into_iter()
         .map(|(stream, sequence, hash)| (stream, (sequence, hash)))
-        .collect())
+        .collect()
 }
 
 /// Seals the heads of every stream whose events have all committed, signed
@@ -99,10 +110,24 @@ pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Resul
             return Ok(None);
         }
     }
-    let heads = heads_below(&mut *tx, &bound).await?;
-    let previous = match &last {
-        Some((id, ..)) => Some(previous_heads(&mut *tx, *id).await?),
-        None => None,
+    // The heads sealed last time, moved by what committed since: every
+    // event below the previous bound was committed then (it was the oldest
+    // running transaction), so only the events between the bounds are read,
+    // and a head once sealed is never taken from a store that changed since.
+    let (heads, previous) = match &last {
+        Some((id, previous_bound, _)) => {
+            let previous = previous_heads(&mut *tx, *id).await?;
+            let mut heads = previous.clone();
+            heads.extend(heads_from(
+                sqlx::query_as(HEADS_BETWEEN)
+                    .bind(previous_bound)
+                    .bind(&bound)
+                    .fetch_all(&mut *tx)
+                    .await?,
+            ));
+            (heads, Some(previous))
+        }
+        None => (heads_below(&mut *tx, &bound).await?, None),
     };
     let moved: Vec<(&String, &(i64, Vec<u8>))> = heads
         .iter()

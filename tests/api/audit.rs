@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use accountable::audit::checkpoint;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_code, login, Session, TestApi, TestStack};
+use crate::helpers::{error_code, eventually, login, Session, TestApi, TestStack};
 
 const HISTORY: &str = "query($id: ID!, $first: Int, $after: String) {
   userHistory(id: $id, first: $first, after: $after) {
@@ -579,4 +580,55 @@ async fn an_export_of_10000_events_is_complete_ordered_checkable_offline_and_res
     assert_eq!(export_lines(&mine).len(), 2);
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&mine);
+}
+
+#[tokio::test]
+async fn a_later_checkpoint_seals_what_moved_and_equals_a_scan_of_the_store() {
+    let (stack, api, auditor, ada, _) = sealed_history().await;
+    let ada_session = login(&api, "ada@example.com").await;
+    rename(&api, &ada_session, "ada 4").await;
+    let edsger = api.register("edsger@example.com", "Edsger").await;
+    // A checkpoint seals what committed below the oldest running
+    // transaction of the whole server: another test's may hold it back.
+    let sealed = "SELECT max(checkpoint_id) FROM audit_checkpoint_heads WHERE aggregate_id = $1";
+    let latest = eventually(
+        "a checkpoint to seal edsger",
+        Duration::from_secs(30),
+        || async {
+            let made = stack.cli(&["audit", "checkpoint"]).await;
+            assert!(
+                made.status.success(),
+                "{}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            sqlx::query_scalar::<_, Option<i64>>(sealed)
+                .bind(&edsger.id)
+                .fetch_one(&stack.pool)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    assert!(latest > 1);
+    let ada_sealed: Option<i64> = sqlx::query_scalar(sealed)
+        .bind(&ada)
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+    assert!(
+        ada_sealed > Some(1),
+        "ada's new head was sealed after the first"
+    );
+    let (bound, streams, digest): (String, i64, Vec<u8>) = sqlx::query_as(
+        "SELECT xid_bound::text, streams, heads_digest FROM audit_checkpoints WHERE id = $1",
+    )
+    .bind(latest)
+    .fetch_one(&stack.pool)
+    .await
+    .unwrap();
+    // What it sealed is what a scan of the whole store finds below its bound.
+    let scanned = checkpoint::heads_below(&stack.pool, &bound).await.unwrap();
+    assert_eq!(streams, i64::try_from(scanned.len()).unwrap());
+    assert_eq!(digest, checkpoint::digest(&scanned));
+    assert_intact(&stack, &api, &auditor).await;
 }
