@@ -49,7 +49,7 @@ const SELECT_BATCH: &str = concat!(
        AND (transaction_id, position) >
            (SELECT transaction_id, position FROM relay_cursors WHERE name = $1)
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-     ORDER BY transaction_id, position
+     ORDER BY events.transaction_id, events.position
      LIMIT $3"
 );
 

@@ -11,6 +11,7 @@
 //! rates and a direct batched upsert. The chart is `latest.svg`.
 
 mod chart;
+mod cpu;
 mod limits;
 mod load;
 mod pipeline;
@@ -122,7 +123,9 @@ async fn main() -> anyhow::Result<()> {
     let admin = login(&client, &graphql, "bench0@example.com").await?;
 
     let mut commands = Vec::new();
+    let mut cpu_use = Vec::new();
     for concurrency in CONCURRENCIES {
+        let before = cpu::Usage::now(&stack.parts());
         let ours = closed_loop("updateProfile", concurrency, duration, {
             let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
             move |worker, n| {
@@ -135,6 +138,11 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await;
+        cpu_use.push(cpu::Usage::now(&stack.parts()).since(
+            &before,
+            &format!("updateProfile ×{concurrency}"),
+            ours.operations,
+        ));
         let pool = sqlx::PgPool::connect(&stack.database_url).await?;
         let event = limits::sample_event(&pool).await?;
         let limit =
@@ -143,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let minimal = limits::minimal_endpoint(&stack.database_url, POOL_SIZE).await?;
+    let before = cpu::Usage::now(&stack.parts());
     let user_by_id = closed_loop("user(id)", READERS, duration, {
         let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
         move |worker, _| {
@@ -155,6 +164,12 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
+    cpu_use.push(cpu::Usage::now(&stack.parts()).since(
+        &before,
+        "user(id) ×32",
+        user_by_id.operations,
+    ));
+    let before = cpu::Usage::now(&stack.parts());
     let minimal_by_id = closed_loop("minimal axum + sqlx (limit)", READERS, duration, {
         let (client, users) = (client.clone(), users.clone());
         move |worker, _| {
@@ -173,6 +188,11 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
+    cpu_use.push(cpu::Usage::now(&stack.parts()).since(
+        &before,
+        "minimal endpoint ×32 (in the bench process)",
+        minimal_by_id.operations,
+    ));
     let page = closed_loop("users(first: 50)", READERS, duration, {
         let (client, graphql, token) = (client.clone(), graphql.clone(), admin.token.clone());
         move |_, _| {
@@ -189,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Freshness: from a mutation's answer to the change being readable;
     // `user(id, minVersion)` answers as soon as the read side has it.
+    let before = cpu::Usage::now(&stack.parts());
     let freshness = steady_rate("freshness (answer → readable)", FRESHNESS_RATE, duration, {
         let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
         move |n| {
@@ -208,6 +229,11 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
+    cpu_use.push(cpu::Usage::now(&stack.parts()).since(
+        &before,
+        "freshness: updateProfile + user(id, minVersion)",
+        freshness.operations,
+    ));
 
     // Logins with the production argon2 cost, beside what the cores can
     // hash with it, and `user(id)` latency idle and during the logins.
@@ -257,10 +283,17 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let during = closed_loop("user(id) during logins", 1, duration, read_one);
+    let before = cpu::Usage::now(&stack.parts());
     let (storm, storm_read) = tokio::join!(storm, during);
+    cpu_use.push(cpu::Usage::now(&stack.parts()).since(
+        &before,
+        "login (reads beside it included)",
+        storm.operations,
+    ));
     let logins = Compared::new(storm, hashing, 0.85);
 
     let pipeline = pipeline::measure(&mut stack, args.backlog).await?;
+    cpu_use.extend(pipeline.cpu.iter().cloned());
 
     let report = json!({
         "machine": {"cpus": cores},
@@ -271,6 +304,7 @@ async fn main() -> anyhow::Result<()> {
         "logins": logins,
         "reads_during_logins": {"idle": idle_read, "during": storm_read},
         "pipeline": pipeline,
+        "cpu_ms_per_operation": cpu_use,
     });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
@@ -283,7 +317,9 @@ async fn main() -> anyhow::Result<()> {
         &logins,
         &[&page, &freshness, &idle_read, &storm_read],
     ) + "\n"
-        + &pipeline_markdown(&pipeline);
+        + &pipeline_markdown(&pipeline)
+        + "\n"
+        + &cpu_markdown(&cpu_use);
     std::fs::write(args.out.join("latest.md"), &markdown)?;
     let mut bars: Vec<chart::Bar> = commands
         .iter()
@@ -406,6 +442,28 @@ fn pipeline_markdown(pipeline: &pipeline::Pipeline) -> String {
         "| {} | {} | {:.1} | {:.0} | | | | |\n",
         rebuild.name, rebuild.events, rebuild.seconds, rebuild.per_second
     );
+    text
+}
+
+fn cpu_markdown(rows: &[cpu::PerOperation]) -> String {
+    const PARTS: [&str; 6] = ["serve", "relay", "project", "postgres", "tansu", "bench"];
+    let mut text = format!(
+        "CPU milliseconds per operation, by process:\n\n| measure | operations | {} |\n|---|---|{}\n",
+        PARTS.join(" | "),
+        "---|".repeat(PARTS.len())
+    );
+    for row in rows {
+        let cells: Vec<String> = PARTS
+            .iter()
+            .map(|part| format!("{:.2}", row.cpu_ms.get(*part).copied().unwrap_or_default()))
+            .collect();
+        text += &format!(
+            "| {} | {} | {} |\n",
+            row.name,
+            row.operations,
+            cells.join(" | ")
+        );
+    }
     text
 }
 

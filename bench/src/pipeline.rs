@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::cpu::Usage;
 use crate::stack::Stack;
 
 /// Events appended per transaction while the backlog is made.
@@ -83,6 +84,9 @@ pub struct Pipeline {
     pub projection: Versus,
     pub projection_consume: Versus,
     pub rebuild: Rate,
+    /// CPU per event of the relay and of the projection stage.
+    #[serde(skip)]
+    pub cpu: Vec<crate::cpu::PerOperation>,
 }
 
 /// Makes a backlog of `total` events, then times the relay, the projection
@@ -104,20 +108,24 @@ pub async fn measure(stack: &mut Stack, total: usize) -> anyhow::Result<Pipeline
     eprintln!("relay: publishing {backlog} events");
     let started = Instant::now();
     stack.start_part("relay")?;
+    let before = Usage::now(&stack.parts());
     wait_for("the relay to publish the backlog", || async {
         Ok(unpublished(&pool, &stack.events_topic).await? == 0)
     })
     .await?;
     let relay = Rate::new("relay", backlog, started.elapsed());
+    let mut cpu = vec![Usage::now(&stack.parts()).since(&before, "relay, per event", backlog)];
 
     eprintln!("projection: applying {backlog} events");
     let started = Instant::now();
     stack.start_part("project")?;
+    let before = Usage::now(&stack.parts());
     wait_for("the projection to apply the backlog", || async {
         Ok(unprojected(&pool).await? == 0)
     })
     .await?;
     let projection = Rate::new("projection", backlog, started.elapsed());
+    cpu.push(Usage::now(&stack.parts()).since(&before, "projection, per event", backlog));
 
     eprintln!("projections rebuild users");
     let stored: i64 =
@@ -148,6 +156,7 @@ pub async fn measure(stack: &mut Stack, total: usize) -> anyhow::Result<Pipeline
         projection: Versus::new(projection.clone(), upsert, Some(0.5)),
         projection_consume: Versus::new(projection, consume, None),
         rebuild,
+        cpu,
     })
 }
 

@@ -125,6 +125,14 @@ impl Stack {
         Ok(())
     }
 
+    /// The running processes of the stack, by role, with their pids.
+    pub fn parts(&self) -> Vec<(&'static str, u32)> {
+        self.children
+            .iter()
+            .filter_map(|(name, child)| Some((*name, child.id()?)))
+            .collect()
+    }
+
     /// Kills one of the stack's processes; what it had in hand converges
     /// when it starts again, as after any crash.
     pub async fn stop_part(&mut self, part: &str) -> anyhow::Result<()> {

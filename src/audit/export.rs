@@ -60,7 +60,7 @@ pub async fn export(
         push_after(&mut query, after);
     }
     push_filters(&mut query, filter);
-    query.push(" ORDER BY transaction_id, position");
+    query.push(" ORDER BY events.transaction_id, events.position");
     let mut rows = query.build_query_as::<ExportRow>().fetch(pool);
     let mut written = 0;
     while let Some(row) = rows.try_next().await? {

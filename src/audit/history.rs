@@ -180,7 +180,7 @@ pub async fn stream(
     }
     push_filters(&mut query, filter);
     query
-        .push(" ORDER BY transaction_id, position LIMIT ")
+        .push(" ORDER BY events.transaction_id, events.position LIMIT ")
         .push_bind(limit);
     let rows: Vec<AuditRow> = query.build_query_as().fetch_all(pool).await?;
     readable(vault, rows).await

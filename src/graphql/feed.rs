@@ -23,7 +23,7 @@ const PAGE: i64 = 500;
 const LATEST: &str = "
 SELECT transaction_id::text, position FROM events
  WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY transaction_id DESC, position DESC LIMIT 1";
+ ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1";
 
 #[derive(Clone)]
 pub struct EventFeed {

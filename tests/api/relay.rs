@@ -58,6 +58,34 @@ async fn an_event_with_a_lower_position_that_commits_later_is_not_skipped() {
     assert!(position_of(&late_id) > early_position);
 }
 
+/// Transaction ids are compared as numbers, never as their text: `10`
+/// sorts before `9` as text, and a relay ordering by text would move its
+/// cursor past the event of transaction 9 before publishing it, so that
+/// event would never be published.
+#[tokio::test]
+async fn events_are_published_in_transaction_order_across_a_power_of_ten() {
+    let stack = TestStack::with_config(|config| config.relay_batch_size = 1).await;
+    let api = stack.api().await;
+    let first = api.register("first@example.com", "First").await.id;
+    let second = api.register("second@example.com", "Second").await.id;
+    for (id, xid) in [(&first, "10"), (&second, "9")] {
+        sqlx::query("UPDATE events SET transaction_id = $2::xid8 WHERE aggregate_id = $1")
+            .bind(id)
+            .bind(xid)
+            .execute(&stack.pool)
+            .await
+            .unwrap();
+    }
+    stack.relay();
+    let consumer = stack.consumer().await;
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= 2).await;
+    let mut keys: Vec<&str> = messages.iter().map(|m| m.key.as_str()).collect();
+    keys.sort_unstable();
+    let mut expected = [first.as_str(), second.as_str()];
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+}
+
 #[tokio::test]
 async fn of_two_relays_only_one_publishes() {
     let stack = TestStack::new().await;
