@@ -47,3 +47,10 @@ CREATE TRIGGER user_token_cutoffs_notify
 CREATE TRIGGER user_token_cutoffs_truncate_notify
     AFTER TRUNCATE ON user_token_cutoffs
     FOR EACH STATEMENT EXECUTE FUNCTION notify_token_cutoff();
+
+-- The state publisher looks for rows whose state the topic lacks after
+-- every projected batch: an index of those alone, not a scan of the table.
+-- (Named as PostgreSQL names the copy a rebuild makes, `users_rebuild_id_idx`,
+-- so that the rebuild's rename gives this name back.)
+CREATE INDEX users_id_idx ON users (id)
+    WHERE state_version IS DISTINCT FROM version;

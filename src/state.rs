@@ -18,6 +18,7 @@ use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::db;
 use crate::kafka::{self, RenewingProducer};
@@ -38,7 +39,12 @@ const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(hashtext('accountable.state'
 const PENDING: &str = "
 SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
   FROM users WHERE state_version IS DISTINCT FROM version LIMIT 500";
-const MARK: &str = "UPDATE users SET state_version = $2 WHERE id = $1 AND version = $2";
+/// Marks a batch's states published, in one statement; a row that moved on
+/// meanwhile stays pending.
+const MARK: &str = "
+UPDATE users u SET state_version = m.version
+  FROM unnest($1::uuid[], $2::bigint[]) AS m(id, version)
+ WHERE u.id = m.id AND u.version = m.version";
 /// How long a tombstone stays for consumers to see the deletion.
 const TOMBSTONE_RETENTION_MS: &str = "86400000";
 
@@ -167,12 +173,14 @@ impl StatePublisher {
                 if let Err((error, _)) = delivery {
                     anyhow::bail!("the broker refused the state of {}: {error}", row.id);
                 }
-                sqlx::query(MARK)
-                    .bind(row.id)
-                    .bind(row.version)
-                    .execute(&self.pool)
-                    .await?;
             }
+            let (ids, versions): (Vec<Uuid>, Vec<i64>) =
+                rows.iter().map(|row| (row.id, row.version)).unzip();
+            sqlx::query(MARK)
+                .bind(&ids)
+                .bind(&versions)
+                .execute(&self.pool)
+                .await?;
         }
     }
 }

@@ -11,7 +11,8 @@ use serde::Serialize;
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// CPU seconds so far, by part: the stack's own processes by their role,
-/// and every `postgres` and `tansu` process, and this benchmark.
+/// every `postgres` process (autovacuum apart) and `tansu`, and this
+/// benchmark.
 #[derive(Debug, Clone, Default)]
 pub struct Usage(BTreeMap<String, f64>);
 
@@ -39,6 +40,9 @@ impl Usage {
                 }
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 let part = match comm.trim() {
+                    // Autovacuum's work comes in bursts after writes: kept
+                    // apart from the queries'.
+                    "postgres" if is_autovacuum(&pid) => "autovacuum",
                     "postgres" => "postgres",
                     "tansu" => "tansu",
                     _ => continue,
@@ -65,6 +69,11 @@ impl Usage {
                 .collect(),
         }
     }
+}
+
+fn is_autovacuum(pid: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("autovacuum"))
 }
 
 /// utime + stime of `/proc/<pid>/stat`, in seconds (0 when it is gone).

@@ -19,6 +19,50 @@ pub struct Measurement {
     pub p99_ms: f64,
 }
 
+/// What is measured as a rate.
+pub trait PerSecond {
+    fn per_second(&self) -> f64;
+}
+
+impl PerSecond for Measurement {
+    fn per_second(&self) -> f64 {
+        self.per_second
+    }
+}
+
+/// A result of ours beside its limit, as a ratio, with the ratio aimed at.
+#[derive(Debug, Serialize)]
+pub struct Versus<T> {
+    pub ours: T,
+    pub limit: T,
+    pub ratio: f64,
+    pub target: Option<f64>,
+}
+
+impl<T: PerSecond> Versus<T> {
+    pub fn new(ours: T, limit: T, target: Option<f64>) -> Self {
+        let ratio = ours.per_second() / limit.per_second().max(f64::MIN_POSITIVE);
+        Self {
+            ours,
+            limit,
+            ratio,
+            target,
+        }
+    }
+
+    /// `≥ target (met|missed)`, or nothing without a target.
+    pub fn verdict(&self) -> String {
+        self.target.map_or_else(String::new, |target| {
+            let verdict = if self.ratio >= target {
+                "met"
+            } else {
+                "missed"
+            };
+            format!("≥ {target:.2} ({verdict})")
+        })
+    }
+}
+
 /// Runs `operation(worker, n)` from `concurrency` workers for `duration`;
 /// an operation answers whether it succeeded.
 pub async fn closed_loop<F, Fut>(

@@ -23,6 +23,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::cpu::Usage;
+use crate::load::{PerSecond, Versus};
 use crate::stack::Stack;
 
 /// Events appended per transaction while the backlog is made.
@@ -43,6 +44,12 @@ pub struct Rate {
     pub per_second: f64,
 }
 
+impl PerSecond for Rate {
+    fn per_second(&self) -> f64 {
+        self.per_second
+    }
+}
+
 impl Rate {
     fn new(name: &str, events: u64, elapsed: Duration) -> Self {
         let seconds = elapsed.as_secs_f64();
@@ -55,34 +62,13 @@ impl Rate {
     }
 }
 
-/// A rate of ours beside its limit.
-#[derive(Debug, Serialize)]
-pub struct Versus {
-    pub ours: Rate,
-    pub limit: Rate,
-    pub ratio: f64,
-    pub target: Option<f64>,
-}
-
-impl Versus {
-    fn new(ours: Rate, limit: Rate, target: Option<f64>) -> Self {
-        let ratio = ours.per_second / limit.per_second.max(f64::MIN_POSITIVE);
-        Self {
-            ours,
-            limit,
-            ratio,
-            target,
-        }
-    }
-}
-
 /// What the pipeline measurements came to.
 #[derive(Debug, Serialize)]
 pub struct Pipeline {
     pub backlog: u64,
-    pub relay: Versus,
-    pub projection: Versus,
-    pub projection_consume: Versus,
+    pub relay: Versus<Rate>,
+    pub projection: Versus<Rate>,
+    pub projection_consume: Versus<Rate>,
     pub rebuild: Rate,
     /// CPU per event of the relay and of the projection stage.
     #[serde(skip)]
@@ -109,8 +95,8 @@ pub async fn measure(stack: &mut Stack, total: usize) -> anyhow::Result<Pipeline
     let started = Instant::now();
     stack.start_part("relay")?;
     let before = Usage::now(&stack.parts());
-    wait_for("the relay to publish the backlog", || async {
-        Ok(unpublished(&pool, &stack.events_topic).await? == 0)
+    wait_for("the relay to publish the backlog", || {
+        all_published(&pool, &stack.events_topic)
     })
     .await?;
     let relay = Rate::new("relay", backlog, started.elapsed());
@@ -120,10 +106,14 @@ pub async fn measure(stack: &mut Stack, total: usize) -> anyhow::Result<Pipeline
     let started = Instant::now();
     stack.start_part("project")?;
     let before = Usage::now(&stack.parts());
-    wait_for("the projection to apply the backlog", || async {
-        Ok(unprojected(&pool).await? == 0)
+    wait_for("the projection to apply the backlog", || {
+        all_projected(&pool, &stack.events_topic)
     })
     .await?;
+    anyhow::ensure!(
+        unprojected(&pool).await? == 0,
+        "the projection's offsets are at the end, but not its rows"
+    );
     let projection = Rate::new("projection", backlog, started.elapsed());
     cpu.push(Usage::now(&stack.parts()).since(&before, "projection, per event", backlog));
 
@@ -169,7 +159,7 @@ where
     let until = Instant::now() + STAGE_LIMIT;
     while !done().await? {
         anyhow::ensure!(Instant::now() < until, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }
@@ -187,8 +177,37 @@ async fn unpublished(pool: &PgPool, topic: &str) -> anyhow::Result<i64> {
     .await?)
 }
 
+/// Whether the relay has published everything: one step of the relay's
+/// index, where counting would read the whole backlog at every look.
+async fn all_published(pool: &PgPool, topic: &str) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM events e
+          WHERE e.aggregate_type = 'User'
+            AND (e.transaction_id, e.position) > coalesce(
+                (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
+                ('0'::xid8, 0::bigint)))",
+    )
+    .bind(topic)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Whether the projection has applied every message the relay published:
+/// the offsets kept with its rows against those Kafka acknowledged.
+async fn all_projected(pool: &PgPool, topic: &str) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM relay_partitions p
+            LEFT JOIN projection_checkpoints c
+                   ON c.projection = 'users' AND c.topic = p.name AND c.partition = p.partition
+          WHERE p.name = $1 AND p.last_offset >= coalesce(c.next_offset, 0))",
+    )
+    .bind(topic)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Events of the store not yet in the read table (every event of a user
-/// moves its row's version to its sequence).
+/// moves its row's version to its sequence): read once, before stages.
 async fn unprojected(pool: &PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
         "SELECT ((SELECT coalesce(sum(last), 0) FROM

@@ -125,22 +125,18 @@ async fn after_erasure_no_store_holds_the_users_personal_data_and_every_other_fa
     .await
     .unwrap();
     assert!(!sealed.to_string().contains("wambaugh"), "{sealed}");
-    let snapshots = "SELECT count(*) FROM snapshots WHERE aggregate_id = $1";
-    let kept: i64 = sqlx::query_scalar(snapshots)
-        .bind(&zelda.id)
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
-    assert_eq!(kept, 1, "commands keep a (sealed) snapshot");
+    let snapshots = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM snapshots WHERE aggregate_id = $1")
+            .bind(&zelda.id)
+            .fetch_one(&stack.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(snapshots().await, 1, "commands keep a (sealed) snapshot");
 
     let body = erase(&api, &zelda.access, &zelda.id).await;
     assert!(body["errors"].is_null(), "{body}");
-    let kept: i64 = sqlx::query_scalar(snapshots)
-        .bind(&zelda.id)
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
-    assert_eq!(kept, 0, "erasure drops the snapshot");
+    assert_eq!(snapshots().await, 0, "erasure drops the snapshot");
     let erased_version = body["data"]["eraseUser"]["version"].as_i64().unwrap();
     assert_eq!(erased_version, version + 1);
     let receipt = &body["data"]["eraseUser"]["erasureReceipt"];
