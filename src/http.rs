@@ -275,8 +275,33 @@ fn router(state: HttpState, env: Environment) -> Router {
         .layer(axum::middleware::map_response(coded))
         .layer(cors)
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The span of a request: every log line within it carries the request and
+/// correlation ids (the path only: a query string may hold anything).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_CORRELATION_ID)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let request_id = header("x-request-id");
+    let correlation_id = Some(header("x-correlation-id"))
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| request_id.clone());
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        correlation_id,
+    )
 }
 
 /// A POSTed operation must be JSON (`application/json`, parameters such as
