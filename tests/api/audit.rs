@@ -632,3 +632,53 @@ async fn a_later_checkpoint_seals_what_moved_and_equals_a_scan_of_the_store() {
     assert_eq!(digest, checkpoint::digest(&scanned));
     assert_intact(&stack, &api, &auditor).await;
 }
+
+/// Commit order is the numeric order of transaction ids: `10` after `9`,
+/// though its text sorts first.
+#[tokio::test]
+async fn the_export_and_the_audit_stream_follow_transaction_ids_as_numbers() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let alan = api.register("alan@example.com", "Alan").await;
+    for (id, xid) in [(&ada.id, "10"), (&alan.id, "9")] {
+        sqlx::query("UPDATE events SET transaction_id = $2::xid8 WHERE aggregate_id = $1")
+            .bind(id)
+            .bind(xid)
+            .execute(&stack.pool)
+            .await
+            .unwrap();
+    }
+    let path =
+        std::env::temp_dir().join(format!("accountable-export-{}.jsonl", uuid::Uuid::new_v4()));
+    let export = stack
+        .cli(&["audit", "export", "--output", path.to_str().unwrap()])
+        .await;
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let lines = export_lines(&path);
+    assert_complete_and_ordered(&lines, 2);
+    assert_eq!(lines[0]["aggregate_id"], alan.id.as_str());
+    std::fs::remove_file(&path).unwrap();
+
+    // The auditors' stream of events too (what follows has later ids).
+    stack.grant("alan@example.com", "AUDITOR").await;
+    let auditor = login(&api, "alan@example.com").await;
+    let body = api
+        .graphql_as(
+            Some(&auditor.access),
+            "{ events(first: 2) { edges { node { userId } } } }",
+            json!({}),
+        )
+        .await;
+    let users: Vec<&Value> = body["data"]["events"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|edge| &edge["node"]["userId"])
+        .collect();
+    assert_eq!(users, [&json!(alan.id), &json!(ada.id)], "{body}");
+}
