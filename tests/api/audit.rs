@@ -641,14 +641,9 @@ async fn the_export_and_the_audit_stream_follow_transaction_ids_as_numbers() {
     let api = stack.api().await;
     let ada = api.register("ada@example.com", "Ada").await;
     let alan = api.register("alan@example.com", "Alan").await;
-    for (id, xid) in [(&ada.id, "10"), (&alan.id, "9")] {
-        sqlx::query("UPDATE events SET transaction_id = $2::xid8 WHERE aggregate_id = $1")
-            .bind(id)
-            .bind(xid)
-            .execute(&stack.pool)
-            .await
-            .unwrap();
-    }
+    stack
+        .move_to_transactions(&[(&ada.id, "10"), (&alan.id, "9")])
+        .await;
     let path =
         std::env::temp_dir().join(format!("accountable-export-{}.jsonl", uuid::Uuid::new_v4()));
     let export = stack

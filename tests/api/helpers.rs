@@ -312,6 +312,19 @@ impl TestStack {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
 
+    /// Moves every event of each user to the given transaction id, as if
+    /// committed by it: what orders commits across a power of ten.
+    pub async fn move_to_transactions(&self, moves: &[(&str, &str)]) {
+        for (user_id, xid) in moves {
+            sqlx::query("UPDATE events SET transaction_id = $2::xid8 WHERE aggregate_id = $1")
+                .bind(user_id)
+                .bind(xid)
+                .execute(&self.pool)
+                .await
+                .unwrap();
+        }
+    }
+
     /// The vault of this stack's database, with its master key.
     pub async fn vault(&self) -> Vault {
         let key = MasterKey::from_base64(self.config.master_key.as_deref().unwrap()).unwrap();

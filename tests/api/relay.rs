@@ -68,14 +68,9 @@ async fn events_are_published_in_transaction_order_across_a_power_of_ten() {
     let api = stack.api().await;
     let first = api.register("first@example.com", "First").await.id;
     let second = api.register("second@example.com", "Second").await.id;
-    for (id, xid) in [(&first, "10"), (&second, "9")] {
-        sqlx::query("UPDATE events SET transaction_id = $2::xid8 WHERE aggregate_id = $1")
-            .bind(id)
-            .bind(xid)
-            .execute(&stack.pool)
-            .await
-            .unwrap();
-    }
+    stack
+        .move_to_transactions(&[(&first, "10"), (&second, "9")])
+        .await;
     stack.relay();
     let consumer = stack.consumer().await;
     let messages = consume_until(&consumer, Duration::from_secs(30), |m| m.len() >= 2).await;
