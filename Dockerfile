@@ -9,5 +9,10 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/accountable /usr/local/bin/accountable
+# The working folder holds what development makes for itself (the master key
+# in .data/master.key); compose mounts one volume here for every container,
+# so that they share one key. A new named volume takes this folder's owner.
+RUN mkdir /data && chown 65534:65534 /data
+WORKDIR /data
 USER 65534
 ENTRYPOINT ["accountable"]

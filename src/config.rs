@@ -205,6 +205,26 @@ pub struct Config {
     )]
     pub rate_limit: u32,
 
+    /// Operations (subscriptions, and queries or mutations under way) one
+    /// WebSocket may run at once; one more is refused with `RATE_LIMITED`.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_WS_OPERATIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub ws_operations: usize,
+
+    /// WebSockets one client address may hold open at once; one more is
+    /// refused (429).
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_WS_PER_CLIENT",
+        default_value_t = 32,
+        global = true
+    )]
+    pub ws_per_client: usize,
+
     /// A file holding an Ed25519 private key (PKCS#8 PEM) to sign access
     /// tokens with; added to the published keys at start. Production needs
     /// this or a key made with `accountable keys rotate`.
@@ -233,6 +253,17 @@ pub struct Config {
         global = true
     )]
     pub cors_origins: Vec<String>,
+
+    /// Reverse proxies (addresses or networks, e.g. `10.0.0.0/8,::1`) whose
+    /// `X-Forwarded-For` names the client. A request from any other peer
+    /// is the peer's own; empty: every request is the peer's own.
+    #[arg(
+        long,
+        env = "ACCOUNTABLE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<String>,
 
     /// The master key (32 random bytes in base64, e.g. from `openssl rand
     /// -base64 32`) that wraps every user's data key. A database refuses

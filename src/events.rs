@@ -248,10 +248,10 @@ mod tests {
 
     use super::*;
     use crate::users::aggregate::{
-        AccountLocked, EmailChanged, EmailPersonal, LoginAttempted, LoginSucceeded,
-        PasswordChanged, PasswordHash, PasswordRehashed, PersonalData, ProfilePersonal,
-        ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted, UserErased,
-        UserReactivated, UserRegistered, ERASED_FIELDS,
+        AccountLocked, AccountUnlocked, DeletionPersonal, EmailChanged, EmailPersonal,
+        LoginAttempted, LoginSucceeded, PasswordChanged, PasswordHash, PasswordRehashed,
+        PersonalData, ProfilePersonal, ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated,
+        UserDeleted, UserErased, UserReactivated, UserRegistered, ERASED_FIELDS,
     };
     use crate::users::values::{DisplayName, Email, Locale};
     use crate::users::{Role, UserStatus};
@@ -277,6 +277,7 @@ mod tests {
                 until: at,
                 failures: 10,
             }),
+            UserEvent::AccountUnlocked(AccountUnlocked { at }),
             UserEvent::PasswordRehashed(PasswordRehashed {
                 password_hash: Some(hash.clone()),
             }),
@@ -297,7 +298,10 @@ mod tests {
                 }),
             }),
             UserEvent::UserDeleted(UserDeleted {
-                reason: "asked".into(),
+                reason: "deleted by the user".into(),
+                personal: Some(DeletionPersonal {
+                    reason: "asked".into(),
+                }),
                 previous_status: UserStatus::Active,
                 roles: [Role::User].into(),
             }),
@@ -341,9 +345,10 @@ mod tests {
                 UserEvent::UserDeleted(_) => 11,
                 UserEvent::EmailChanged(_) => 12,
                 UserEvent::UserErased(_) => 13,
+                UserEvent::AccountUnlocked(_) => 14,
             })
             .collect();
-        assert_eq!(covered.len(), 14);
+        assert_eq!(covered.len(), 15);
     }
 
     /// A stand-in for the vault's seal (its cipher is tested in its crate):

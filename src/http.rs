@@ -6,17 +6,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::ParseRequestError;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -28,6 +26,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::clients::{self, TrustedProxies};
 use crate::auth::keys::{self, KeyRing};
 use crate::auth::ratelimit::ClientLimiter;
 use crate::auth::sessions::Sessions;
@@ -37,13 +36,13 @@ use crate::config::{Config, Environment};
 use crate::graphql::error::Code;
 use crate::graphql::feed::EventFeed;
 use crate::graphql::freshness::ProjectionWatch;
-use crate::graphql::live::ConnectionToken;
 use crate::graphql::loader::{self, LookupCount};
+use crate::graphql::socket::{self, SocketCount, SocketLimits};
 use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
 use crate::users::password::PasswordHasher;
 use crate::users::values::Password;
 use crate::users::Users;
-use crate::{audit, observe, shredding, telemetry};
+use crate::{audit, graphiql, observe, shredding, telemetry};
 
 /// Largest request body accepted.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -52,9 +51,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest correlation id taken from a client.
 const MAX_CORRELATION_ID: usize = 128;
 /// How long a WebSocket may wait before its `connection_init`.
-const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest access token a WebSocket connection may present.
-const MAX_TOKEN: usize = 4096;
+const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 struct HttpState {
@@ -65,6 +62,11 @@ struct HttpState {
     origins: Origins,
     /// The relay's cursor is named after it.
     events_topic: String,
+    /// The WebSockets open, per client address.
+    sockets: SocketCount,
+    socket_limits: SocketLimits,
+    /// Whose `X-Forwarded-For` names the client.
+    proxies: TrustedProxies,
 }
 
 /// The browser origins allowed besides the API's own.
@@ -222,6 +224,14 @@ impl Application {
                     keys,
                     origins: Origins::from_config(&config.cors_origins)?,
                     events_topic: config.events_topic.clone(),
+                    sockets: SocketCount::default(),
+                    proxies: TrustedProxies::parse(&config.trusted_proxies)?,
+                    socket_limits: SocketLimits {
+                        operations: config.ws_operations,
+                        per_client: config.ws_per_client,
+                        message_bytes: BODY_LIMIT,
+                        init_timeout: CONNECTION_INIT_TIMEOUT,
+                    },
                 },
                 config.env,
             ),
@@ -252,10 +262,16 @@ impl Application {
 fn router(state: HttpState, env: Environment) -> Router {
     let cors = state.origins.cors();
     let graphql = match env {
-        Environment::Development => get(graphiql).post(graphql_post),
+        Environment::Development => get(graphiql::page).post(graphql_post),
         Environment::Production => axum::routing::post(graphql_post),
     };
-    Router::new()
+    let router = match env {
+        Environment::Development => {
+            Router::new().route(graphiql::ASSET_ROUTE, get(graphiql::asset))
+        }
+        Environment::Production => Router::new(),
+    };
+    router
         .route(
             "/graphql",
             graphql.route_layer(axum::middleware::from_fn(json_only)),
@@ -362,14 +378,12 @@ async fn coded(response: Response) -> Response {
     coded
 }
 
-/// Subscriptions over graphql-transport-ws (and the older graphql-ws). The
-/// `connection_init` payload carries the access token as
-/// `{"authorization": "Bearer …"}`; a connection without a valid one is
-/// refused.
+/// Operations over graphql-transport-ws (and the older graphql-ws): see
+/// [`socket`] for what a socket may do and how its rights are checked.
 async fn graphql_ws(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !state
@@ -382,54 +396,38 @@ async fn graphql_ws(
             "this origin may not open subscriptions",
         );
     }
-    let schema = state.schema.clone();
-    let auth = state.auth.clone();
+    let Some(protocol) = socket::protocol(
+        headers
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok()),
+    ) else {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            Code::BadUserInput,
+            "offer the graphql-transport-ws subprotocol",
+        );
+    };
+    let meta = request_meta(&headers, state.proxies.client(peer.ip(), &headers));
+    let Some(slot) = state
+        .sockets
+        .take(clients::group(meta.client), state.socket_limits.per_client)
+    else {
+        return error_body(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited,
+            "too many open connections from this address",
+        );
+    };
+    let (schema, auth, limits) = (
+        state.schema.clone(),
+        state.auth.clone(),
+        state.socket_limits,
+    );
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let (sink, stream) = socket.split();
-            // The first message must come soon (it must be `connection_init`;
-            // anything else, such as a subscribe, closes the connection).
-            let stream = futures::stream::unfold((stream, true), |(mut stream, first)| async move {
-                let next = if first {
-                    tokio::time::timeout(CONNECTION_INIT_TIMEOUT, stream.next())
-                        .await
-                        .ok()?
-                } else {
-                    stream.next().await
-                };
-                next.map(|message| (message, (stream, false)))
-            })
-            .boxed();
-            GraphQLWebSocket::new_with_pair(sink, stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = connection_token(&payload).ok_or_else(|| {
-                        async_graphql::Error::new(
-                            "sign in: send {\"authorization\": \"Bearer <access token>\"} in connection_init",
-                        )
-                    })?;
-                    let caller = auth
-                        .authenticate_session(&token)
-                        .await
-                        .map_err(|_| async_graphql::Error::new("invalid or expired access token"))?;
-                    let mut data = async_graphql::Data::default();
-                    data.insert(caller);
-                    data.insert(ConnectionToken(token));
-                    Ok(data)
-                })
-                .serve()
-        })
-}
-
-/// The bearer token of a `connection_init` payload.
-fn connection_token(payload: &serde_json::Value) -> Option<String> {
-    ["authorization", "Authorization"]
-        .iter()
-        .find_map(|key| payload.get(*key).and_then(serde_json::Value::as_str))
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN)
-        .map(str::to_owned)
+        .max_message_size(limits.message_bytes)
+        .max_frame_size(limits.message_bytes)
+        .on_upgrade(move |ws| socket::serve(ws, schema, auth, protocol, meta, limits, slot))
 }
 
 async fn graphql_post(
@@ -457,7 +455,7 @@ async fn graphql_post(
             }
         },
     };
-    let meta = request_meta(&headers, peer.ip());
+    let meta = request_meta(&headers, state.proxies.client(peer.ip(), &headers));
     let request = request.into_inner().data(meta).data(caller);
     let mut response = state.schema.execute(request).await;
     // Parse, validation and variable errors come from async-graphql without
@@ -523,10 +521,6 @@ async fn jwks(State(state): State<HttpState>) -> Response {
         Json(state.keys.jwks()),
     )
         .into_response()
-}
-
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
 }
 
 async fn healthz() -> &'static str {

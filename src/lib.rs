@@ -16,7 +16,8 @@
 //! - [`shredding`]: the vault (the `accountable-vault` crate) that seals
 //!   personal data in events, and the migration of data stored in clear.
 //! - [`graphql`]: the schema, its resolvers and client-facing errors.
-//! - [`http`]: the axum server around the schema.
+//! - [`http`]: the axum server around the schema; [`graphiql`] its
+//!   development page, served whole from the binary.
 //! - [`processes`]: `serve`, `relay`, `project` and `dev`, with one shutdown.
 //! - [`observe`]: the Prometheus metrics endpoint.
 //! - [`config`], [`db`], [`kafka`], [`telemetry`]: plumbing.
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod graphiql;
 pub mod graphql;
 pub mod http;
 pub mod kafka;

@@ -6,7 +6,7 @@ use accountable::config::{Config, Environment};
 use accountable::users::password::PasswordHasher;
 use accountable::users::values::Email;
 use accountable::users::{CommandContext, Role, Users};
-use accountable::{db, graphql, processes, rebuild, shredding, telemetry};
+use accountable::{db, graphql, processes, rebuild, relay, shredding, telemetry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,10 @@ enum Command {
     /// Serve GraphQL over HTTP.
     Serve,
     /// Publish committed events to Kafka.
-    Relay,
+    Relay {
+        #[command(subcommand)]
+        command: Option<RelayCommand>,
+    },
     /// Run the projection workers.
     Project,
     /// serve, relay and project in one process, for development.
@@ -46,6 +49,14 @@ enum Command {
     /// Operators' tools for the read side.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+}
+
+#[derive(Subcommand)]
+enum RelayCommand {
+    /// Ask the leading relay to try the events it parked again (after a
+    /// fix that makes them readable); those it can read are published and
+    /// leave `relay_parked_events`.
+    Republish,
 }
 
 #[derive(Subcommand)]
@@ -164,7 +175,18 @@ async fn main() -> anyhow::Result<()> {
     processes::cancel_on_signal(shutdown.clone());
     match command {
         Command::Serve => processes::serve(&config, pool, shutdown).await,
-        Command::Relay => processes::relay(&config, pool, shutdown).await,
+        Command::Relay { command: None } => processes::relay(&config, pool, shutdown).await,
+        Command::Relay {
+            command: Some(RelayCommand::Republish),
+        } => {
+            let requested = sqlx::query(relay::REQUEST_REPUBLISH)
+                .bind(&config.events_topic)
+                .execute(&pool)
+                .await?
+                .rows_affected();
+            println!("{requested} parked events to publish again");
+            Ok(())
+        }
         Command::Project => processes::project(&config, pool, shutdown).await,
         Command::Dev => processes::dev(&config, pool, shutdown).await,
         Command::Migrate => {

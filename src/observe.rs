@@ -50,6 +50,15 @@ SELECT names.projection, coalesce(sum(greatest(p.last_offset + 1 - coalesce(c.ne
          ON c.projection = names.projection AND c.topic = p.name AND c.partition = p.partition
  WHERE p.name = $1
  GROUP BY names.projection ORDER BY names.projection";
+
+/// Messages each projection that has read the topic has yet to apply.
+pub async fn projection_lag(pool: &PgPool, events_topic: &str) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(PROJECTION_LAG)
+        .bind(events_topic)
+        .fetch_all(pool)
+        .await
+}
+
 const DEAD_LETTERS: &str =
     "SELECT projection, count(*) FROM projection_dead_letters GROUP BY projection ORDER BY projection";
 const UNPUBLISHED: &str = "
@@ -58,6 +67,7 @@ SELECT count(*) FROM events e
          (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
          ('0'::xid8, 0::bigint))";
 const GENERATION: &str = "SELECT coalesce(max(generation), 1) FROM relay_cursors WHERE name = $1";
+const PARKED: &str = "SELECT count(*) FROM relay_parked_events WHERE topic = $1";
 const STATES_PENDING: &str =
     "SELECT count(*) FROM users WHERE state_version IS DISTINCT FROM version";
 
@@ -66,11 +76,12 @@ const STATES_PENDING: &str =
 pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
     let lag = relay_lag(pool, events_topic).await?;
     let dead: Vec<(String, i64)> = sqlx::query_as(DEAD_LETTERS).fetch_all(pool).await?;
-    let behind: Vec<(String, i64)> = sqlx::query_as(PROJECTION_LAG)
-        .bind(events_topic)
-        .fetch_all(pool)
-        .await?;
+    let behind = projection_lag(pool, events_topic).await?;
     let unpublished: i64 = sqlx::query_scalar(UNPUBLISHED)
+        .bind(events_topic)
+        .fetch_one(pool)
+        .await?;
+    let parked: i64 = sqlx::query_scalar(PARKED)
         .bind(events_topic)
         .fetch_one(pool)
         .await?;
@@ -100,6 +111,11 @@ pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
         "accountable_relay_unpublished_events",
         "Committed events the relay has not yet published.",
         &[(String::new(), unpublished.to_string())],
+    );
+    gauge(
+        "accountable_relay_parked_events",
+        "Events the relay could not read and parked (see `accountable relay republish`).",
+        &[(String::new(), parked.to_string())],
     );
     gauge(
         "accountable_relay_lag_seconds",

@@ -80,6 +80,24 @@ UPDATE relay_cursors
 RETURNING generation";
 
 const FORGET_OFFSETS: &str = "DELETE FROM relay_partitions WHERE name = $1";
+/// The parked events an operator asked to publish again.
+const SELECT_RETRIED: &str = concat!(
+    "SELECT ",
+    stored_event_columns!(),
+    " FROM events JOIN relay_parked_events p ON p.position = events.position
+     WHERE p.topic = $1 AND p.retry_requested
+     ORDER BY events.transaction_id, events.position"
+);
+const PARK: &str = "
+INSERT INTO relay_parked_events (topic, position, aggregate_id, sequence, error)
+SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[])
+ON CONFLICT (topic, position) DO UPDATE
+   SET error = EXCLUDED.error, retry_requested = false, parked_at = now()";
+const UNPARK: &str =
+    "DELETE FROM relay_parked_events WHERE topic = $1 AND position = ANY($2::bigint[])";
+/// Asks the leading relay to try every parked event of a topic again.
+pub const REQUEST_REPUBLISH: &str =
+    "UPDATE relay_parked_events SET retry_requested = true WHERE topic = $1";
 
 /// How long a batch may wait for its acknowledgements before the relay
 /// starts over with a new producer.
@@ -117,7 +135,8 @@ impl Published {
 
 /// What one batch came to.
 enum Outcome {
-    /// This many events published and recorded.
+    /// This many events of the store passed the cursor (published, or
+    /// parked).
     Published(i64),
     /// Kafka acknowledged an offset at or below one it had acknowledged
     /// before: the partition lost messages.
@@ -293,19 +312,42 @@ impl Relay {
         conn: &mut PgConnection,
         published: &mut Published,
     ) -> anyhow::Result<Outcome> {
+        let retried: Vec<StoredEvent> = sqlx::query_as(SELECT_RETRIED)
+            .bind(&self.config.topic)
+            .fetch_all(&mut *conn)
+            .await?;
         let batch: Vec<StoredEvent> = sqlx::query_as(SELECT_BATCH)
             .bind(&self.config.topic)
             .bind(User::TYPE)
             .bind(self.config.batch_size)
             .fetch_all(&mut *conn)
             .await?;
-        let Some(last) = batch.last() else {
+        if batch.is_empty() && retried.is_empty() {
             return Ok(Outcome::Published(0));
-        };
-        let messages = batch
+        }
+        // An event that cannot be made a message is parked (and the cursor
+        // moves past it) rather than holding back every event after it.
+        let mut messages = Vec::with_capacity(retried.len() + batch.len());
+        let mut unparked = Vec::new();
+        let mut parked = Parked::default();
+        for (event, retry) in retried
             .iter()
-            .map(|event| event.to_message(published.generation))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|e| (e, true))
+            .chain(batch.iter().map(|e| (e, false)))
+        {
+            match event.to_message(published.generation) {
+                Ok(message) => {
+                    messages.push(message);
+                    if retry {
+                        unparked.push(event.position);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(position = event.position, error = %error, "parked an event the relay cannot publish");
+                    parked.add(event, &error.to_string());
+                }
+            }
+        }
         // Enqueued one by one in order (a full queue is waited out, never
         // skipped), so each user's events keep their order on the partition.
         let mut deliveries = Vec::with_capacity(messages.len());
@@ -357,27 +399,60 @@ impl Relay {
             .iter()
             .map(|(partition, (_, highest))| (*partition, *highest))
             .unzip();
-        let count = i64::try_from(batch.len())?;
+        let count = i64::try_from(messages.len())?;
         let mut tx = conn.begin().await?;
-        sqlx::query(ADVANCE_CURSOR)
-            .bind(&self.config.topic)
-            .bind(&last.transaction_id)
-            .bind(last.position)
-            .bind(count)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(last) = batch.last() {
+            sqlx::query(ADVANCE_CURSOR)
+                .bind(&self.config.topic)
+                .bind(&last.transaction_id)
+                .bind(last.position)
+                .bind(count - i64::try_from(unparked.len())?)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(RECORD_OFFSETS)
             .bind(&self.config.topic)
             .bind(&partitions)
             .bind(&offsets)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(PARK)
+            .bind(&self.config.topic)
+            .bind(&parked.positions)
+            .bind(&parked.aggregate_ids)
+            .bind(&parked.sequences)
+            .bind(&parked.errors)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(UNPARK)
+            .bind(&self.config.topic)
+            .bind(&unparked)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         published
             .last_offsets
             .extend(partitions.into_iter().zip(offsets));
-        tracing::debug!(count, position = last.position, "published");
-        Ok(Outcome::Published(count))
+        tracing::debug!(count, "published");
+        Ok(Outcome::Published(i64::try_from(batch.len())?))
+    }
+}
+
+/// The events of a batch that are parked, as columns.
+#[derive(Default)]
+struct Parked {
+    positions: Vec<i64>,
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    errors: Vec<String>,
+}
+
+impl Parked {
+    fn add(&mut self, event: &StoredEvent, error: &str) {
+        self.positions.push(event.position);
+        self.aggregate_ids.push(event.aggregate_id.clone());
+        self.sequences.push(event.sequence);
+        self.errors.push(error.to_owned());
     }
 }
 

@@ -36,6 +36,8 @@ pub struct StateConfig {
 }
 
 const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(hashtext('accountable.state'))";
+/// Answers on the session that holds the lead only while it lives.
+const STILL_LEADS: &str = "SELECT 1";
 const PENDING: &str = "
 SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
   FROM users WHERE state_version IS DISTINCT FROM version LIMIT 500";
@@ -115,10 +117,17 @@ impl StatePublisher {
                     lead = Some(conn);
                 }
             }
-            if lead.is_some() {
-                if let Err(error) = self.publish_pending().await {
-                    tracing::warn!(error = %error, "cannot publish user states; retrying");
-                    self.producer.renew()?;
+            if let Some(conn) = lead.as_mut() {
+                match self.publish_pending(conn).await {
+                    Ok(()) => {}
+                    Err(Publishing::LostLead(error)) => {
+                        tracing::warn!(error = %error, "lost the lead of the state topic");
+                        lead = None;
+                    }
+                    Err(Publishing::Failed(error)) => {
+                        tracing::warn!(error = %error, "cannot publish user states; retrying");
+                        self.producer.renew()?;
+                    }
                 }
             }
             tokio::select! {
@@ -129,60 +138,83 @@ impl StatePublisher {
         }
     }
 
-    /// Publishes every row whose state the topic does not have yet.
-    async fn publish_pending(&self) -> anyhow::Result<()> {
+    /// Publishes every row whose state the topic does not have yet, making
+    /// sure before each batch that this publisher still leads: the lock
+    /// lives as long as the session of `lead`, and once that session is
+    /// gone another publisher may lead, whose values must not be overtaken
+    /// by older ones of ours.
+    async fn publish_pending(&self, lead: &mut PgConnection) -> Result<(), Publishing> {
         loop {
-            let rows: Vec<UserRow> = sqlx::query_as(PENDING).fetch_all(&self.pool).await?;
-            if rows.is_empty() {
+            sqlx::query(STILL_LEADS)
+                .execute(&mut *lead)
+                .await
+                .map_err(Publishing::LostLead)?;
+            if !self.publish_batch().await.map_err(Publishing::Failed)? {
                 return Ok(());
             }
-            let messages: Vec<(String, Option<String>, String)> = rows
-                .iter()
-                .map(|row| {
-                    (
-                        row.id.to_string(),
-                        state_value(row).map(|v| v.to_string()),
-                        row.version.to_string(),
-                    )
-                })
-                .collect();
-            let mut deliveries = Vec::with_capacity(rows.len());
-            for (key, value, version) in &messages {
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "content-type",
-                        value: Some("application/json"),
-                    })
-                    .insert(Header {
-                        key: "version",
-                        value: Some(version.as_str()),
-                    });
-                let mut record = FutureRecord::<String, String>::to(&self.config.topic)
-                    .key(key)
-                    .headers(headers);
-                if let Some(value) = value {
-                    record = record.payload(value);
-                }
-                deliveries.push(
-                    self.producer
-                        .producer()
-                        .send(record, Duration::from_secs(120)),
-                );
-            }
-            for (row, delivery) in rows.iter().zip(futures::future::join_all(deliveries).await) {
-                if let Err((error, _)) = delivery {
-                    anyhow::bail!("the broker refused the state of {}: {error}", row.id);
-                }
-            }
-            let (ids, versions): (Vec<Uuid>, Vec<i64>) =
-                rows.iter().map(|row| (row.id, row.version)).unzip();
-            sqlx::query(MARK)
-                .bind(&ids)
-                .bind(&versions)
-                .execute(&self.pool)
-                .await?;
         }
     }
+
+    /// Publishes one batch of pending rows; `false` when none was left.
+    async fn publish_batch(&self) -> anyhow::Result<bool> {
+        let rows: Vec<UserRow> = sqlx::query_as(PENDING).fetch_all(&self.pool).await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let messages: Vec<(String, Option<String>, String)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.id.to_string(),
+                    state_value(row).map(|v| v.to_string()),
+                    row.version.to_string(),
+                )
+            })
+            .collect();
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for (key, value, version) in &messages {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                })
+                .insert(Header {
+                    key: "version",
+                    value: Some(version.as_str()),
+                });
+            let mut record = FutureRecord::<String, String>::to(&self.config.topic)
+                .key(key)
+                .headers(headers);
+            if let Some(value) = value {
+                record = record.payload(value);
+            }
+            deliveries.push(
+                self.producer
+                    .producer()
+                    .send(record, Duration::from_secs(120)),
+            );
+        }
+        for (row, delivery) in rows.iter().zip(futures::future::join_all(deliveries).await) {
+            if let Err((error, _)) = delivery {
+                anyhow::bail!("the broker refused the state of {}: {error}", row.id);
+            }
+        }
+        let (ids, versions): (Vec<Uuid>, Vec<i64>) =
+            rows.iter().map(|row| (row.id, row.version)).unzip();
+        sqlx::query(MARK)
+            .bind(&ids)
+            .bind(&versions)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+}
+
+/// Why publishing stopped.
+enum Publishing {
+    /// The session that held the lead is gone.
+    LostLead(sqlx::Error),
+    Failed(anyhow::Error),
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ mod load;
 mod pipeline;
 mod stack;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,28 +105,24 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let admin = login(&client, &graphql, "bench0@example.com").await?;
 
+    let pool = sqlx::PgPool::connect(&stack.database_url).await?;
     let mut commands = Vec::new();
     let mut cpu_use = Vec::new();
     for concurrency in CONCURRENCIES {
         let before = cpu::Usage::now(&stack.parts());
-        let ours = closed_loop("updateProfile", concurrency, duration, {
-            let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
-            move |worker, n| {
-                let (client, graphql, user) = (client.clone(), graphql.clone(), users[worker].clone());
-                async move {
-                    ok(post(&client, &graphql, Some(&user.token),
-                        "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
-                        json!({"input": {"id": user.id, "displayName": format!("Name {n}")}})).await)
-                }
-            }
-        })
-        .await;
+        let rename = as_each_user(
+            &client,
+            &graphql,
+            &users,
+            "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
+            |user, n| json!({"input": {"id": user.id, "displayName": format!("Name {n}")}}),
+        );
+        let ours = closed_loop("updateProfile", concurrency, duration, rename).await;
         cpu_use.push(cpu::Usage::now(&stack.parts()).since(
             &before,
             &format!("updateProfile ×{concurrency}"),
             ours.operations,
         ));
-        let pool = sqlx::PgPool::connect(&stack.database_url).await?;
         let event = limits::sample_event(&pool).await?;
         let limit =
             limits::append(&stack.database_url, POOL_SIZE, event, concurrency, duration).await?;
@@ -133,18 +131,14 @@ async fn main() -> anyhow::Result<()> {
 
     let minimal = limits::minimal_endpoint(&stack.database_url, POOL_SIZE).await?;
     let before = cpu::Usage::now(&stack.parts());
-    let user_by_id = closed_loop("user(id)", READERS, duration, {
-        let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
-        move |worker, _| {
-            let (client, graphql, user) = (client.clone(), graphql.clone(), users[worker].clone());
-            async move {
-                ok(post(&client, &graphql, Some(&user.token),
-                    "query($id: ID!) { user(id: $id) { id email displayName status roles version createdAt updatedAt } }",
-                    json!({"id": user.id})).await)
-            }
-        }
-    })
-    .await;
+    let read = as_each_user(
+        &client,
+        &graphql,
+        &users,
+        "query($id: ID!) { user(id: $id) { id email displayName status roles version createdAt updatedAt } }",
+        |user, _| json!({"id": user.id}),
+    );
+    let user_by_id = closed_loop("user(id)", READERS, duration, read).await;
     cpu_use.push(cpu::Usage::now(&stack.parts()).since(
         &before,
         "user(id) ×32",
@@ -435,6 +429,25 @@ fn cpu_markdown(rows: &[cpu::PerOperation]) -> String {
         );
     }
     text
+}
+
+/// An operation that worker `w` sends as user `w`, with `variables` made
+/// from that user and the operation's number.
+fn as_each_user(
+    client: &reqwest::Client,
+    graphql: &str,
+    users: &Arc<Vec<User>>,
+    query: &'static str,
+    variables: fn(&User, u64) -> Value,
+) -> impl Fn(usize, u64) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync + 'static {
+    let (client, graphql, users) = (client.clone(), graphql.to_owned(), users.clone());
+    move |worker, n| {
+        let (client, graphql, user) = (client.clone(), graphql.clone(), users[worker].clone());
+        Box::pin(async move {
+            let variables = variables(&user, n);
+            ok(post(&client, &graphql, Some(&user.token), query, variables).await)
+        })
+    }
 }
 
 fn ok(body: anyhow::Result<Value>) -> bool {

@@ -193,17 +193,12 @@ async fn all_published(pool: &PgPool, topic: &str) -> anyhow::Result<bool> {
 }
 
 /// Whether the projection has applied every message the relay published:
-/// the offsets kept with its rows against those Kafka acknowledged.
+/// its lag in `/metrics` is 0 (and it has read the topic at all).
 async fn all_projected(pool: &PgPool, topic: &str) -> anyhow::Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT NOT EXISTS (SELECT 1 FROM relay_partitions p
-            LEFT JOIN projection_checkpoints c
-                   ON c.projection = 'users' AND c.topic = p.name AND c.partition = p.partition
-          WHERE p.name = $1 AND p.last_offset >= coalesce(c.next_offset, 0))",
-    )
-    .bind(topic)
-    .fetch_one(pool)
-    .await?)
+    Ok(accountable::observe::projection_lag(pool, topic)
+        .await?
+        .iter()
+        .any(|(projection, behind)| projection == "users" && *behind == 0))
 }
 
 /// Events of the store not yet in the read table (every event of a user

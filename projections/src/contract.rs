@@ -31,17 +31,30 @@ pub struct Envelope {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
-    #[error("malformed envelope: {0}")]
+    #[error("malformed envelope: {}", without_values(.0))]
     Envelope(serde_json::Error),
     #[error("sealed personal data does not open: {0}")]
     Sealed(String),
     #[error("unknown event type {0}")]
     UnknownType(String),
-    #[error("malformed data of {event_type}: {source}")]
+    #[error("malformed data of {event_type}: {}", without_values(.source))]
     Data {
         event_type: String,
         source: serde_json::Error,
     },
+}
+
+/// What is wrong with a JSON document, without the values serde quotes in
+/// its messages (they may be opened personal data, and these messages are
+/// kept in dead letters and logs).
+fn without_values(error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "a field is missing or of the wrong type",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{kind} (line {}, column {})", error.line(), error.column())
 }
 
 fn first_generation() -> i64 {
@@ -75,6 +88,7 @@ impl Envelope {
             LOGIN_ATTEMPTED_V1 => serde_json::from_value(value).map(AccountEvent::LoginAttempted),
             LOGIN_SUCCEEDED_V1 => serde_json::from_value(value).map(AccountEvent::LoginSucceeded),
             LOCKED_V1 => serde_json::from_value(value).map(AccountEvent::Locked),
+            UNLOCKED_V1 => serde_json::from_value(value).map(AccountEvent::Unlocked),
             PASSWORD_REHASHED_V1 => Ok(AccountEvent::PasswordRehashed),
             PASSWORD_CHANGED_V1 => Ok(AccountEvent::PasswordChanged),
             EMAIL_CHANGED_V1 => serde_json::from_value(value).map(AccountEvent::EmailChanged),
@@ -95,6 +109,7 @@ pub const REGISTERED_V1: &str = "accountable.user.registered.v1";
 pub const LOGIN_ATTEMPTED_V1: &str = "accountable.user.login_attempted.v1";
 pub const LOGIN_SUCCEEDED_V1: &str = "accountable.user.login_succeeded.v1";
 pub const LOCKED_V1: &str = "accountable.user.locked.v1";
+pub const UNLOCKED_V1: &str = "accountable.user.unlocked.v1";
 pub const PASSWORD_REHASHED_V1: &str = "accountable.user.password_rehashed.v1";
 pub const PASSWORD_CHANGED_V1: &str = "accountable.user.password_changed.v1";
 pub const EMAIL_CHANGED_V1: &str = "accountable.user.email_changed.v1";
@@ -116,6 +131,8 @@ pub enum AccountEvent {
     LoginSucceeded(LoginSucceeded),
     /// Too many failures: no login until `until`.
     Locked(Locked),
+    /// An admin lifted the lock; failures are forgotten.
+    Unlocked(Unlocked),
     /// The password hash was recomputed; the hash itself is never published.
     PasswordRehashed,
     /// The user set a new password; the hash is never published.
@@ -155,6 +172,11 @@ pub struct LoginAttempted {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LoginSucceeded {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Unlocked {
     pub at: DateTime<Utc>,
 }
 
@@ -210,6 +232,23 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_refused_event_never_quotes_its_values() {
+        let raw = serde_json::json!({
+            "id": "x/1", "type": PROFILE_UPDATED_V1, "subject": "0190a3c2-0000-7000-8000-000000000001",
+            "time": "2026-11-21T10:00:00Z", "sequence": 1, "position": 1,
+            "data": {"personal": {"display_name": ["ada@example.com"]}}
+        });
+        let envelope = Envelope::from_slice(raw.to_string().as_bytes()).unwrap();
+        let error = envelope.event().unwrap_err().to_string();
+        assert!(error.starts_with("malformed data of"), "{error}");
+        assert!(!error.contains("ada@example.com"), "{error}");
+        let error = Envelope::from_slice(br#"{"id": "ada@example.com""#)
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("ada@example.com"), "{error}");
+    }
 
     proptest! {
         /// Whatever is on the topic, reading it answers a value or an error.

@@ -64,6 +64,7 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             AccountEvent::LoginAttempted(_)
             | AccountEvent::LoginSucceeded(_)
             | AccountEvent::Locked(_)
+            | AccountEvent::Unlocked(_)
             | AccountEvent::PasswordRehashed
             | AccountEvent::PasswordChanged,
             Some(row),

@@ -201,14 +201,124 @@ pub struct CheckpointBreak {
     pub reason: String,
 }
 
+/// Whether `checkpoint` is signed by `public_key`, or why not.
+fn signature_holds(
+    checkpoint: &Checkpoint,
+    public_key: Option<&Vec<u8>>,
+) -> Result<(), &'static str> {
+    let Some(public_key) = public_key else {
+        return Err("is signed with an unknown key");
+    };
+    let message = signed_message(
+        checkpoint.id,
+        &checkpoint.xid_bound,
+        checkpoint.streams,
+        &checkpoint.heads_digest,
+        checkpoint.previous_signature.as_deref(),
+    );
+    let valid = jsonwebtoken::crypto::verify(
+        &checkpoint.signature,
+        message.as_bytes(),
+        &DecodingKey::from_ed_der(public_key),
+        Algorithm::EdDSA,
+    )
+    .unwrap_or(false);
+    if valid {
+        Ok(())
+    } else {
+        Err("its signature does not verify: the checkpoint was changed")
+    }
+}
+
+const LATEST_CHECKPOINT: &str = "
+SELECT id, xid_bound::text AS xid_bound, streams, heads_digest, previous_signature, kid, signature
+  FROM audit_checkpoints ORDER BY id DESC LIMIT 1";
+const KEY_OF: &str = "SELECT public_key FROM signing_keys WHERE kid = $1";
+/// The head of the stream as the latest checkpoint up to `$3` sealed it.
+const SEALED_HEAD: &str = "
+SELECT sequence, hash FROM audit_checkpoint_heads
+ WHERE aggregate_type = $1 AND aggregate_id = $2 AND checkpoint_id <= $3
+ ORDER BY checkpoint_id DESC LIMIT 1";
+/// The head of the stream among the events committed below a bound.
+const STREAM_HEAD_BELOW: &str = "
+SELECT sequence, hash FROM events
+ WHERE aggregate_type = $1 AND aggregate_id = $2 AND transaction_id < $3::text::xid8
+ ORDER BY sequence DESC LIMIT 1";
+
+/// Checks one stream against the latest checkpoint alone: its signature,
+/// and that the stream still ends, below its bound, at the head it sealed.
+/// The work is bounded by that one stream; the whole chain of checkpoints
+/// is [`verify`]'s (the CLI's) job. Answers the checkpoints checked (0 or 1).
+pub async fn verify_stream(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> anyhow::Result<Result<u64, CheckpointBreak>> {
+    let Some(last) = sqlx::query_as::<_, Checkpoint>(LATEST_CHECKPOINT)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(Ok(0));
+    };
+    let public_key: Option<Vec<u8>> = sqlx::query_scalar(KEY_OF)
+        .bind(&last.kid)
+        .fetch_optional(pool)
+        .await?;
+    let stream = format!("{aggregate_type}/{aggregate_id}");
+    let broken = |reason: &str, stream: Option<&String>| {
+        Ok(Err(CheckpointBreak {
+            checkpoint: last.id,
+            stream: stream.cloned(),
+            reason: reason.to_owned(),
+        }))
+    };
+    if let Err(reason) = signature_holds(&last, public_key.as_ref()) {
+        return broken(reason, None);
+    }
+    let sealed: Option<(i64, Vec<u8>)> = sqlx::query_as(SEALED_HEAD)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(last.id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(sealed) = sealed else {
+        return Ok(Ok(1));
+    };
+    let now: Option<(i64, Vec<u8>)> = sqlx::query_as(STREAM_HEAD_BELOW)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(&last.xid_bound)
+        .fetch_optional(pool)
+        .await?;
+    match head_against_seal(now.as_ref(), &sealed) {
+        Some(reason) => broken(reason, Some(&stream)),
+        None => Ok(Ok(1)),
+    }
+}
+
+/// What is wrong with a stream's head now against the head a checkpoint
+/// sealed, if anything.
+fn head_against_seal(
+    now: Option<&(i64, Vec<u8>)>,
+    sealed: &(i64, Vec<u8>),
+) -> Option<&'static str> {
+    match now {
+        None => Some("was sealed by the checkpoint and is gone: the stream was deleted"),
+        Some(head) if head.0 < sealed.0 => {
+            Some("ends before the head the checkpoint sealed: its last events were deleted")
+        }
+        Some(head) if head != sealed => {
+            Some("no longer ends at the hash the checkpoint sealed: its history was rewritten")
+        }
+        Some(_) => None,
+    }
+}
+
 /// Checks every checkpoint's signature and link, folds their heads, and
 /// compares the last one with the store: each stream it sealed must still
-/// end, below its bound, at the sealed sequence and hash. With `stream`,
-/// only that stream is compared. Answers the number of checkpoints checked.
-pub async fn verify(
-    pool: &PgPool,
-    stream: Option<&str>,
-) -> anyhow::Result<Result<u64, CheckpointBreak>> {
+/// end, below its bound, at the sealed sequence and hash. Answers the number
+/// of checkpoints checked.
+pub async fn verify(pool: &PgPool) -> anyhow::Result<Result<u64, CheckpointBreak>> {
     let checkpoints: Vec<Checkpoint> = sqlx::query_as(
         "SELECT id, xid_bound::text AS xid_bound, streams, heads_digest, previous_signature, kid, signature
            FROM audit_checkpoints ORDER BY id",
@@ -238,25 +348,8 @@ pub async fn verify(
                 "does not follow the checkpoint before it: a checkpoint was removed or replaced",
             );
         }
-        let Some(public_key) = public_keys.get(&checkpoint.kid) else {
-            return broken("is signed with an unknown key");
-        };
-        let message = signed_message(
-            checkpoint.id,
-            &checkpoint.xid_bound,
-            checkpoint.streams,
-            &checkpoint.heads_digest,
-            checkpoint.previous_signature.as_deref(),
-        );
-        let valid = jsonwebtoken::crypto::verify(
-            &checkpoint.signature,
-            message.as_bytes(),
-            &DecodingKey::from_ed_der(public_key),
-            Algorithm::EdDSA,
-        )
-        .unwrap_or(false);
-        if !valid {
-            return broken("its signature does not verify: the checkpoint was changed");
+        if let Err(reason) = signature_holds(checkpoint, public_keys.get(&checkpoint.kid)) {
+            return broken(reason);
         }
         let moved: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT aggregate_type || '/' || aggregate_id, sequence, hash
@@ -280,18 +373,8 @@ pub async fn verify(
     };
     let now = heads_below(pool, &last.xid_bound).await?;
     for (sealed_stream, sealed) in &heads {
-        if stream.is_some_and(|s| s != sealed_stream) {
+        let Some(reason) = head_against_seal(now.get(sealed_stream), sealed) else {
             continue;
-        }
-        let reason = match now.get(sealed_stream) {
-            None => "was sealed by the checkpoint and is gone: the stream was deleted",
-            Some(head) if head.0 < sealed.0 => {
-                "ends before the head the checkpoint sealed: its last events were deleted"
-            }
-            Some(head) if head != sealed => {
-                "no longer ends at the hash the checkpoint sealed: its history was rewritten"
-            }
-            Some(_) => continue,
         };
         return Ok(Err(CheckpointBreak {
             checkpoint: last.id,

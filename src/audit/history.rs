@@ -170,6 +170,17 @@ pub async fn stream(
     after: Option<&StreamCursor>,
     limit: i64,
 ) -> anyhow::Result<Vec<ReadableEvent>> {
+    let rows = committed_rows(pool, filter, after, limit).await?;
+    readable(vault, rows).await
+}
+
+/// The rows of [`stream`], before they are opened.
+async fn committed_rows(
+    pool: &PgPool,
+    filter: &StreamFilter,
+    after: Option<&StreamCursor>,
+    limit: i64,
+) -> sqlx::Result<Vec<AuditRow>> {
     let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(concat!(
         "SELECT ",
         audit_columns!(),
@@ -182,8 +193,52 @@ pub async fn stream(
     query
         .push(" ORDER BY events.transaction_id, events.position LIMIT ")
         .push_bind(limit);
-    let rows: Vec<AuditRow> = query.build_query_as().fetch_all(pool).await?;
-    readable(vault, rows).await
+    query.build_query_as().fetch_all(pool).await
+}
+
+/// A page of [`stream`] for a follower that must not stop at an event it
+/// cannot read (the live feed): such events are left out and answered
+/// apart, and the cursor is that of the last row read, readable or not.
+pub struct FollowedPage {
+    pub events: Vec<ReadableEvent>,
+    /// `(position, why)` of each event left out.
+    pub unreadable: Vec<(i64, String)>,
+    pub cursor: Option<StreamCursor>,
+    /// Rows read: fewer than the limit means the end was reached.
+    pub read: usize,
+}
+
+/// Every event after `after`, in commit order, as [`FollowedPage`]s.
+pub async fn follow(
+    pool: &PgPool,
+    vault: &Vault,
+    after: Option<&StreamCursor>,
+    limit: i64,
+) -> anyhow::Result<FollowedPage> {
+    let rows = committed_rows(pool, &StreamFilter::default(), after, limit).await?;
+    let read = rows.len();
+    let cursor = rows.last().map(|row| StreamCursor::of(&row.event));
+    let (readable_rows, unreadable): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .map(|row| match check_readable(&row) {
+            Ok(()) => Ok(row),
+            Err(why) => Err((row.event.position, why)),
+        })
+        .partition(Result::is_ok);
+    let rows = readable_rows.into_iter().filter_map(Result::ok).collect();
+    Ok(FollowedPage {
+        events: readable(vault, rows).await?,
+        unreadable: unreadable.into_iter().filter_map(Result::err).collect(),
+        cursor,
+        read,
+    })
+}
+
+/// Whether [`readable`] can read `row`, or why not.
+fn check_readable(row: &AuditRow) -> Result<(), String> {
+    row.event.envelope().map_err(|error| error.to_string())?;
+    Uuid::parse_str(&row.event.aggregate_id).map_err(|_| "its user id is not a UUID".to_owned())?;
+    Ok(())
 }
 
 /// The account as the read side showed it after `version`, or at instant

@@ -57,9 +57,10 @@ pub struct Report {
     pub broken: Option<Broken>,
 }
 
-/// Recomputes every event's hash and link (of one user's stream, with
-/// `user`), then checks the signed checkpoints against the store. Stops at
-/// the first break.
+/// Recomputes every event's hash and link, then checks the whole chain of
+/// signed checkpoints against the store; with `user`, that user's stream
+/// alone, against the latest checkpoint alone (work bounded by the stream).
+/// Stops at the first break.
 pub async fn verify(pool: &PgPool, user: Option<&str>) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut events = match user {
@@ -93,8 +94,11 @@ pub async fn verify(pool: &PgPool, user: Option<&str>) -> anyhow::Result<Report>
         report.events += 1;
     }
     drop(events);
-    let stream = user.map(|id| format!("User/{id}"));
-    match checkpoint::verify(pool, stream.as_deref()).await? {
+    let checked = match user {
+        Some(id) => checkpoint::verify_stream(pool, "User", id).await?,
+        None => checkpoint::verify(pool).await?,
+    };
+    match checked {
         Ok(checkpoints) => report.checkpoints = checkpoints,
         Err(broken) => {
             report.broken = Some(Broken {

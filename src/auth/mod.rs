@@ -2,6 +2,7 @@
 //! login with lockout, EdDSA access tokens with a JWKS, rotating refresh
 //! tokens, and per-client rate limits.
 
+pub mod clients;
 pub mod clock;
 pub mod cutoffs;
 pub mod keys;

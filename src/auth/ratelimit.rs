@@ -1,5 +1,9 @@
-//! A per-client-address limit on the operations that create sessions or
-//! accounts (`login`, `register`, `refreshToken`).
+//! A per-client-address limit on the operations that check a secret or
+//! create sessions or accounts (`login`, `register`, `refreshToken`,
+//! `changePassword`, `changeEmail`). Each API process keeps its own
+//! buckets: behind a balancer over N processes a client gets at most N
+//! times the limit; the account lockout, kept in the event store, is one
+//! for all of them.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -22,7 +26,7 @@ impl ClientLimiter {
         }
     }
 
-    /// Whether `client` may go on now.
+    /// Whether `client` (counted with its group: an IPv6 /64) may go on now.
     pub fn allow(&self, client: IpAddr) -> bool {
         let Some(limiter) = &self.limiter else {
             return true;
@@ -30,6 +34,6 @@ impl ClientLimiter {
         if limiter.len() > TRACKED {
             limiter.retain_recent();
         }
-        limiter.check_key(&client).is_ok()
+        limiter.check_key(&super::clients::group(client)).is_ok()
     }
 }

@@ -9,10 +9,10 @@ use uuid::Uuid;
 use super::clock::Clock;
 use super::sessions::{Refused, Sessions};
 use super::tokens::{AccessClaims, TokenError, Tokens};
-use crate::users::aggregate::LockoutPolicy;
+use crate::users::aggregate::{LockoutPolicy, UserStatus};
 use crate::users::password::{HashSlot, PasswordHasher};
 use crate::users::values::{Email, Password};
-use crate::users::{Account, CommandContext, CommandError, Executed, Registration, Users};
+use crate::users::{Account, CommandContext, CommandError, Executed, Reason, Registration, Users};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,18 @@ pub struct SignedIn {
     pub refresh_token: String,
     /// The write that signed in, when there was one (its version).
     pub executed: Option<Executed>,
+}
+
+/// What a password check found.
+enum Proof {
+    Proven {
+        roles: Vec<String>,
+        /// The stored hash was made with other parameters than today's.
+        outdated: bool,
+        /// The success, recorded.
+        executed: Box<Executed>,
+    },
+    Refused,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +107,7 @@ impl Auth {
         // The check's place on a hashing thread comes first: a login shed
         // for load is refused before its attempt is recorded (a recorded
         // attempt counts towards the lockout until it succeeds).
-        let slot = self.hasher.reserve().await.map_err(CommandError::from)?;
+        let slot = self.hasher.reserve().map_err(CommandError::from)?;
         let user_id = match Email::parse(email) {
             Ok(email) => self.users.find_by_email(&email).await?,
             Err(_) => None,
@@ -103,6 +115,34 @@ impl Auth {
         let Some(user_id) = user_id else {
             return self.fail_like_a_real_check(slot, password).await;
         };
+        let proof = self
+            .prove_password(slot, user_id, password.clone(), ctx)
+            .await?;
+        let Proof::Proven {
+            roles,
+            outdated,
+            mut executed,
+        } = proof
+        else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        if outdated {
+            *executed = self.users.rehash(user_id, password, ctx).await?;
+        }
+        self.sign_in(user_id, roles, Some(*executed)).await
+    }
+
+    /// Checks `password` against the user's, as one attempt towards the
+    /// account's lockout: counted before the hash runs (so that parallel
+    /// guesses cannot exceed the limit), refused while the account is
+    /// locked, and reset by a success. Every refusal costs one hash.
+    async fn prove_password(
+        &self,
+        slot: HashSlot,
+        user_id: Uuid,
+        password: Password,
+        ctx: &CommandContext,
+    ) -> Result<Proof, AuthError> {
         let now = self.clock.now();
         let attempt = match self
             .users
@@ -111,33 +151,35 @@ impl Auth {
         {
             Ok(attempt) => attempt,
             Err(CommandError::Rejected(_)) => {
-                return self.fail_like_a_real_check(slot, password).await
+                return self.refuse_like_a_real_check(slot, password).await
             }
             Err(other) => return Err(other.into()),
         };
         let Some(account) = attempt.account else {
-            return self.fail_like_a_real_check(slot, password).await;
+            return self.refuse_like_a_real_check(slot, password).await;
         };
         if account.is_locked(now) {
-            tracing::warn!(user = %user_id, until = ?account.locked_until, "account locked after failed logins");
-            self.sessions.end_all(user_id, now, "lockout").await?;
-            return self.fail_like_a_real_check(slot, password).await;
+            // The lock stops guessing; it leaves the owner's sessions alone,
+            // so that whoever knows the address cannot sign the owner out.
+            tracing::warn!(user = %user_id, until = ?account.locked_until, "account locked after failed password checks");
+            return self.refuse_like_a_real_check(slot, password).await;
         }
         let Some(hash) = &account.password_hash else {
-            return self.fail_like_a_real_check(slot, password).await;
+            return self.refuse_like_a_real_check(slot, password).await;
         };
         let verified = slot
-            .verify(password.clone(), hash.expose().to_owned())
+            .verify(password, hash.expose().to_owned())
             .await
             .map_err(CommandError::from)?;
         if !verified.matches {
-            return Err(AuthError::InvalidCredentials);
+            return Ok(Proof::Refused);
         }
-        let mut executed = self.users.complete_login(user_id, now, ctx).await?;
-        if verified.outdated {
-            executed = self.users.rehash(user_id, password, ctx).await?;
-        }
-        self.sign_in(user_id, roles(&account), Some(executed)).await
+        let executed = self.users.complete_login(user_id, now, ctx).await?;
+        Ok(Proof::Proven {
+            roles: roles(&account),
+            outdated: verified.outdated,
+            executed: Box::new(executed),
+        })
     }
 
     /// Trades a refresh token for a new pair.
@@ -153,6 +195,7 @@ impl Auth {
             .users
             .load(rotated.user_id)
             .await?
+            .filter(|account| account.status == UserStatus::Active)
             .ok_or(AuthError::InvalidCredentials)?;
         let access = self
             .tokens
@@ -166,7 +209,8 @@ impl Auth {
         })
     }
 
-    /// Sets a new password once the current one is proven, then ends every
+    /// Sets a new password once the current one is proven (a check that
+    /// counts towards the lockout, like a login's); its event ends every
     /// session of the user: whoever knew the old password is signed out.
     pub async fn change_password(
         &self,
@@ -176,36 +220,21 @@ impl Auth {
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, AuthError> {
-        let account = self
-            .users
-            .load(user_id)
-            .await?
-            .ok_or(CommandError::Rejected(
-                crate::users::aggregate::UserError::NotRegistered,
-            ))?;
         let current =
             Password::parse_existing(current).map_err(|_| AuthError::WrongCurrentPassword)?;
-        let hash = account.password_hash.ok_or(CommandError::Rejected(
-            crate::users::aggregate::UserError::Erased,
-        ))?;
-        let verified = self
-            .hasher
-            .verify(current, hash.expose().to_owned())
-            .await
-            .map_err(CommandError::from)?;
-        if !verified.matches {
+        let slot = self.hasher.reserve().map_err(CommandError::from)?;
+        if let Proof::Refused = self.prove_password(slot, user_id, current, ctx).await? {
             return Err(AuthError::WrongCurrentPassword);
         }
         let executed = self
             .users
             .change_password(user_id, new, expected_version, ctx)
             .await;
-        self.then_end_sessions(user_id, executed, "password-change")
-            .await
+        self.sessions_ended(user_id, executed)
     }
 
-    /// Takes a role and ends the user's sessions, so that no token still
-    /// carries the role.
+    /// Takes a role; its event ends the user's sessions, so that no token
+    /// still carries the role.
     pub async fn revoke_role(
         &self,
         user_id: Uuid,
@@ -213,17 +242,11 @@ impl Auth {
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, AuthError> {
-        let before = self.users.load(user_id).await?;
         let executed = self
             .users
             .revoke_role(user_id, role, expected_version, ctx)
-            .await?;
-        if before.is_some_and(|account| account.roles.contains(&role)) {
-            self.sessions
-                .end_all(user_id, self.clock.now(), "role-revoked")
-                .await?;
-        }
-        Ok(executed)
+            .await;
+        self.sessions_ended(user_id, executed)
     }
 
     /// Stops an account and ends its sessions.
@@ -238,15 +261,14 @@ impl Auth {
             .users
             .deactivate(user_id, reason, expected_version, ctx)
             .await;
-        self.then_end_sessions(user_id, executed, "deactivated")
-            .await
+        self.sessions_ended(user_id, executed)
     }
 
     /// Deletes an account and ends its sessions.
     pub async fn delete(
         &self,
         user_id: Uuid,
-        reason: &str,
+        reason: Reason<'_>,
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, AuthError> {
@@ -254,7 +276,7 @@ impl Auth {
             .users
             .delete(user_id, reason, expected_version, ctx)
             .await;
-        self.then_end_sessions(user_id, executed, "deleted").await
+        self.sessions_ended(user_id, executed)
     }
 
     /// Erases the user's personal data and ends their sessions.
@@ -269,20 +291,19 @@ impl Auth {
             .users
             .erase(user_id, reason, expected_version, ctx)
             .await;
-        self.then_end_sessions(user_id, executed, "erased").await
+        self.sessions_ended(user_id, executed)
     }
 
-    /// Ends every session of the user once `executed` succeeded.
-    async fn then_end_sessions(
+    /// The events of these commands end the user's sessions in their own
+    /// transaction (migration 13); this process forgets the cutoff it
+    /// remembered at once.
+    fn sessions_ended(
         &self,
         user_id: Uuid,
         executed: Result<Executed, CommandError>,
-        reason: &str,
     ) -> Result<Executed, AuthError> {
         let executed = executed?;
-        self.sessions
-            .end_all(user_id, self.clock.now(), reason)
-            .await?;
+        self.sessions.forget_cutoff(user_id);
         Ok(executed)
     }
 
@@ -343,7 +364,11 @@ impl Auth {
         executed: Option<Executed>,
     ) -> Result<SignedIn, AuthError> {
         let now = self.clock.now();
-        let (refresh_token, session) = self.sessions.start(user_id, now).await?;
+        let (refresh_token, session) = self
+            .sessions
+            .start(user_id, now)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
         let access = self.tokens.issue(user_id, roles, session, now)?;
         Ok(SignedIn {
             user_id,
@@ -359,10 +384,19 @@ impl Auth {
         slot: HashSlot,
         password: Password,
     ) -> Result<SignedIn, AuthError> {
+        self.refuse_like_a_real_check(slot, password).await?;
+        Err(AuthError::InvalidCredentials)
+    }
+
+    async fn refuse_like_a_real_check(
+        &self,
+        slot: HashSlot,
+        password: Password,
+    ) -> Result<Proof, AuthError> {
         slot.verify(password, self.dummy_hash.clone())
             .await
             .map_err(CommandError::from)?;
-        Err(AuthError::InvalidCredentials)
+        Ok(Proof::Refused)
     }
 }
 

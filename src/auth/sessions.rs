@@ -1,6 +1,13 @@
 //! Sessions: opaque refresh tokens, stored only as SHA-256 hashes, rotated
 //! on every use, a family revoked as a whole when a replaced token comes
 //! back; and the per-user cut-off before which access tokens are refused.
+//!
+//! Every change to a user's sessions runs under the user's session lock
+//! (`lock_user_sessions`, migration 13), and so does every event that ends
+//! them (a trigger, in the event's own transaction): a refresh racing the
+//! end of its sessions either commits first, and its new token is revoked
+//! with the rest, or comes after, and finds its token revoked or the
+//! account closed. No session starts or refreshes on a closed account.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -61,17 +68,20 @@ const SELECT_FOR_UPDATE: &str = "
 SELECT family_id, user_id, idle_expires_at, expires_at, replaced_at, revoked_at
   FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
 
+/// Takes the session lock of the user `$1`; answers whether the account is
+/// open.
+const LOCK_USER: &str = "SELECT lock_user_sessions($1)";
+
+/// Takes the session lock of the user whose token hash is `$1`; answers
+/// whether the account is open (no row: no such token).
+const LOCK_TOKEN_USER: &str =
+    "SELECT lock_user_sessions(user_id) FROM refresh_tokens WHERE token_hash = $1";
+
 const REVOKE_FAMILY: &str = "
 UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
  WHERE family_id = $1 AND revoked_at IS NULL";
 
-const REVOKE_USER: &str = "
-UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
- WHERE user_id = $1 AND revoked_at IS NULL";
-
-const SET_CUTOFF: &str = "
-INSERT INTO user_token_cutoffs (user_id, not_before) VALUES ($1, $2)
-ON CONFLICT (user_id) DO UPDATE SET not_before = GREATEST(user_token_cutoffs.not_before, EXCLUDED.not_before)";
+const END_ALL: &str = "SELECT end_user_sessions($1, $2, $3, NULL)";
 
 pub struct Sessions {
     pool: PgPool,
@@ -88,12 +98,24 @@ impl Sessions {
         }
     }
 
-    /// A new family with its first token.
-    /// A new session: its refresh token and its id (the token family).
-    pub async fn start(&self, user_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<(String, Uuid)> {
+    /// A new session: its refresh token and its id (the token family);
+    /// `None` when the account is closed.
+    pub async fn start(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Option<(String, Uuid)>> {
         let token = new_token();
         let family_id = Uuid::now_v7();
         let expires_at = now + self.config.absolute;
+        let mut tx = self.pool.begin().await?;
+        let open: bool = sqlx::query_scalar(LOCK_USER)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !open {
+            return Ok(None);
+        }
         sqlx::query(INSERT_TOKEN)
             .bind(Uuid::now_v7())
             .bind(family_id)
@@ -102,9 +124,10 @@ impl Sessions {
             .bind(now)
             .bind((now + self.config.idle).min(expires_at))
             .bind(expires_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok((token, family_id))
+        tx.commit().await?;
+        Ok(Some((token, family_id)))
     }
 
     /// Whether the session still has a live refresh token (not logged out,
@@ -122,8 +145,8 @@ impl Sessions {
     }
 
     /// Replaces `token` by a new one of its family. Of two concurrent uses
-    /// of one token, the row lock lets one through; the other sees a
-    /// replaced token and revokes the family.
+    /// of one token, the user's session lock lets one through; the other
+    /// sees a replaced token and revokes the family.
     pub async fn rotate(
         &self,
         token: &str,
@@ -133,6 +156,13 @@ impl Sessions {
             return Ok(Err(Refused::Unknown));
         }
         let mut tx = self.pool.begin().await?;
+        let open: Option<bool> = sqlx::query_scalar(LOCK_TOKEN_USER)
+            .bind(hash(token))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(open) = open else {
+            return Ok(Err(Refused::Unknown));
+        };
         let row: Option<TokenRow> = sqlx::query_as(SELECT_FOR_UPDATE)
             .bind(hash(token))
             .fetch_optional(&mut *tx)
@@ -140,7 +170,7 @@ impl Sessions {
         let Some(row) = row else {
             return Ok(Err(Refused::Unknown));
         };
-        if row.revoked_at.is_some() {
+        if row.revoked_at.is_some() || !open {
             return Ok(Err(Refused::Revoked));
         }
         if row.replaced_at.is_some() {
@@ -187,6 +217,11 @@ impl Sessions {
         if token.len() > MAX_TOKEN_LEN {
             return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(LOCK_TOKEN_USER)
+            .bind(hash(token))
+            .fetch_optional(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = 'logout'
               WHERE revoked_at IS NULL
@@ -194,9 +229,9 @@ impl Sessions {
         )
         .bind(hash(token))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// Ends every session of the user: refresh tokens revoked, and access
@@ -207,23 +242,21 @@ impl Sessions {
         now: DateTime<Utc>,
         reason: &str,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(REVOKE_USER)
+        sqlx::query(END_ALL)
             .bind(user_id)
             .bind(now)
             .bind(reason)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        sqlx::query(SET_CUTOFF)
-            .bind(user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        // This process forgets at once; others when the trigger's notice
-        // reaches them.
-        self.cutoffs.forget(user_id);
+        self.forget_cutoff(user_id);
         Ok(())
+    }
+
+    /// The user's cutoff changed (here, or by an event this process wrote):
+    /// this process forgets it at once; others when the trigger's notice
+    /// reaches them.
+    pub fn forget_cutoff(&self, user_id: Uuid) {
+        self.cutoffs.forget(user_id);
     }
 
     /// Access tokens of the user issued before this are refused.

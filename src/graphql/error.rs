@@ -164,10 +164,11 @@ pub fn database_unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed => true,
                 // Connection exceptions (08), shutdown and start-up (57P01–
-                // 57P03), too many connections (53300).
+                // 57P03), too many connections (53300), a lock not had within
+                // its timeout (55P03).
                 sqlx::Error::Database(error) => error.code().is_some_and(|code| {
                     code.starts_with("08")
-                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "55P03")
                 }),
                 _ => false,
             };

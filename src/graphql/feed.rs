@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::history::{self, ReadableEvent, StreamCursor, StreamFilter};
+use crate::audit::history::{self, ReadableEvent, StreamCursor};
 use crate::relay::EVENTS_CHANNEL;
 
 /// How many events a slow subscription may fall behind before it is told
@@ -78,32 +78,31 @@ impl EventFeed {
                     continue;
                 }
                 loop {
-                    let filter = StreamFilter::default();
-                    let events = match history::stream(
-                        &pool,
-                        &vault,
-                        &filter,
-                        cursor.as_ref(),
-                        PAGE,
-                    )
-                    .await
-                    {
-                        Ok(events) => events,
+                    let page = match history::follow(&pool, &vault, cursor.as_ref(), PAGE).await {
+                        Ok(page) => page,
                         Err(error) => {
                             tracing::warn!(error = %error, "the live event feed cannot read the store");
                             break;
                         }
                     };
-                    let Some(last) = events.last() else {
-                        break;
-                    };
-                    cursor = Some(StreamCursor::of(&last.row.event));
-                    let full = i64::try_from(events.len()).unwrap_or_default() == PAGE;
-                    for event in events {
+                    for (position, why) in &page.unreadable {
+                        // Left out and gone on from: one bad event must not
+                        // stop every subscription (the relay parks it).
+                        tracing::error!(
+                            position,
+                            why,
+                            "the live event feed skipped an event it cannot read"
+                        );
+                        metrics::counter!("accountable_feed_unreadable_events_total").increment(1);
+                    }
+                    if page.cursor.is_some() {
+                        cursor = page.cursor;
+                    }
+                    for event in page.events {
                         // No subscriber is not an error.
                         let _ = sender.send(Arc::new(event));
                     }
-                    if !full {
+                    if i64::try_from(page.read).unwrap_or_default() < PAGE {
                         break;
                     }
                 }

@@ -1,11 +1,11 @@
 //! `accountEvents`: a user's events as they happen, over `/graphql/ws`
-//! (graphql-transport-ws). The token given at connection is checked when
-//! the subscription starts, with every event, and every second: once it
-//! expires, its session is logged out, or the user loses the right, the
-//! subscription answers `UNAUTHENTICATED` or `FORBIDDEN` and ends.
+//! (graphql-transport-ws). The socket authorises the subscription when it
+//! starts and checks its token every second ([`super::socket`]); each event
+//! is let through only while the token still verifies and the caller's
+//! sessions have not been cut off, so that no event reaches a caller who
+//! lost the right to it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_graphql::{Context, Subscription, ID};
 use futures::{Stream, StreamExt};
@@ -14,18 +14,12 @@ use uuid::Uuid;
 
 use super::audit::AccountEvent;
 use super::error::{ApiError, Code};
-use super::guards::has_any;
+use super::guards::{caller, has_any};
+use super::socket::ConnectionToken;
 use super::users::{parse_id_in, READERS};
 use super::ApiState;
 use crate::audit::history::ReadableEvent;
 use crate::auth::{Auth, Caller};
-
-/// The access token a WebSocket connection was opened with.
-#[derive(Clone)]
-pub struct ConnectionToken(pub String);
-
-/// How often a quiet subscription checks its token again.
-const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct SubscriptionRoot;
@@ -59,9 +53,10 @@ fn allowed(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
     }
 }
 
-/// The caller of `token` now, if they may still follow `scope`.
+/// Whether the caller of `token` may still follow `scope`: the token
+/// verifies and was not cut off (both checked without a query).
 async fn check(auth: &Auth, token: &str, scope: Scope) -> Result<(), ApiError> {
-    let caller = auth.authenticate_session(token).await.map_err(|_| {
+    let caller = auth.authenticate(token).await.map_err(|_| {
         ApiError::new(
             Code::Unauthenticated,
             "the access token expired or its session ended",
@@ -75,7 +70,6 @@ struct Following {
     token: String,
     scope: Scope,
     events: tokio::sync::broadcast::Receiver<Arc<ReadableEvent>>,
-    ticks: tokio::time::Interval,
     ended: bool,
 }
 
@@ -85,27 +79,19 @@ impl Following {
             return None;
         }
         loop {
-            let event = tokio::select! {
-                _ = self.ticks.tick() => None,
-                received = self.events.recv() => Some(received),
-            };
-            let outcome = match event {
-                None => check(&self.auth, &self.token, self.scope)
-                    .await
-                    .err()
-                    .map(Err),
-                Some(Ok(event)) if self.scope.covers(&event) => {
+            let outcome = match self.events.recv().await {
+                Ok(event) if self.scope.covers(&event) => {
                     Some(match check(&self.auth, &self.token, self.scope).await {
                         Ok(()) => Ok(AccountEvent::from((*event).clone())),
                         Err(error) => Err(error),
                     })
                 }
-                Some(Ok(_)) => None,
-                Some(Err(RecvError::Lagged(missed))) => Some(Err(ApiError::new(
+                Ok(_) => None,
+                Err(RecvError::Lagged(missed)) => Some(Err(ApiError::new(
                     Code::Unavailable,
                     format!("fell {missed} events behind; subscribe again and read the gap with userHistory"),
                 ))),
-                Some(Err(RecvError::Closed)) => Some(Err(ApiError::new(
+                Err(RecvError::Closed) => Some(Err(ApiError::new(
                     Code::Unavailable,
                     "the server is shutting down",
                 ))),
@@ -140,23 +126,18 @@ impl SubscriptionRoot {
         let Some(ConnectionToken(token)) = ctx.data_opt::<ConnectionToken>() else {
             return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
         };
-        let caller = state.auth.authenticate_session(token).await.map_err(|_| {
-            ApiError::new(Code::Unauthenticated, "invalid or expired access token").into_graphql()
-        })?;
-        let scope = match (&user_id, &caller) {
+        let caller = caller(ctx);
+        let scope = match (&user_id, caller) {
             (Some(id), _) => Scope::One(parse_id_in(id, "userId").map_err(ApiError::into_graphql)?),
             (None, Caller::User { id, roles }) if !has_any(roles, READERS) => Scope::One(*id),
             (None, _) => Scope::Everyone,
         };
-        allowed(&caller, scope).map_err(ApiError::into_graphql)?;
-        let mut ticks = tokio::time::interval(RECHECK_EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        allowed(caller, scope).map_err(ApiError::into_graphql)?;
         let following = Following {
             auth: state.auth.clone(),
             token: token.clone(),
             scope,
             events: state.feed.subscribe(),
-            ticks,
             ended: false,
         };
         Ok(

@@ -9,6 +9,7 @@ pub mod freshness;
 pub mod guards;
 pub mod live;
 pub mod loader;
+pub mod socket;
 pub mod timing;
 pub mod users;
 
@@ -60,7 +61,8 @@ pub struct RequestMeta {
     pub correlation_id: String,
     /// The W3C `traceparent` the request came with, or a new one.
     pub traceparent: String,
-    /// The peer address of the connection.
+    /// The client: the connection's peer, or the address a trusted proxy
+    /// names.
     pub client: IpAddr,
 }
 
@@ -76,6 +78,7 @@ pub fn schema_builder(
     .limit_depth(10)
     .limit_complexity(2500)
     .limit_directives(5)
+    .extension(socket::SocketOperations)
     .extension(timing::FieldTiming);
     match env {
         Environment::Development => builder.extension(document::DocumentGuard {

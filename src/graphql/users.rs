@@ -11,7 +11,7 @@ use super::guards::{caller, AnyRole, SelfOr, SignedIn};
 use super::{ApiState, RequestMeta};
 use crate::auth::{AuthError, Caller};
 use crate::users::{
-    self as domain, Actor, CommandContext, Executed, ProfileChange, Registration,
+    self as domain, Actor, CommandContext, Executed, ProfileChange, Reason, Registration,
     Role as DomainRole,
 };
 
@@ -633,6 +633,10 @@ impl UserMutation {
 
     /// Moves an account to a new email address (the user themself, or an
     /// admin). A taken address answers `CONFLICT`; the old one is free after.
+    /// Every other refusal (another `expectedVersion`, an account that
+    /// cannot change) comes before the address is looked up, and every try
+    /// counts against the client's rate limit, so that addresses cannot be
+    /// probed quickly.
     #[graphql(guard = "SelfOr { id: &input.id, roles: ADMINS }")]
     async fn change_email(
         &self,
@@ -640,6 +644,7 @@ impl UserMutation {
         #[graphql(desc = "The new address, for whom.")] input: ChangeEmailInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
+        within_limit(state, ctx.data::<RequestMeta>()?)?;
         let executed = state
             .auth
             .users
@@ -651,6 +656,9 @@ impl UserMutation {
 
     /// Sets a new password, given the current one. Every session of the
     /// user ends, this one included: sign in again with the new password.
+    /// A wrong current password counts towards the account's lockout, as a
+    /// failed login does, and every try counts against the client's rate
+    /// limit.
     #[graphql(guard = "SelfOr { id: &input.id, roles: &[] }")]
     async fn change_password(
         &self,
@@ -658,6 +666,7 @@ impl UserMutation {
         #[graphql(desc = "The current and the new password.")] input: ChangePasswordInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
+        within_limit(state, ctx.data::<RequestMeta>()?)?;
         let executed = state
             .auth
             .change_password(
@@ -750,9 +759,36 @@ impl UserMutation {
         Ok(executed.into())
     }
 
+    /// Lifts the lock that failed sign-ins put on an account, before it ends
+    /// (admins only); its failures are forgotten. A lock never ends the
+    /// owner's sessions, so a locked-out user who is still signed in stays
+    /// signed in.
+    #[graphql(guard = "AnyRole(ADMINS)")]
+    async fn unlock_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user.")] input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let (state, command_ctx, id) = target(ctx, &input.id)?;
+        let executed = state
+            .auth
+            .users
+            .unlock(
+                id,
+                state.auth.clock.now(),
+                input.expected_version,
+                &command_ctx,
+            )
+            .await
+            .map_err(|e| ApiError::from(e).into_graphql())?;
+        Ok(executed.into())
+    }
+
     /// Deletes an account (the user themself, or an admin): queries stop
     /// showing it, its address is free again, its sessions end, and its
-    /// history stays. The last active admin cannot be deleted.
+    /// history stays. The last active admin cannot be deleted. A user's own
+    /// `reason` is sealed with their personal data (an erasure shreds it);
+    /// an admin's is kept in clear.
     #[graphql(guard = "SelfOr { id: &input.id, roles: ADMINS }")]
     async fn delete_user(
         &self,
@@ -760,10 +796,10 @@ impl UserMutation {
         #[graphql(desc = "The user, and why.")] input: UserRefInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
-        let reason = input.reason.as_deref().unwrap_or(match &command_ctx.actor {
-            Actor::User(actor) if *actor == id => "deleted by the user",
-            _ => "deleted by an admin",
-        });
+        let reason = match &command_ctx.actor {
+            Actor::User(actor) if *actor == id => Reason::Own(input.reason.as_deref()),
+            _ => Reason::Staff(input.reason.as_deref().unwrap_or("deleted by an admin")),
+        };
         let executed = state
             .auth
             .delete(id, reason, input.expected_version, &command_ctx)
@@ -778,7 +814,9 @@ impl UserMutation {
     /// password hash becomes unreadable; the read side drops them, the
     /// address is free again, sessions end, and every other fact of the
     /// history stays. Erasing an erased user changes nothing. The last
-    /// active admin cannot be erased.
+    /// active admin cannot be erased. A user erasing themself gives no
+    /// reason that is kept (their words would be personal data); an
+    /// admin's `reason` is kept in the receipt.
     #[graphql(guard = "SelfOr { id: &input.id, roles: ADMINS }")]
     async fn erase_user(
         &self,
@@ -786,10 +824,12 @@ impl UserMutation {
         #[graphql(desc = "The user, and why (kept in the receipt).")] input: UserRefInput,
     ) -> async_graphql::Result<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
-        let reason = input.reason.as_deref().unwrap_or(match &command_ctx.actor {
+        // The user's own words would be personal data erased with them: a
+        // self-service erasure keeps a fixed reason instead.
+        let reason = match &command_ctx.actor {
             Actor::User(actor) if *actor == id => "erased at the user's request",
-            _ => "erased by an admin",
-        });
+            _ => input.reason.as_deref().unwrap_or("erased by an admin"),
+        };
         let executed = state
             .auth
             .erase(id, reason, input.expected_version, &command_ctx)
@@ -871,11 +911,7 @@ fn limited<'a>(
 ) -> async_graphql::Result<(&'a ApiState, CommandContext)> {
     let state = ctx.data::<ApiState>()?;
     let meta = ctx.data::<RequestMeta>()?;
-    if !state.limiter.allow(meta.client) {
-        return Err(
-            ApiError::new(Code::RateLimited, "too many requests; retry in a minute").into_graphql(),
-        );
-    }
+    within_limit(state, meta)?;
     Ok((
         state,
         CommandContext {
@@ -886,6 +922,15 @@ fn limited<'a>(
             traceparent: meta.traceparent.clone(),
         },
     ))
+}
+
+/// Counts the operation against its client's rate limit: every check of a
+/// secret does (sign-ins, registrations, refreshes, password changes).
+fn within_limit(state: &ApiState, meta: &RequestMeta) -> async_graphql::Result<()> {
+    if state.limiter.allow(meta.client) {
+        return Ok(());
+    }
+    Err(ApiError::new(Code::RateLimited, "too many requests; retry in a minute").into_graphql())
 }
 
 fn auth_error(error: AuthError) -> async_graphql::Error {

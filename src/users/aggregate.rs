@@ -116,6 +116,18 @@ pub struct AccountLocked {
     pub failures: u32,
 }
 
+/// The personal part of a deletion: the user's own reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionPersonal {
+    pub reason: String,
+}
+
+/// An admin lifted a lock before it ended: failures are forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUnlocked {
+    pub at: DateTime<Utc>,
+}
+
 /// The user set a new password (after proving the current one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordChanged {
@@ -154,7 +166,13 @@ pub struct UserReactivated {
 /// (see [`crate::users::upcast`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserDeleted {
+    /// In clear: an admin's words, or a fixed text when the user deleted
+    /// their own account.
     pub reason: String,
+    /// The user's own words, when they deleted their own account: sealed,
+    /// so that an erasure shreds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<DeletionPersonal>,
     /// The status the account had when it was deleted.
     pub previous_status: UserStatus,
     pub roles: BTreeSet<Role>,
@@ -225,6 +243,7 @@ pub enum UserEvent {
     LoginAttempted(LoginAttempted),
     LoginSucceeded(LoginSucceeded),
     AccountLocked(AccountLocked),
+    AccountUnlocked(AccountUnlocked),
     PasswordRehashed(PasswordRehashed),
     ProfileUpdated(ProfileUpdated),
     PasswordChanged(PasswordChanged),
@@ -244,6 +263,7 @@ impl DomainEvent for UserEvent {
             Self::LoginAttempted(_) => "LoginAttempted",
             Self::LoginSucceeded(_) => "LoginSucceeded",
             Self::AccountLocked(_) => "AccountLocked",
+            Self::AccountUnlocked(_) => "AccountUnlocked",
             Self::PasswordRehashed(_) => "PasswordRehashed",
             Self::ProfileUpdated(_) => "ProfileUpdated",
             Self::PasswordChanged(_) => "PasswordChanged",
@@ -298,6 +318,10 @@ impl UserEvent {
                 cloud_type: "accountable.user.locked.v1",
                 data: json!({"at": e.at, "until": e.until, "failures": e.failures}),
             },
+            Self::AccountUnlocked(e) => PublicEvent {
+                cloud_type: "accountable.user.unlocked.v1",
+                data: json!({"at": e.at}),
+            },
             Self::PasswordRehashed(_) => PublicEvent {
                 cloud_type: "accountable.user.password_rehashed.v1",
                 data: json!({}),
@@ -316,11 +340,17 @@ impl UserEvent {
             },
             Self::UserDeleted(e) => PublicEvent {
                 cloud_type: "accountable.user.deleted.v2",
-                data: json!({
-                    "reason": e.reason,
-                    "previous_status": e.previous_status,
-                    "roles": e.roles,
-                }),
+                data: {
+                    let mut data = json!({
+                        "reason": e.reason,
+                        "previous_status": e.previous_status,
+                        "roles": e.roles,
+                    });
+                    if let Some(personal) = &e.personal {
+                        data["personal"] = json!(personal);
+                    }
+                    data
+                },
             },
             Self::RoleAssigned(e) => PublicEvent {
                 cloud_type: "accountable.user.role_assigned.v1",
@@ -396,6 +426,10 @@ pub enum UserCommand {
     CompleteLogin {
         at: DateTime<Utc>,
     },
+    /// Lift the lock on the account, if it is locked at `at`.
+    Unlock {
+        at: DateTime<Utc>,
+    },
     RehashPassword {
         password_hash: PasswordHash,
     },
@@ -410,6 +444,8 @@ pub enum UserCommand {
     },
     Delete {
         reason: String,
+        /// The user's own words, when they delete their own account.
+        own_reason: Option<String>,
     },
     AssignRole {
         role: Role,
@@ -549,15 +585,22 @@ impl Aggregate for User {
                 }
                 UserEvent::UserReactivated(UserReactivated { reason })
             }
-            (UserCommand::Delete { reason }, Some(account)) => {
+            (UserCommand::Delete { reason, own_reason }, Some(account)) => {
                 UserEvent::UserDeleted(UserDeleted {
                     reason,
+                    personal: own_reason.map(|reason| DeletionPersonal { reason }),
                     previous_status: account.status,
                     roles: account.roles.clone(),
                 })
             }
             (UserCommand::AttemptLogin { at, policy }, Some(account)) => {
                 attempt_login(account, at, policy)?
+            }
+            (UserCommand::Unlock { at }, Some(account)) => {
+                if !account.is_locked(at) && account.failed_attempts == 0 {
+                    return Ok(());
+                }
+                UserEvent::AccountUnlocked(AccountUnlocked { at })
             }
             (UserCommand::CompleteLogin { at }, Some(_)) => {
                 UserEvent::LoginSucceeded(LoginSucceeded { at })
@@ -652,6 +695,12 @@ impl Aggregate for User {
                 account.failed_attempts = 0;
                 account.lockouts += 1;
                 account.locked_until = Some(e.until);
+            }
+            UserEvent::AccountUnlocked(_) => {
+                account.failed_attempts = 0;
+                account.last_failure_at = None;
+                account.lockouts = 0;
+                account.locked_until = None;
             }
             UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
             | UserEvent::PasswordChanged(PasswordChanged { password_hash }) => {
@@ -860,6 +909,37 @@ mod tests {
     }
 
     #[test]
+    fn given_a_lock_when_unlock_then_unlocked_and_signing_in_counts_from_zero() {
+        let lock = UserEvent::AccountLocked(AccountLocked {
+            at: at(1),
+            until: at(2),
+            failures: 3,
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered(), lock.clone()])
+            .when(UserCommand::Unlock { at: at(1) })
+            .then_expect_events(vec![UserEvent::AccountUnlocked(AccountUnlocked {
+                at: at(1),
+            })]);
+        TestFramework::<User>::with(())
+            .given(vec![
+                registered(),
+                lock,
+                UserEvent::AccountUnlocked(AccountUnlocked { at: at(1) }),
+            ])
+            .when(attempt(1))
+            .then_expect_events(vec![attempted(1, 1)]);
+    }
+
+    #[test]
+    fn given_no_lock_and_no_failures_when_unlock_then_nothing() {
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::Unlock { at: at(1) })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
     fn given_a_second_lock_then_it_lasts_longer_up_to_the_maximum() {
         let mut given = vec![registered()];
         for lock in 0..20 {
@@ -1060,6 +1140,7 @@ mod tests {
     fn deletion_says_what_was_deleted_and_ends_every_command() {
         let deleted = UserEvent::UserDeleted(UserDeleted {
             reason: "asked".into(),
+            personal: None,
             previous_status: UserStatus::Deactivated,
             roles: BTreeSet::from([Role::User]),
         });
@@ -1067,6 +1148,7 @@ mod tests {
             .given(vec![registered(), deactivated()])
             .when(UserCommand::Delete {
                 reason: "asked".into(),
+                own_reason: None,
             })
             .then_expect_events(vec![deleted.clone()]);
         TestFramework::<User>::with(())
@@ -1109,7 +1191,10 @@ mod tests {
     #[test]
     fn given_registered_when_erase_then_erased_through_the_last_event() {
         let deleted = UserEvent::UserDeleted(UserDeleted {
-            reason: "asked to".into(),
+            reason: "deleted by the user".into(),
+            personal: Some(DeletionPersonal {
+                reason: "asked to".into(),
+            }),
             previous_status: UserStatus::Active,
             roles: BTreeSet::from([Role::User]),
         });
@@ -1140,7 +1225,10 @@ mod tests {
     #[test]
     fn given_erased_when_anything_else_then_erased() {
         for command in [
-            UserCommand::Delete { reason: "x".into() },
+            UserCommand::Delete {
+                reason: "x".into(),
+                own_reason: None,
+            },
             UserCommand::AssignRole { role: Role::Admin },
             update(Some("Ada"), None, None),
             attempt(0),

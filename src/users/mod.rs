@@ -10,5 +10,5 @@ pub mod values;
 
 pub use aggregate::{Account, Role, User, UserEvent, UserStatus};
 pub use service::{
-    Actor, CommandContext, CommandError, Executed, ProfileChange, Registration, Users,
+    Actor, CommandContext, CommandError, Executed, ProfileChange, Reason, Registration, Users,
 };

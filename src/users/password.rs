@@ -99,7 +99,7 @@ impl PasswordHasher {
     /// a hash (a login records its attempt first), so that a refusal leaves
     /// nothing behind; the thread itself is taken only when the hash runs,
     /// so that no thread idles while the request does that work.
-    pub async fn reserve(&self) -> Result<HashSlot, HashError> {
+    pub fn reserve(&self) -> Result<HashSlot, HashError> {
         let admission = match self.admitted.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return Err(HashError::PoolClosed),
@@ -115,13 +115,13 @@ impl PasswordHasher {
 
     /// The PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
-        self.reserve().await?.hash(password).await
+        self.reserve()?.hash(password).await
     }
 
     /// Whether `password` matches the PHC string `stored`, and whether that
     /// hash was made with other parameters than the current ones.
     pub async fn verify(&self, password: Password, stored: String) -> Result<Verified, HashError> {
-        self.reserve().await?.verify(password, stored).await
+        self.reserve()?.verify(password, stored).await
     }
 }
 
@@ -253,21 +253,21 @@ mod tests {
     #[tokio::test]
     async fn beyond_the_running_hashes_and_the_queue_a_hash_is_refused_at_once() {
         let hasher = PasswordHasher::new(CHEAP, 1, 1).unwrap();
-        let first = hasher.reserve().await.unwrap();
-        let second = hasher.reserve().await.unwrap();
-        assert!(matches!(hasher.reserve().await, Err(HashError::Busy)));
+        let first = hasher.reserve().unwrap();
+        let second = hasher.reserve().unwrap();
+        assert!(matches!(hasher.reserve(), Err(HashError::Busy)));
         drop(first);
         let password = Password::parse("correct horse battery staple", 15).unwrap();
         let hashed = second.hash(password).await.unwrap();
         assert!(hashed.starts_with("$argon2id$"), "{hashed}");
         assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
-        assert!(hasher.reserve().await.is_ok(), "room again");
+        assert!(hasher.reserve().is_ok(), "room again");
     }
 
     #[tokio::test]
     async fn an_admitted_hash_holds_no_thread_until_it_runs() {
         let hasher = PasswordHasher::new(CHEAP, 1, 1).unwrap();
-        let _reserved = hasher.reserve().await.unwrap();
+        let _reserved = hasher.reserve().unwrap();
         let password = Password::parse("correct horse battery staple", 15).unwrap();
         let hashed = tokio::time::timeout(std::time::Duration::from_secs(10), {
             let hasher = hasher.clone();

@@ -5,8 +5,8 @@
 //! Every commit also keeps a snapshot of the aggregate, sealed whole under
 //! its user's key, so that a command reads one row and the events after it
 //! rather than the user's whole history. The snapshot is a cache of the
-//! events: it is written after them, never fails a command, only ever moves
-//! forward, and one that does not open (an erased user's) is ignored.
+//! events: it is written in the same statement as them, only ever moves
+//! forward, an erasure keeps none, and one that does not open is ignored.
 
 use std::sync::Arc;
 

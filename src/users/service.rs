@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::aggregate::{
@@ -172,8 +172,11 @@ const CONFIRM_EMAIL: &str =
 const RELEASE_EMAIL: &str = "DELETE FROM user_emails WHERE email_key = $1 AND user_id = $2";
 const FIND_BY_EMAIL: &str = "SELECT user_id FROM user_emails WHERE email_key = $1";
 
-/// Serialises the changes that can remove an active admin.
-const LOCK_ADMINS: &str = "SELECT pg_advisory_lock(hashtext('accountable.admins'))";
+/// Serialises the changes that can remove an active admin, until the end
+/// of the transaction; waiting longer than `lock_timeout` fails (55P03).
+const LOCK_ADMINS: &str = "SELECT pg_advisory_xact_lock(hashtext('accountable.admins'))";
+/// How long a change that may remove an admin waits for another.
+const LOCK_ADMINS_TIMEOUT: &str = "SET LOCAL lock_timeout = '5s'";
 /// Everyone who was ever made an admin: the candidates to fold.
 const ADMIN_CANDIDATES: &str = "
 SELECT DISTINCT aggregate_id FROM events
@@ -223,7 +226,7 @@ impl Users {
     /// What stands for an address in the email index: a keyed hash of the
     /// lower-cased address, never the address itself.
     fn email_key(&self, email: &Email) -> String {
-        self.vault.email_index(&email.as_str().to_lowercase())
+        self.vault.email_index(&email.uniqueness_key())
     }
 
     pub async fn register(
@@ -427,6 +430,17 @@ impl Users {
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
         let email = Email::parse(email)?;
+        // Whatever the command would refuse on its own (another version, an
+        // erased or deleted account) is refused before the address is looked
+        // at, so that no such answer depends on whether it is taken.
+        self.would_accept(
+            user_id,
+            UserCommand::ChangeEmail {
+                email: email.clone(),
+            },
+            expected_version,
+        )
+        .await?;
         let key = self.email_key(&email);
         let held: Option<Uuid> = sqlx::query_scalar(FIND_BY_EMAIL)
             .bind(&key)
@@ -502,20 +516,37 @@ impl Users {
         .await
     }
 
+    /// Lifts the lock that failed sign-ins put on the account, and forgets
+    /// the failures; an account that is not locked is left as it is.
+    pub async fn unlock(
+        &self,
+        user_id: Uuid,
+        at: DateTime<Utc>,
+        expected_version: Option<i64>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, CommandError> {
+        self.execute(user_id, UserCommand::Unlock { at }, expected_version, ctx)
+            .await
+    }
+
     /// Deletes an account: the read side stops showing it, its address is
     /// free again, its history stays. The last active admin stays.
     pub async fn delete(
         &self,
         user_id: Uuid,
-        reason: &str,
+        reason: Reason<'_>,
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
-        let reason = parse_reason(reason)?;
+        let (reason, own_reason) = match reason {
+            Reason::Staff(reason) => (parse_reason(reason)?, None),
+            Reason::Own(None) => (SELF_DELETED.to_owned(), None),
+            Reason::Own(Some(words)) => (SELF_DELETED.to_owned(), Some(parse_reason(words)?)),
+        };
         let executed = self
             .keeping_an_admin(
                 user_id,
-                UserCommand::Delete { reason },
+                UserCommand::Delete { reason, own_reason },
                 expected_version,
                 ctx,
             )
@@ -550,8 +581,11 @@ impl Users {
     }
 
     /// Runs a command that may take an active admin away, refusing it when
-    /// that admin is the last. Such commands run one at a time (an advisory
-    /// lock), and admins are counted from the event store, the truth.
+    /// that admin is the last. What needs no lock is checked first (the
+    /// expected version; whether the user is an active admin at all, which
+    /// most are not); the commands that remain run one at a time, under a
+    /// transaction-scoped lock on a pooled connection that waits at most
+    /// five seconds, and admins are counted from the event store, the truth.
     async fn keeping_an_admin(
         &self,
         user_id: Uuid,
@@ -559,30 +593,37 @@ impl Users {
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
-        // The lock lives as long as this connection, which is closed below
-        // (or by the server, should this process die).
-        let mut lock = self.pool.acquire().await.map_err(infrastructure)?.detach();
-        sqlx::query(LOCK_ADMINS)
-            .execute(&mut lock)
-            .await
-            .map_err(infrastructure)?;
+        let context = self.store.load_aggregate(&user_id.to_string()).await?;
+        let current = i64::try_from(context.current_sequence).map_err(infrastructure)?;
+        if expected_version.is_some_and(|expected| expected != current) {
+            return Err(CommandError::VersionMismatch { current });
+        }
+        if !context.aggregate.account.as_ref().is_some_and(active_admin) {
+            // At the version checked: should the user have become an admin
+            // since, this is a conflict rather than an unguarded change.
+            return self.execute(user_id, command, Some(current), ctx).await;
+        }
+        let mut lock = self.pool.begin().await.map_err(infrastructure)?;
+        for statement in [LOCK_ADMINS_TIMEOUT, LOCK_ADMINS] {
+            sqlx::query(statement)
+                .execute(&mut *lock)
+                .await
+                .map_err(infrastructure)?;
+        }
         let outcome = match self.last_admin(user_id).await {
             Ok(true) => Err(CommandError::LastAdmin),
             Ok(false) => self.execute(user_id, command, expected_version, ctx).await,
             Err(error) => Err(error),
         };
-        if let Err(error) = lock.close().await {
-            tracing::warn!(error = %error, "closing the admin lock connection");
+        if let Err(error) = lock.rollback().await {
+            tracing::warn!(error = %error, "releasing the admin lock");
         }
         outcome
     }
 
     /// Whether `user_id` is an active admin and no other is.
     async fn last_admin(&self, user_id: Uuid) -> Result<bool, CommandError> {
-        let is_admin = |account: &Account| {
-            account.status == UserStatus::Active && account.roles.contains(&Role::Admin)
-        };
-        if !self.load(user_id).await?.as_ref().is_some_and(is_admin) {
+        if !self.load(user_id).await?.as_ref().is_some_and(active_admin) {
             return Ok(false);
         }
         let candidates: Vec<String> = sqlx::query_scalar(ADMIN_CANDIDATES)
@@ -594,7 +635,7 @@ impl Users {
             let Ok(id) = Uuid::parse_str(&candidate) else {
                 continue;
             };
-            if id != user_id && self.load(id).await?.as_ref().is_some_and(is_admin) {
+            if id != user_id && self.load(id).await?.as_ref().is_some_and(active_admin) {
                 return Ok(false);
             }
         }
@@ -642,6 +683,26 @@ impl Users {
         }
     }
 
+    /// Whether the user, as now, at `expected` version, would accept
+    /// `command` (nothing is written).
+    async fn would_accept(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+        expected: Option<i64>,
+    ) -> Result<(), CommandError> {
+        let mut context = self.store.load_aggregate(&user_id.to_string()).await?;
+        let current = i64::try_from(context.current_sequence).map_err(infrastructure)?;
+        if expected.is_some_and(|expected| expected != current) {
+            return Err(CommandError::VersionMismatch { current });
+        }
+        context
+            .aggregate
+            .handle(command, &(), &EventSink::default())
+            .await
+            .map_err(CommandError::Rejected)
+    }
+
     /// Loads the user, decides, and appends the resulting events in one
     /// transaction; a concurrent append to the same user is a `Conflict`,
     /// and so is a user at another version than `expected`.
@@ -682,11 +743,28 @@ impl Users {
     }
 }
 
+fn active_admin(account: &Account) -> bool {
+    account.status == UserStatus::Active && account.roles.contains(&Role::Admin)
+}
+
 fn infrastructure(error: impl std::error::Error + Send + Sync + 'static) -> CommandError {
     CommandError::Infrastructure(Box::new(error))
 }
 
 /// Why an admin acted: 1 to 500 characters, no control characters.
+/// Why an account is deleted, as given by whom.
+#[derive(Debug, Clone, Copy)]
+pub enum Reason<'a> {
+    /// An admin's words, kept in clear.
+    Staff(&'a str),
+    /// The user's own words about their own account, if any: personal
+    /// data, sealed with the rest of theirs.
+    Own(Option<&'a str>),
+}
+
+/// The clear reason of a deletion the user asked for themself.
+const SELF_DELETED: &str = "deleted by the user";
+
 fn parse_reason(input: &str) -> Result<String, InvalidInput> {
     let reason = input.trim();
     let len = reason.chars().count();

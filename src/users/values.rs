@@ -52,10 +52,10 @@ impl Email {
         }
         if local
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@' || invisible(c))
         {
             return Err(invalid(
-                "the part before @ must not contain spaces, control characters or @",
+                "the part before @ must not contain spaces, control, invisible or direction characters, or @",
             ));
         }
         let domain = domain.to_ascii_lowercase();
@@ -78,6 +78,32 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// What makes two addresses the same account: equal after NFKC and
+    /// lower-casing, so that `ａdmin@corp.test` (full-width) is
+    /// `admin@corp.test`.
+    pub fn uniqueness_key(&self) -> String {
+        self.0
+            .nfkc()
+            .collect::<String>()
+            .to_lowercase()
+            .nfkc()
+            .collect()
+    }
+}
+
+/// Characters that change how text reads without showing: zero-width
+/// characters, bidirectional controls, the word joiner family and the byte
+/// order mark. Refused in addresses and names, where they let one string
+/// pass for another.
+pub fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}')
 }
 
 impl fmt::Display for Email {
@@ -103,10 +129,10 @@ impl DisplayName {
                 "must be 1 to 100 characters",
             ));
         }
-        if trimmed.chars().any(char::is_control) {
+        if trimmed.chars().any(|c| c.is_control() || invisible(c)) {
             return Err(InvalidInput::new(
                 "displayName",
-                "must not contain control characters",
+                "must not contain control, invisible or direction characters",
             ));
         }
         Ok(Self(trimmed.to_owned()))
@@ -273,6 +299,33 @@ mod tests {
             let err = Email::parse(bad).unwrap_err();
             assert_eq!(err.field, "email", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn invisible_and_direction_characters_are_refused_in_addresses_and_names() {
+        for bad in [
+            "ad\u{200B}min@corp.test",
+            "admin\u{202E}@corp.test",
+            "\u{FEFF}admin@corp.test",
+            "ad\u{2066}min@corp.test",
+        ] {
+            assert_eq!(Email::parse(bad).unwrap_err().field, "email", "{bad:?}");
+        }
+        for bad in ["Ada\u{202E}txt.exe", "A\u{200D}da", "\u{2069}Ada"] {
+            assert_eq!(
+                DisplayName::parse(bad).unwrap_err().field,
+                "displayName",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_that_read_the_same_share_one_uniqueness_key() {
+        let key = |address| Email::parse(address).unwrap().uniqueness_key();
+        assert_eq!(key("\u{FF41}dmin@corp.test"), key("admin@corp.test"));
+        assert_eq!(key("ADMIN@corp.test"), key("admin@corp.test"));
+        assert_ne!(key("admins@corp.test"), key("admin@corp.test"));
     }
 
     #[test]

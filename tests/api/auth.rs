@@ -196,17 +196,14 @@ async fn eleven_wrong_passwords_in_parallel_lock_the_account_until_the_lock_ends
     );
     assert_eq!(stream.last().map(String::as_str), Some("AccountLocked"));
 
-    // Locked: the right password fails too, and the sessions it had ended.
+    // Locked: the right password fails too; the sessions it had go on
+    // (hostile::item_06_a_lockout_leaves_the_owners_sessions_and_an_admin_lifts_it).
     assert_eq!(
         error_code(&login(&api, "ada@example.com", PASSWORD).await),
         "UNAUTHENTICATED"
     );
-    let (status, body) = me_with_header(&api, &format!("Bearer {}", ada.access)).await;
-    assert_refused(status, &body);
-    assert_eq!(
-        error_code(&refresh(&api, &ada.refresh).await),
-        "UNAUTHENTICATED"
-    );
+    let (status, _) = me_with_header(&api, &format!("Bearer {}", ada.access)).await;
+    assert_eq!(status, 200);
 
     clock.advance(chrono::Duration::minutes(2));
     let body = login(&api, "ada@example.com", PASSWORD).await;

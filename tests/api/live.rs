@@ -11,11 +11,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::{TestApi, TestStack};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A graphql-transport-ws connection, initialised with `token`; answers the
 /// server's first message (`connection_ack`, or a close).
-async fn connect(api: &TestApi, token: Option<&str>) -> (Socket, Value) {
+pub async fn connect(api: &TestApi, token: Option<&str>) -> (Socket, Value) {
     let mut request = format!("ws://{}/graphql/ws", api.addr)
         .into_client_request()
         .unwrap();
@@ -37,7 +37,7 @@ async fn connect(api: &TestApi, token: Option<&str>) -> (Socket, Value) {
     (socket, first)
 }
 
-async fn send(socket: &mut Socket, message: Value) {
+pub async fn send(socket: &mut Socket, message: Value) {
     socket
         .send(Message::Text(message.to_string().into()))
         .await
@@ -45,7 +45,7 @@ async fn send(socket: &mut Socket, message: Value) {
 }
 
 /// The next protocol message; a close is `{"type": "closed", "code": …}`.
-async fn receive(socket: &mut Socket, within: Duration) -> Value {
+pub async fn receive(socket: &mut Socket, within: Duration) -> Value {
     let until = tokio::time::Instant::now() + within;
     loop {
         let message = tokio::time::timeout_at(until, socket.next())
@@ -85,7 +85,7 @@ async fn subscribe(socket: &mut Socket, user: Option<&str>) {
 /// the changes (a subscription follows events from the moment the server
 /// has set it up, which the protocol does not announce), then reads up to
 /// the last of them. Answers that last event.
-async fn until_following(api: &TestApi, socket: &mut Socket, token: &str, id: &str) -> Value {
+pub async fn until_following(api: &TestApi, socket: &mut Socket, token: &str, id: &str) -> Value {
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = 0;
     let mut next = Value::Null;
@@ -111,7 +111,7 @@ async fn until_following(api: &TestApi, socket: &mut Socket, token: &str, id: &s
 }
 
 /// Renames the user; answers the version written.
-async fn rename(api: &TestApi, token: &str, id: &str, name: &str) -> i64 {
+pub async fn rename(api: &TestApi, token: &str, id: &str, name: &str) -> i64 {
     let body = api
         .graphql_as(
             Some(token),
@@ -205,7 +205,7 @@ async fn following_someone_else_needs_a_reader_and_a_connection_needs_a_token() 
 }
 
 /// A graphql-transport-ws connection on which nothing was sent yet.
-async fn open(api: &TestApi) -> Socket {
+pub async fn open(api: &TestApi) -> Socket {
     let mut request = format!("ws://{}/graphql/ws", api.addr)
         .into_client_request()
         .unwrap();

@@ -7,6 +7,7 @@ mod bad_input;
 mod erasure;
 mod faults;
 mod helpers;
+mod hostile;
 mod live;
 mod load;
 mod pipeline;

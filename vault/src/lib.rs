@@ -40,7 +40,7 @@ pub const SNAPSHOT: &str = "snapshot";
 
 /// Everything [`Vault::seal`] and [`Vault::unseal`] handle: the sealed
 /// fields of events and the snapshot of an aggregate.
-const SEALED: [&str; 3] = [PERSONAL, "password_hash", SNAPSHOT];
+const SEALED: [&str; 3] = [SEALED_FIELDS[0], SEALED_FIELDS[1], SNAPSHOT];
 
 /// The one sealed field that is published.
 pub const PERSONAL: &str = "personal";
@@ -138,9 +138,10 @@ impl Vault {
         self.master.open_secret(context, sealed)
     }
 
-    /// Seals every clear value of [`SEALED_FIELDS`] (and a [`SNAPSHOT`]) in place, with the data
-    /// key of its user (made on first use). Values already sealed and nulls
-    /// stay as they are. Refuses to seal for an erased user.
+    /// Seals every clear value of [`SEALED_FIELDS`] (and a [`SNAPSHOT`]) in
+    /// place, with the data key of its user (made on first use). Values
+    /// already sealed and nulls stay as they are. Refuses to seal for an
+    /// erased user.
     pub async fn seal(&self, events: &mut [EventFields<'_>]) -> Result<(), VaultError> {
         let mut keys: HashMap<Uuid, (Uuid, DataKey)> = HashMap::new();
         for event in events.iter_mut() {
