@@ -84,8 +84,8 @@ const FORGET_OFFSETS: &str = "DELETE FROM relay_partitions WHERE name = $1";
 const SELECT_RETRIED: &str = concat!(
     "SELECT ",
     stored_event_columns!(),
-    " FROM events JOIN relay_parked_events p ON p.position = events.position
-     WHERE p.topic = $1 AND p.retry_requested
+    " FROM events
+     WHERE position IN (SELECT position FROM relay_parked_events WHERE topic = $1 AND retry_requested)
      ORDER BY events.transaction_id, events.position"
 );
 const PARK: &str = "

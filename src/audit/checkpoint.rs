@@ -94,7 +94,8 @@ fn heads_from(rows: Vec<(String, i64, Vec<u8>)>) -> Heads {
 /// with the current signing key. Answers the checkpoint's number, or `None`
 /// when nothing moved since the last one.
 pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Result<Option<i64>> {
-    let mut tx = pool.begin().await?;
+    let mut connection = crate::db::for_transaction(pool).await?;
+    let mut tx = connection.begin().await?;
     sqlx::query(LOCK).execute(&mut *tx).await?;
     let last: Option<(i64, String, String)> = sqlx::query_as(LAST).fetch_optional(&mut *tx).await?;
     let bound: String = sqlx::query_scalar(BOUND).fetch_one(&mut *tx).await?;

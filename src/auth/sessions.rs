@@ -108,7 +108,8 @@ impl Sessions {
         let token = new_token();
         let family_id = Uuid::now_v7();
         let expires_at = now + self.config.absolute;
-        let mut tx = self.pool.begin().await?;
+        let mut connection = crate::db::for_transaction(&self.pool).await?;
+        let mut tx = connection.begin().await?;
         let open: bool = sqlx::query_scalar(LOCK_USER)
             .bind(user_id)
             .fetch_one(&mut *tx)
@@ -155,7 +156,8 @@ impl Sessions {
         if token.len() > MAX_TOKEN_LEN {
             return Ok(Err(Refused::Unknown));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut connection = crate::db::for_transaction(&self.pool).await?;
+        let mut tx = connection.begin().await?;
         let open: Option<bool> = sqlx::query_scalar(LOCK_TOKEN_USER)
             .bind(hash(token))
             .fetch_optional(&mut *tx)
@@ -217,7 +219,8 @@ impl Sessions {
         if token.len() > MAX_TOKEN_LEN {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut connection = crate::db::for_transaction(&self.pool).await?;
+        let mut tx = connection.begin().await?;
         sqlx::query(LOCK_TOKEN_USER)
             .bind(hash(token))
             .fetch_optional(&mut *tx)

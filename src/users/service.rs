@@ -603,7 +603,10 @@ impl Users {
             // since, this is a conflict rather than an unguarded change.
             return self.execute(user_id, command, Some(current), ctx).await;
         }
-        let mut lock = self.pool.begin().await.map_err(infrastructure)?;
+        let mut connection = crate::db::for_transaction(&self.pool)
+            .await
+            .map_err(infrastructure)?;
+        let mut lock = connection.begin().await.map_err(infrastructure)?;
         for statement in [LOCK_ADMINS_TIMEOUT, LOCK_ADMINS] {
             sqlx::query(statement)
                 .execute(&mut *lock)
