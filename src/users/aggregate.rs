@@ -340,17 +340,12 @@ impl UserEvent {
             },
             Self::UserDeleted(e) => PublicEvent {
                 cloud_type: "accountable.user.deleted.v2",
-                data: {
-                    let mut data = json!({
-                        "reason": e.reason,
-                        "previous_status": e.previous_status,
-                        "roles": e.roles,
-                    });
-                    if let Some(personal) = &e.personal {
-                        data["personal"] = json!(personal);
-                    }
-                    data
-                },
+                data: json!({
+                    "reason": e.reason,
+                    "personal": e.personal,
+                    "previous_status": e.previous_status,
+                    "roles": e.roles,
+                }),
             },
             Self::RoleAssigned(e) => PublicEvent {
                 cloud_type: "accountable.user.role_assigned.v1",
