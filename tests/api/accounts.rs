@@ -164,10 +164,18 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
     let wrong = change("not the current password").await;
     assert_eq!(error_code(&wrong), "BAD_USER_INPUT", "{wrong}");
     assert_eq!(wrong["errors"][0]["extensions"]["field"], "currentPassword");
-    assert_eq!(stack.count("SELECT count(*) FROM events").await, 1);
+    // The wrong guess counts towards the lockout, as a failed login does
+    // (hostile::item_04_…), and changes nothing else.
+    let written: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM events ORDER BY sequence")
+            .fetch_all(&stack.pool)
+            .await
+            .unwrap();
+    assert_eq!(written, ["UserRegistered", "LoginAttempted"]);
 
+    // The check (attempt, success), then the change.
     let body = change(crate::helpers::PASSWORD).await;
-    assert_eq!(body["data"]["changePassword"]["version"], 2, "{body}");
+    assert_eq!(body["data"]["changePassword"]["version"], 5, "{body}");
 
     // Every session ended, this one included.
     let me = api

@@ -179,7 +179,7 @@ async fn a_stored_version_1_event_is_read_and_published_as_version_2() {
     assert_eq!(deleted.headers["ce_type"], "accountable.user.deleted.v2");
     assert_eq!(
         deleted.value["data"],
-        json!({"reason": "asked", "previous_status": "ACTIVE", "roles": ["USER"]})
+        json!({"reason": "asked", "personal": null, "previous_status": "ACTIVE", "roles": ["USER"]})
     );
     // The aggregate applies it: the account is deleted for every command.
     let body = api
