@@ -2,7 +2,7 @@
 //! with the same rights as over HTTP at the moment of each operation.
 //!
 //! - The `connection_init` payload carries the access token; a socket
-//!   without a valid one is closed, and so is one that has not initialised
+//!   without a valid one is closed, and so is one that has not sent it
 //!   within [`SocketLimits::init_timeout`], whatever else it sent.
 //! - Every operation on the socket (query, mutation or subscription) is
 //!   authorised when it arrives, as an HTTP request would be
@@ -96,9 +96,27 @@ impl Extension for SocketOperations {
         let state = ctx
             .data::<ApiState>()
             .map_err(|_| coded(Code::Internal, "internal error"))?;
-        let caller = authorise(&state.auth, &session.token)
-            .await
-            .map_err(|(code, message)| coded(code, message))?;
+        // As over HTTP: the token verifies and is not cut off (no query
+        // while the cut-off is remembered); whether its session still
+        // lives is the connection's check, once a second.
+        let caller =
+            state
+                .auth
+                .authenticate(&session.token)
+                .await
+                .map_err(|error| match error {
+                    AuthError::InvalidToken(_) => coded(
+                        Code::Unauthenticated,
+                        "the access token expired or its session ended",
+                    ),
+                    error => {
+                        tracing::error!(error = %error, "cannot check a socket's access token");
+                        coded(
+                            Code::Unavailable,
+                            "cannot check the access token; retry shortly",
+                        )
+                    }
+                })?;
         let mut meta = session.meta.clone();
         meta.request_id = uuid::Uuid::now_v7().to_string();
         next.run(ctx, request.data(caller).data(meta)).await
@@ -114,7 +132,7 @@ fn coded(code: Code, message: &str) -> ServerError {
     error
 }
 
-/// The caller the socket's token stands for now.
+/// The caller the socket's token stands for now, its session still live.
 async fn authorise(auth: &Auth, token: &str) -> Result<Caller, (Code, &'static str)> {
     match auth.authenticate_session(token).await {
         Ok(caller) => Ok(caller),
@@ -202,6 +220,8 @@ struct Operations {
     /// Set when the client sent refused operations faster than it read the
     /// answers: the socket is closed.
     flooded: AtomicBool,
+    /// Set when `connection_init` arrived (whether or not it is accepted).
+    init_received: AtomicBool,
     protocol: WebSocketProtocols,
 }
 
@@ -241,6 +261,10 @@ impl Operations {
             }
             ("complete" | "stop", Some(id)) => {
                 self.running().remove(&id);
+                true
+            }
+            ("connection_init", _) => {
+                self.init_received.store(true, Ordering::Relaxed);
                 true
             }
             _ => true,
@@ -355,6 +379,7 @@ pub async fn serve(
         limit: limits.operations,
         refusals,
         flooded: AtomicBool::new(false),
+        init_received: AtomicBool::new(false),
         protocol,
     });
     let token: Arc<OnceLock<String>> = Arc::default();
@@ -411,7 +436,7 @@ pub async fn serve(
                 None => break,
             },
             Some(refusal) = refused.recv() => vec![Message::Text(refusal.into())],
-            () = &mut init_deadline, if token.get().is_none() => {
+            () = &mut init_deadline, if !operations.init_received.load(Ordering::Relaxed) => {
                 vec![close(INIT_TIMEOUT, "Connection initialisation timeout")]
             }
             _ = recheck.tick(), if token.get().is_some() => {
