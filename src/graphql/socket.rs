@@ -99,24 +99,12 @@ impl Extension for SocketOperations {
         // As over HTTP: the token verifies and is not cut off (no query
         // while the cut-off is remembered); whether its session still
         // lives is the connection's check, once a second.
-        let caller =
-            state
-                .auth
-                .authenticate(&session.token)
-                .await
-                .map_err(|error| match error {
-                    AuthError::InvalidToken(_) => coded(
-                        Code::Unauthenticated,
-                        "the access token expired or its session ended",
-                    ),
-                    error => {
-                        tracing::error!(error = %error, "cannot check a socket's access token");
-                        coded(
-                            Code::Unavailable,
-                            "cannot check the access token; retry shortly",
-                        )
-                    }
-                })?;
+        let caller = state
+            .auth
+            .authenticate(&session.token)
+            .await
+            .map_err(refusal)
+            .map_err(|(code, message)| coded(code, message))?;
         let mut meta = session.meta.clone();
         meta.request_id = uuid::Uuid::now_v7().to_string();
         next.run(ctx, request.data(caller).data(meta)).await
@@ -134,21 +122,26 @@ fn coded(code: Code, message: &str) -> ServerError {
 
 /// The caller the socket's token stands for now, its session still live.
 async fn authorise(auth: &Auth, token: &str) -> Result<Caller, (Code, &'static str)> {
-    match auth.authenticate_session(token).await {
-        Ok(caller) => Ok(caller),
-        Err(AuthError::InvalidToken(reason)) => {
+    auth.authenticate_session(token).await.map_err(refusal)
+}
+
+/// What a socket's operation or connection is told when its token does not
+/// count (or cannot be checked); the detail is logged only.
+fn refusal(error: AuthError) -> (Code, &'static str) {
+    match error {
+        AuthError::InvalidToken(reason) => {
             tracing::info!(reason, "refused a socket's access token");
-            Err((
+            (
                 Code::Unauthenticated,
                 "the access token expired or its session ended",
-            ))
+            )
         }
-        Err(error) => {
+        error => {
             tracing::error!(error = %error, "cannot check a socket's access token");
-            Err((
+            (
                 Code::Unavailable,
                 "cannot check the access token; retry shortly",
-            ))
+            )
         }
     }
 }
