@@ -8,7 +8,7 @@ use std::time::Duration;
 use accountable_vault::Vault;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -593,11 +593,7 @@ impl Users {
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
-        let context = self.store.load_aggregate(&user_id.to_string()).await?;
-        let current = i64::try_from(context.current_sequence).map_err(infrastructure)?;
-        if expected_version.is_some_and(|expected| expected != current) {
-            return Err(CommandError::VersionMismatch { current });
-        }
+        let (context, current) = self.at_version(user_id, expected_version).await?;
         if !context.aggregate.account.as_ref().is_some_and(active_admin) {
             // At the version checked: should the user have become an admin
             // since, this is a conflict rather than an unguarded change.
@@ -686,6 +682,21 @@ impl Users {
         }
     }
 
+    /// The user as stored now, and its version, refused as a
+    /// `VersionMismatch` when that is not `expected`.
+    async fn at_version(
+        &self,
+        user_id: Uuid,
+        expected: Option<i64>,
+    ) -> Result<(EventStoreAggregateContext<User>, i64), CommandError> {
+        let context = self.store.load_aggregate(&user_id.to_string()).await?;
+        let current = i64::try_from(context.current_sequence).map_err(infrastructure)?;
+        if expected.is_some_and(|expected| expected != current) {
+            return Err(CommandError::VersionMismatch { current });
+        }
+        Ok((context, current))
+    }
+
     /// Whether the user, as now, at `expected` version, would accept
     /// `command` (nothing is written).
     async fn would_accept(
@@ -694,11 +705,7 @@ impl Users {
         command: UserCommand,
         expected: Option<i64>,
     ) -> Result<(), CommandError> {
-        let mut context = self.store.load_aggregate(&user_id.to_string()).await?;
-        let current = i64::try_from(context.current_sequence).map_err(infrastructure)?;
-        if expected.is_some_and(|expected| expected != current) {
-            return Err(CommandError::VersionMismatch { current });
-        }
+        let (mut context, _) = self.at_version(user_id, expected).await?;
         context
             .aggregate
             .handle(command, &(), &EventSink::default())
@@ -716,11 +723,7 @@ impl Users {
         expected: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
-        let mut context = self.store.load_aggregate(&user_id.to_string()).await?;
-        let current = i64::try_from(context.current_sequence).map_err(infrastructure)?;
-        if expected.is_some_and(|expected| expected != current) {
-            return Err(CommandError::VersionMismatch { current });
-        }
+        let (mut context, _) = self.at_version(user_id, expected).await?;
         // The sink applies each event to the aggregate as the command emits
         // it, and cqrs-es's commit applies them again to make the snapshot;
         // so the commit gets the state as loaded, and folds them once.
