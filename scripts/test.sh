@@ -14,4 +14,5 @@ if command -v psql >/dev/null 2>&1; then
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+scripts/check-walls.sh
 cargo test --workspace --locked

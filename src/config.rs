@@ -11,11 +11,11 @@ use clap::{Parser, ValueEnum};
 
 use crate::auth::sessions::SessionConfig;
 use crate::auth::tokens::TokenConfig;
+use crate::commands::password::HashCost;
 use crate::relay::RelayConfig;
 use crate::state::StateConfig;
-use crate::users::aggregate::LockoutPolicy;
-use crate::users::password::HashCost;
-use crate::users::values::Password;
+use accountable_domain::values::Password;
+use accountable_domain::LockoutPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Environment {

@@ -1,56 +1,75 @@
 //! Stored events in their published form: the JSON envelope and the
 //! CloudEvents headers that go to Kafka, built from rows of the event store.
 
-use std::sync::Arc;
-
-use accountable_projections::contract::Envelope;
-use accountable_projections::worker::EventHistory;
+use accountable_domain::UserEvent;
+use accountable_projections::contract::{self, Envelope};
 use accountable_vault::{is_sealed, Vault, PERSONAL, SEALED_FIELDS};
-use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
-use cqrs_es::Aggregate;
+use chrono::SecondsFormat;
 use serde_json::json;
-use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::users::sealed_store::variant_fields;
-use crate::users::upcast;
-use crate::users::{User, UserEvent};
+use crate::store::{upcast, variant_fields, StoredEvent};
 
 /// The CloudEvents `source` of every account event.
 pub const SOURCE: &str = "urn:accountable:users";
 
-/// One row of `events`, with the columns PostgreSQL fills itself.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StoredEvent {
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
-    pub position: i64,
-    /// The writing transaction's xid8, as text (sqlx has no xid8 type).
-    pub transaction_id: String,
-    pub recorded_at: DateTime<Utc>,
+/// An event as the public contract shows it: its CloudEvents type and the
+/// data that may leave the store (secrets removed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicEvent {
+    pub cloud_type: &'static str,
+    pub data: serde_json::Value,
 }
 
-/// The columns of a [`StoredEvent`], for building static queries.
-macro_rules! stored_event_columns {
-    () => {
-        "aggregate_id, sequence, event_type, event_version, payload, metadata, position, \
-         transaction_id::text AS transaction_id, recorded_at"
+/// The public form of a stored event: the contract's type, and no secret.
+pub fn public(event: &UserEvent) -> PublicEvent {
+    let (cloud_type, data) = match event {
+        UserEvent::UserRegistered(e) => (
+            contract::REGISTERED_V1,
+            json!({"personal": e.personal, "roles": e.roles, "status": e.status}),
+        ),
+        UserEvent::LoginAttempted(e) => (
+            contract::LOGIN_ATTEMPTED_V1,
+            json!({"at": e.at, "failures": e.failures}),
+        ),
+        UserEvent::LoginSucceeded(e) => (contract::LOGIN_SUCCEEDED_V1, json!({"at": e.at})),
+        UserEvent::AccountLocked(e) => (
+            contract::LOCKED_V1,
+            json!({"at": e.at, "until": e.until, "failures": e.failures}),
+        ),
+        UserEvent::AccountUnlocked(e) => (contract::UNLOCKED_V1, json!({"at": e.at})),
+        UserEvent::PasswordRehashed(_) => (contract::PASSWORD_REHASHED_V1, json!({})),
+        UserEvent::EmailChanged(e) => (contract::EMAIL_CHANGED_V1, json!({"personal": e.personal})),
+        UserEvent::UserDeactivated(e) => (contract::DEACTIVATED_V1, json!({"reason": e.reason})),
+        UserEvent::UserReactivated(e) => (contract::REACTIVATED_V1, json!({"reason": e.reason})),
+        UserEvent::UserDeleted(e) => (
+            contract::DELETED_V2,
+            json!({
+                "reason": e.reason,
+                "personal": e.personal,
+                "previous_status": e.previous_status,
+                "roles": e.roles,
+            }),
+        ),
+        UserEvent::RoleAssigned(e) => (contract::ROLE_ASSIGNED_V1, json!({"role": e.role})),
+        UserEvent::RoleRevoked(e) => (contract::ROLE_REVOKED_V1, json!({"role": e.role})),
+        UserEvent::PasswordChanged(_) => (contract::PASSWORD_CHANGED_V1, json!({})),
+        UserEvent::ProfileUpdated(e) => (
+            contract::PROFILE_UPDATED_V1,
+            json!({"personal": e.personal}),
+        ),
+        UserEvent::UserErased(e) => (
+            contract::ERASED_V1,
+            json!({
+                "reason": e.reason,
+                "fields": e.fields,
+                "through_sequence": e.through_sequence,
+                "status": e.status,
+                "roles": e.roles,
+            }),
+        ),
     };
+    PublicEvent { cloud_type, data }
 }
-pub(crate) use stored_event_columns;
-
-const SELECT_USER_EVENTS_BETWEEN: &str = concat!(
-    "SELECT ",
-    stored_event_columns!(),
-    " FROM events
-     WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence < $4
-     ORDER BY sequence"
-);
 
 /// A Kafka message ready to send.
 #[derive(Debug, Clone)]
@@ -115,7 +134,7 @@ impl StoredEvent {
                 sequence: self.sequence,
                 source,
             })?;
-        let mut public = event.public();
+        let mut public = public(&event);
         if let (Some(sealed), Some(slot)) = (sealed_personal, public.data.get_mut(PERSONAL)) {
             *slot = sealed;
         }
@@ -207,54 +226,23 @@ pub async fn opened_envelopes(
     Ok(envelopes)
 }
 
-/// The event store as the projections' source of missing events.
-pub struct StoreHistory {
-    pool: PgPool,
-}
-
-impl StoreHistory {
-    pub fn new(pool: PgPool) -> Arc<Self> {
-        Arc::new(Self { pool })
-    }
-}
-
-#[async_trait]
-impl EventHistory for StoreHistory {
-    async fn between(
-        &self,
-        user_id: Uuid,
-        after: i64,
-        before: i64,
-    ) -> anyhow::Result<Vec<Envelope>> {
-        let rows: Vec<StoredEvent> = sqlx::query_as(SELECT_USER_EVENTS_BETWEEN)
-            .bind(User::TYPE)
-            .bind(user_id.to_string())
-            .bind(after)
-            .bind(before)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok(serde_json::from_value(row.envelope()?)?))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
     use serde_json::Value;
+    use uuid::Uuid;
 
     use super::*;
-    use crate::users::aggregate::{
+    use accountable_domain::events::{
         AccountLocked, AccountUnlocked, DeletionPersonal, EmailChanged, EmailPersonal,
-        LoginAttempted, LoginSucceeded, PasswordChanged, PasswordHash, PasswordRehashed,
-        PersonalData, ProfilePersonal, ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated,
-        UserDeleted, UserErased, UserReactivated, UserRegistered, ERASED_FIELDS,
+        LoginAttempted, LoginSucceeded, PasswordChanged, PasswordRehashed, PersonalData,
+        ProfilePersonal, ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted,
+        UserErased, UserReactivated, UserRegistered, ERASED_FIELDS,
     };
-    use crate::users::values::{DisplayName, Email, Locale};
-    use crate::users::{Role, UserStatus};
+    use accountable_domain::values::{DisplayName, Email, Locale};
+    use accountable_domain::{PasswordHash, Role, UserStatus};
 
     /// One event of every type the domain can emit.
     fn every_event() -> Vec<UserEvent> {
@@ -325,6 +313,21 @@ mod tests {
     /// The contract test: every domain event, as the relay publishes it,
     /// is read by the projections' own declaration of the contract, and
     /// carries no secret.
+    #[test]
+    fn the_public_form_carries_no_password_hash() {
+        let events = every_event();
+        let registered = public(&events[0]);
+        assert_eq!(registered.cloud_type, contract::REGISTERED_V1);
+        assert_eq!(registered.data["personal"]["email"], "ada@example.com");
+        assert_eq!(registered.data["roles"], json!(["USER"]));
+        for event in &events {
+            assert!(
+                !public(event).data.to_string().contains("argon2"),
+                "{event:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_samples_cover_every_event_type() {
         // A new variant fails to compile here until it has a sample.
@@ -480,7 +483,7 @@ mod tests {
 
         let messages = document["components"]["messages"].as_object().unwrap();
         for event in every_event() {
-            let cloud_type = event.public().cloud_type;
+            let cloud_type = public(&event).cloud_type;
             let message = messages
                 .values()
                 .find(|m| m["name"] == cloud_type)

@@ -32,6 +32,8 @@ use crate::auth::ratelimit::ClientLimiter;
 use crate::auth::sessions::Sessions;
 use crate::auth::tokens::Tokens;
 use crate::auth::{Auth, AuthError, Caller, Clock};
+use crate::commands::password::PasswordHasher;
+use crate::commands::Users;
 use crate::config::{Config, Environment};
 use crate::graphql::error::Code;
 use crate::graphql::feed::EventFeed;
@@ -39,10 +41,8 @@ use crate::graphql::freshness::ProjectionWatch;
 use crate::graphql::loader::{self, LookupCount};
 use crate::graphql::socket::{self, SocketCount, SocketLimits};
 use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
-use crate::users::password::PasswordHasher;
-use crate::users::values::Password;
-use crate::users::Users;
 use crate::{audit, graphiql, observe, shredding, telemetry};
+use accountable_domain::values::Password;
 
 /// Largest request body accepted.
 const BODY_LIMIT: usize = 64 * 1024;

@@ -5,8 +5,12 @@
 //! to Kafka; projection workers (the `accountable-projections` crate) build
 //! read tables from Kafka; GraphQL queries read those tables.
 //!
-//! - [`users`]: the domain: aggregate, input types, password hashing, and
-//!   the service that runs commands.
+//! - `accountable-domain` (the `domain/` crate): the `User` aggregate, its
+//!   commands, events, values and policies, without I/O.
+//! - [`commands`]: the one command service every change goes through, and
+//!   password hashing.
+//! - [`store`]: the event store, the one module that reads and writes
+//!   `events`.
 //! - [`events`]: stored events in their published (CloudEvents) form.
 //! - [`relay`]: event store → Kafka, in commit order, at least once.
 //! - [`audit`]: the hash chain of the event store, signed checkpoints,
@@ -24,6 +28,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod events;
@@ -37,5 +42,5 @@ pub mod rebuild;
 pub mod relay;
 pub mod shredding;
 pub mod state;
+pub mod store;
 pub mod telemetry;
-pub mod users;

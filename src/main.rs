@@ -2,11 +2,12 @@ use accountable::audit;
 use accountable::audit::history::StreamFilter;
 use accountable::auth::keys::{self, KeyRing};
 use accountable::auth::Clock;
+use accountable::commands::password::PasswordHasher;
+use accountable::commands::{CommandContext, Users};
 use accountable::config::{Config, Environment};
-use accountable::users::password::PasswordHasher;
-use accountable::users::values::Email;
-use accountable::users::{CommandContext, Role, Users};
 use accountable::{db, graphql, processes, rebuild, relay, shredding, telemetry};
+use accountable_domain::values::Email;
+use accountable_domain::Role;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -300,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
             let worker = accountable_projections::worker::Worker::new(
                 pool.clone(),
                 config.projection(),
-                accountable::events::StoreHistory::new(pool.clone()),
+                accountable::store::StoreHistory::new(pool.clone()),
                 vault,
             )?;
             let retried = worker.retry_dead_letters().await?;

@@ -6,12 +6,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::events::StoreHistory;
 use crate::http::Application;
 use crate::kafka;
 use crate::relay::Relay;
 use crate::shredding;
 use crate::state::StatePublisher;
+use crate::store::StoreHistory;
 
 pub async fn serve(
     config: &Config,

@@ -8,7 +8,8 @@ use accountable_vault::Vault;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::events::{opened_envelopes, stored_event_columns, StoredEvent};
+use crate::events::opened_envelopes;
+use crate::store::{self, Bound, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS};
 use crate::telemetry;
 
 /// The projections that can be rebuilt.
@@ -17,25 +18,6 @@ pub const PROJECTIONS: &[&str] = &["users"];
 const PREPARE: &str = "
 DROP TABLE IF EXISTS users_rebuild;
 CREATE TABLE users_rebuild (LIKE users INCLUDING ALL);";
-const BOUND: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text";
-const COUNT: &str =
-    "SELECT count(*) FROM events WHERE aggregate_type = 'User' AND transaction_id < $1::xid8";
-const PAGE: &str = concat!(
-    "SELECT ",
-    stored_event_columns!(),
-    " FROM events WHERE aggregate_type = 'User' AND transaction_id < $1::xid8
-        AND (aggregate_id, sequence) > ($2, $3)
-      ORDER BY aggregate_id, sequence LIMIT $4"
-);
-/// Users with events the first pass could not see.
-const LATE_USERS: &str =
-    "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'User' AND transaction_id >= $1::xid8";
-const USER_EVENTS_AFTER: &str = concat!(
-    "SELECT ",
-    stored_event_columns!(),
-    " FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1 AND sequence > $2
-      ORDER BY sequence"
-);
 const SELECT_REBUILT: &str = "
 SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
   FROM users_rebuild WHERE id = $1";
@@ -46,8 +28,6 @@ DROP TABLE users_replaced;";
 const INDEXES_TO_RENAME: &str =
     "SELECT indexname FROM pg_indexes WHERE tablename = 'users' AND indexname LIKE 'users_rebuild%'";
 
-const PAGE_SIZE: i64 = 2000;
-
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rebuilt {
@@ -55,14 +35,23 @@ pub struct Rebuilt {
     pub users: u64,
 }
 
+/// A page of the first pass: a user at a time, 2000 events at most.
+const PAGE: &str = " ORDER BY aggregate_id, sequence LIMIT 2000";
+
+/// The users' events below `bound`: what the first pass folds.
+fn users_below<'a>(bound: &Bound, columns: &str) -> CommittedRead<'a> {
+    let mut read = CommittedRead::select_below(columns, bound);
+    read.and().push(" AND aggregate_type = 'User'");
+    read
+}
+
 /// Rebuilds the `users` table from the event store and swaps it in.
 pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
     let mut conn = pool.acquire().await?;
     sqlx::raw_sql(PREPARE).execute(&mut *conn).await?;
-    let bound: String = sqlx::query_scalar(BOUND).fetch_one(&mut *conn).await?;
-    let total: i64 = sqlx::query_scalar(COUNT)
-        .bind(&bound)
-        .fetch_one(&mut *conn)
+    let bound = Bound::now(&mut *conn).await?;
+    let total: i64 = users_below(&bound, "count(*)")
+        .fetch_scalar(&mut *conn)
         .await?;
     let progress = telemetry::event_progress(total);
 
@@ -73,13 +62,14 @@ pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
     let mut current: Option<UserRow> = None;
     let mut after = (String::new(), 0_i64);
     loop {
-        let page: Vec<StoredEvent> = sqlx::query_as(PAGE)
-            .bind(&bound)
-            .bind(&after.0)
-            .bind(after.1)
-            .bind(PAGE_SIZE)
-            .fetch_all(&mut *conn)
-            .await?;
+        let mut read = users_below(&bound, STORED_EVENT_COLUMNS);
+        read.and()
+            .push(" AND (aggregate_id, sequence) > (")
+            .push_bind(after.0.clone())
+            .push(", ")
+            .push_bind(after.1)
+            .push(")");
+        let page: Vec<StoredEvent> = read.then(PAGE).fetch_all(&mut *conn).await?;
         let Some(last) = page.last() else {
             break;
         };
@@ -112,10 +102,7 @@ pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
     sqlx::query("LOCK TABLE users IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    let late: Vec<String> = sqlx::query_scalar(LATE_USERS)
-        .bind(&bound)
-        .fetch_all(&mut *tx)
-        .await?;
+    let late = store::streams::users_since(&mut *tx, &bound).await?;
     for user in late {
         let id = Uuid::parse_str(&user)?;
         let mut row: Option<UserRow> = sqlx::query_as(SELECT_REBUILT)
@@ -123,11 +110,8 @@ pub async fn users(pool: &PgPool, vault: &Vault) -> anyhow::Result<Rebuilt> {
             .fetch_optional(&mut *tx)
             .await?;
         let version = row.as_ref().map_or(0, |r| r.version);
-        let events: Vec<StoredEvent> = sqlx::query_as(USER_EVENTS_AFTER)
-            .bind(&user)
-            .bind(version)
-            .fetch_all(&mut *tx)
-            .await?;
+        let events =
+            store::streams::user_events_between(&mut *tx, &user, version, i64::MAX).await?;
         for envelope in opened_envelopes(vault, &events).await? {
             let event = envelope.event()?;
             reduce(&mut row, &envelope, &event);

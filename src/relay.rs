@@ -15,9 +15,10 @@ use rdkafka::producer::{FutureRecord, Producer};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{stored_event_columns, Outgoing, StoredEvent};
+use crate::events::Outgoing;
 use crate::kafka::{self, RenewingProducer};
-use crate::users::User;
+use crate::store::{self, CommittedRead, StoredEvent, StreamCursor, STORED_EVENT_COLUMNS};
+use accountable_domain::User;
 
 /// The NOTIFY channel the event store's trigger signals on commit.
 pub const EVENTS_CHANNEL: &str = "accountable_events";
@@ -39,19 +40,9 @@ pub struct RelayConfig {
     pub batch_messages: u32,
 }
 
-/// Events after the cursor whose transaction is older than every running
-/// one, so that nothing can later commit behind them.
-const SELECT_BATCH: &str = concat!(
-    "SELECT ",
-    stored_event_columns!(),
-    " FROM events
-     WHERE aggregate_type = $2
-       AND (transaction_id, position) >
-           (SELECT transaction_id, position FROM relay_cursors WHERE name = $1)
-       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-     ORDER BY events.transaction_id, events.position
-     LIMIT $3"
-);
+/// Where the relay stands: the last event it published, in commit order.
+const SELECT_CURSOR: &str =
+    "SELECT transaction_id::text, position FROM relay_cursors WHERE name = $1";
 
 const ENSURE_CURSOR: &str =
     "INSERT INTO relay_cursors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
@@ -81,13 +72,8 @@ RETURNING generation";
 
 const FORGET_OFFSETS: &str = "DELETE FROM relay_partitions WHERE name = $1";
 /// The parked events an operator asked to publish again.
-const SELECT_RETRIED: &str = concat!(
-    "SELECT ",
-    stored_event_columns!(),
-    " FROM events
-     WHERE position IN (SELECT position FROM relay_parked_events WHERE topic = $1 AND retry_requested)
-     ORDER BY events.transaction_id, events.position"
-);
+const SELECT_RETRIED: &str =
+    "SELECT position FROM relay_parked_events WHERE topic = $1 AND retry_requested";
 const PARK: &str = "
 INSERT INTO relay_parked_events (topic, position, aggregate_id, sequence, error)
 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[])
@@ -312,14 +298,25 @@ impl Relay {
         conn: &mut PgConnection,
         published: &mut Published,
     ) -> anyhow::Result<Outcome> {
-        let retried: Vec<StoredEvent> = sqlx::query_as(SELECT_RETRIED)
+        let retried: Vec<i64> = sqlx::query_scalar(SELECT_RETRIED)
             .bind(&self.config.topic)
             .fetch_all(&mut *conn)
             .await?;
-        let batch: Vec<StoredEvent> = sqlx::query_as(SELECT_BATCH)
+        let retried = store::streams::at_positions(&mut *conn, &retried).await?;
+        let (transaction_id, position): (String, i64) = sqlx::query_as(SELECT_CURSOR)
             .bind(&self.config.topic)
-            .bind(User::TYPE)
-            .bind(self.config.batch_size)
+            .fetch_one(&mut *conn)
+            .await?;
+        let cursor = StreamCursor {
+            transaction_id,
+            position,
+        };
+        let mut read = CommittedRead::select(STORED_EVENT_COLUMNS).after(Some(&cursor));
+        read.and()
+            .push(" AND aggregate_type = ")
+            .push_bind(User::TYPE);
+        let batch: Vec<StoredEvent> = read
+            .in_commit_order(Some(self.config.batch_size))
             .fetch_all(&mut *conn)
             .await?;
         if batch.is_empty() && retried.is_empty() {

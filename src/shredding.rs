@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::users::sealed_store::variant_fields;
+use crate::store::variant_fields;
 
 /// The name under which the migration below is recorded once done.
 const SEAL_CLEAR_DATA: &str = "seal-clear-personal-data-v1";

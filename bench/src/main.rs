@@ -26,8 +26,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::{json, Value};
 
-use accountable::users::password::{HashCost, PasswordHasher};
-use accountable::users::values::Password;
+use accountable::commands::password::{HashCost, PasswordHasher};
+use accountable_domain::values::Password;
 use load::{closed_loop, steady_rate, Measurement, Versus};
 use stack::Stack;
 

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use accountable::users::sealed_store::variant_fields;
+use accountable::store::variant_fields;
 use accountable_vault::{EventFields, MasterKey, Vault};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

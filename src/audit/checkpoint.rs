@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use super::chain::hex;
 use crate::auth::keys::KeyRing;
 use crate::auth::Clock;
+use crate::store::{Bound, CommittedRead};
 
 /// A stream's head: its last sequence and that event's hash.
 pub type Heads = BTreeMap<String, (i64, Vec<u8>)>;
@@ -17,22 +18,10 @@ pub type Heads = BTreeMap<String, (i64, Vec<u8>)>;
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('accountable.audit.checkpoint'))";
 const LAST: &str =
     "SELECT id, xid_bound::text, signature FROM audit_checkpoints ORDER BY id DESC LIMIT 1";
-const BOUND: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text";
-const COMMITTED_BETWEEN: &str = "
-SELECT EXISTS (SELECT 1 FROM events WHERE transaction_id >= $1::xid8 AND transaction_id < $2::xid8)";
-/// The head of every stream among the events below a bound.
-const HEADS_BELOW: &str = "
-SELECT DISTINCT ON (aggregate_type, aggregate_id)
-       aggregate_type || '/' || aggregate_id, sequence, hash
-  FROM events WHERE transaction_id < $1::xid8
- ORDER BY aggregate_type, aggregate_id, sequence DESC";
-/// The head of every stream among the events committed between two bounds:
-/// a range of the relay's index, not a scan of the whole store.
-const HEADS_BETWEEN: &str = "
-SELECT DISTINCT ON (aggregate_type, aggregate_id)
-       aggregate_type || '/' || aggregate_id, sequence, hash
-  FROM events WHERE transaction_id >= $1::xid8 AND transaction_id < $2::xid8
- ORDER BY aggregate_type, aggregate_id, sequence DESC";
+/// The head of every stream: its last event.
+const HEAD_COLUMNS: &str =
+    "DISTINCT ON (aggregate_type, aggregate_id) aggregate_type || '/' || aggregate_id, sequence, hash";
+const HEAD_ORDER: &str = " ORDER BY aggregate_type, aggregate_id, sequence DESC";
 const INSERT: &str = "
 INSERT INTO audit_checkpoints (id, xid_bound, streams, heads_digest, previous_signature, kid, signature)
 VALUES ($1, $2::xid8, $3, $4, $5, $6, $7)";
@@ -77,8 +66,8 @@ pub fn signed_message(
 
 pub async fn heads_below(conn: impl sqlx::PgExecutor<'_>, xid_bound: &str) -> sqlx::Result<Heads> {
     Ok(heads_from(
-        sqlx::query_as(HEADS_BELOW)
-            .bind(xid_bound)
+        CommittedRead::select_below(HEAD_COLUMNS, &Bound::from_text(xid_bound.to_owned()))
+            .then(HEAD_ORDER)
             .fetch_all(conn)
             .await?,
     ))
@@ -98,16 +87,16 @@ pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Resul
     let mut tx = connection.begin().await?;
     sqlx::query(LOCK).execute(&mut *tx).await?;
     let last: Option<(i64, String, String)> = sqlx::query_as(LAST).fetch_optional(&mut *tx).await?;
-    let bound: String = sqlx::query_scalar(BOUND).fetch_one(&mut *tx).await?;
+    let bound = Bound::now(&mut *tx).await?;
     if let Some((_, previous_bound, _)) = &last {
         // Nothing committed since the last checkpoint: no head moved, and
         // the scan of every stream's head is spared.
-        let moved: bool = sqlx::query_scalar(COMMITTED_BETWEEN)
-            .bind(previous_bound)
-            .bind(&bound)
-            .fetch_one(&mut *tx)
+        let moved: Option<(i32,)> = CommittedRead::select_below("1", &bound)
+            .since(&Bound::from_text(previous_bound.clone()))
+            .then(" LIMIT 1")
+            .fetch_optional(&mut *tx)
             .await?;
-        if !moved {
+        if moved.is_none() {
             return Ok(None);
         }
     }
@@ -120,15 +109,15 @@ pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Resul
             let previous = previous_heads(&mut *tx, *id).await?;
             let mut heads = previous.clone();
             heads.extend(heads_from(
-                sqlx::query_as(HEADS_BETWEEN)
-                    .bind(previous_bound)
-                    .bind(&bound)
+                CommittedRead::select_below(HEAD_COLUMNS, &bound)
+                    .since(&Bound::from_text(previous_bound.clone()))
+                    .then(HEAD_ORDER)
                     .fetch_all(&mut *tx)
                     .await?,
             ));
             (heads, Some(previous))
         }
-        None => (heads_below(&mut *tx, &bound).await?, None),
+        None => (heads_below(&mut *tx, bound.as_text()).await?, None),
     };
     let moved: Vec<(&String, &(i64, Vec<u8>))> = heads
         .iter()
@@ -146,7 +135,7 @@ pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Resul
         .ok_or_else(|| anyhow::anyhow!("no signing key to sign the checkpoint with"))?;
     let message = signed_message(
         id,
-        &bound,
+        bound.as_text(),
         streams,
         &heads_digest,
         previous_signature.as_deref(),
@@ -154,7 +143,7 @@ pub async fn make(pool: &PgPool, keys: &KeyRing, clock: &Clock) -> anyhow::Resul
     let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::EdDSA)?;
     sqlx::query(INSERT)
         .bind(id)
-        .bind(&bound)
+        .bind(bound.as_text())
         .bind(streams)
         .bind(&heads_digest)
         .bind(&previous_signature)
@@ -240,11 +229,6 @@ const SEALED_HEAD: &str = "
 SELECT sequence, hash FROM audit_checkpoint_heads
  WHERE aggregate_type = $1 AND aggregate_id = $2 AND checkpoint_id <= $3
  ORDER BY checkpoint_id DESC LIMIT 1";
-/// The head of the stream among the events committed below a bound.
-const STREAM_HEAD_BELOW: &str = "
-SELECT sequence, hash FROM events
- WHERE aggregate_type = $1 AND aggregate_id = $2 AND transaction_id < $3::text::xid8
- ORDER BY sequence DESC LIMIT 1";
 
 /// Checks one stream against the latest checkpoint alone: its signature,
 /// and that the stream still ends, below its bound, at the head it sealed.
@@ -285,10 +269,15 @@ pub async fn verify_stream(
     let Some(sealed) = sealed else {
         return Ok(Ok(1));
     };
-    let now: Option<(i64, Vec<u8>)> = sqlx::query_as(STREAM_HEAD_BELOW)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(&last.xid_bound)
+    let mut read =
+        CommittedRead::select_below("sequence, hash", &Bound::from_text(last.xid_bound.clone()));
+    read.and()
+        .push(" AND aggregate_type = ")
+        .push_bind(aggregate_type.to_owned())
+        .push(" AND aggregate_id = ")
+        .push_bind(aggregate_id.to_owned());
+    let now: Option<(i64, Vec<u8>)> = read
+        .then(" ORDER BY sequence DESC LIMIT 1")
         .fetch_optional(pool)
         .await?;
     match head_against_seal(now.as_ref(), &sealed) {

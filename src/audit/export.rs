@@ -6,10 +6,11 @@ use std::io::Write;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
 use serde_json::json;
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 
 use super::chain::hex;
-use super::history::{push_after, push_filters, StreamCursor, StreamFilter};
+use super::history::{push_filters, StreamFilter};
+use crate::store::{CommittedRead, StreamCursor};
 use crate::telemetry;
 
 /// One exported line: the stored columns as they are (payload and metadata
@@ -31,11 +32,10 @@ struct ExportRow {
     hash: Vec<u8>,
 }
 
-const COLUMNS: &str = "SELECT transaction_id::text AS transaction_id, position, aggregate_type, \
+const COLUMNS: &str = "transaction_id::text AS transaction_id, position, aggregate_type, \
     aggregate_id, sequence, event_type, event_version, recorded_at, \
     (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_micros, \
-    payload::text AS payload, metadata::text AS metadata, prev_hash, hash \
-    FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
+    payload::text AS payload, metadata::text AS metadata, prev_hash, hash";
 
 /// Writes every event that `filter` selects after `after`, one JSON object
 /// a line, in commit order (transaction id, then position), flushing as it
@@ -46,22 +46,15 @@ pub async fn export(
     after: Option<&StreamCursor>,
     out: &mut impl Write,
 ) -> anyhow::Result<u64> {
-    let mut count: QueryBuilder<'_, Postgres> =
-        QueryBuilder::new("SELECT count(*) FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())");
-    if let Some(after) = after {
-        push_after(&mut count, after);
-    }
-    push_filters(&mut count, filter);
-    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+    let mut count = CommittedRead::select("count(*)").after(after);
+    push_filters(count.and(), filter);
+    let total: i64 = count.fetch_scalar(pool).await?;
     let progress = telemetry::event_progress(total);
 
-    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(COLUMNS);
-    if let Some(after) = after {
-        push_after(&mut query, after);
-    }
-    push_filters(&mut query, filter);
-    query.push(" ORDER BY events.transaction_id, events.position");
-    let mut rows = query.build_query_as::<ExportRow>().fetch(pool);
+    let mut read = CommittedRead::select(COLUMNS).after(after);
+    push_filters(read.and(), filter);
+    let mut read = read.in_commit_order(None);
+    let mut rows = read.fetch::<ExportRow>(pool);
     let mut written = 0;
     while let Some(row) = rows.try_next().await? {
         let line = json!({

@@ -8,7 +8,8 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::events::{opened_envelopes, stored_event_columns, StoredEvent};
+use crate::events::opened_envelopes;
+use crate::store::{stored_event_columns, CommittedRead, StoredEvent, StreamCursor};
 
 /// A stored event with its place in the chain.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -100,16 +101,6 @@ pub fn push_filters(query: &mut QueryBuilder<'_, Postgres>, filter: &StreamFilte
     }
 }
 
-/// Appends the keyset condition of pages after `after`.
-pub fn push_after(query: &mut QueryBuilder<'_, Postgres>, after: &StreamCursor) {
-    query
-        .push(" AND (transaction_id, position) > (")
-        .push_bind(after.transaction_id.clone())
-        .push("::xid8, ")
-        .push_bind(after.position)
-        .push(")");
-}
-
 /// The user's events after sequence `after`, at most `limit`.
 pub async fn user_events(
     pool: &PgPool,
@@ -125,37 +116,6 @@ pub async fn user_events(
         .fetch_all(pool)
         .await?;
     readable(vault, rows).await
-}
-
-/// Where a page of the global stream ends: the transaction id (as text)
-/// and the position of its last event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamCursor {
-    pub transaction_id: String,
-    pub position: i64,
-}
-
-impl StreamCursor {
-    pub fn of(event: &StoredEvent) -> Self {
-        Self {
-            transaction_id: event.transaction_id.clone(),
-            position: event.position,
-        }
-    }
-
-    /// `<transaction id>.<position>`.
-    pub fn encode(&self) -> String {
-        format!("{}.{}", self.transaction_id, self.position)
-    }
-
-    pub fn decode(text: &str) -> Option<Self> {
-        let (transaction_id, position) = text.split_once('.')?;
-        transaction_id.parse::<u64>().ok()?;
-        Some(Self {
-            transaction_id: transaction_id.to_owned(),
-            position: position.parse().ok()?,
-        })
-    }
 }
 
 /// Events after `after` in commit order (transaction id, then position: the
@@ -181,19 +141,9 @@ async fn committed_rows(
     after: Option<&StreamCursor>,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {
-    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(concat!(
-        "SELECT ",
-        audit_columns!(),
-        " FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-    ));
-    if let Some(after) = after {
-        push_after(&mut query, after);
-    }
-    push_filters(&mut query, filter);
-    query
-        .push(" ORDER BY events.transaction_id, events.position LIMIT ")
-        .push_bind(limit);
-    query.build_query_as().fetch_all(pool).await
+    let mut read = CommittedRead::select(audit_columns!()).after(after);
+    push_filters(read.and(), filter);
+    read.in_commit_order(Some(limit)).fetch_all(pool).await
 }
 
 /// A page of [`stream`] for a follower that must not stop at an event it
@@ -217,7 +167,7 @@ pub async fn follow(
 ) -> anyhow::Result<FollowedPage> {
     let rows = committed_rows(pool, &StreamFilter::default(), after, limit).await?;
     let read = rows.len();
-    let cursor = rows.last().map(|row| StreamCursor::of(&row.event));
+    let cursor = rows.last().map(|row| row.event.cursor());
     let (readable_rows, unreadable): (Vec<_>, Vec<_>) = rows
         .into_iter()
         .map(|row| match check_readable(&row) {
@@ -297,24 +247,4 @@ async fn readable(vault: &Vault, rows: Vec<AuditRow>) -> anyhow::Result<Vec<Read
         event.erased = event.erased && event.envelope["data"][PERSONAL].is_null();
     }
     Ok(events)
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        #[test]
-        fn cursors_read_back_and_anything_else_is_refused(
-            transaction in 0u64..u64::MAX, position in 0i64..i64::MAX, junk in "\\PC{0,40}"
-        ) {
-            let cursor = StreamCursor { transaction_id: transaction.to_string(), position };
-            prop_assert_eq!(StreamCursor::decode(&cursor.encode()), Some(cursor));
-            if let Some(decoded) = StreamCursor::decode(&junk) {
-                prop_assert_eq!(decoded.encode(), junk);
-            }
-        }
-    }
 }

@@ -1,4 +1,4 @@
-//! Authentication: argon2id passwords (in [`crate::users::password`]),
+//! Authentication: argon2id passwords (in [`crate::commands::password`]),
 //! login with lockout, EdDSA access tokens with a JWKS, rotating refresh
 //! tokens, and per-client rate limits.
 

@@ -9,10 +9,10 @@ use uuid::Uuid;
 use super::clock::Clock;
 use super::sessions::{Refused, Sessions};
 use super::tokens::{AccessClaims, TokenError, Tokens};
-use crate::users::aggregate::{LockoutPolicy, UserStatus};
-use crate::users::password::{HashSlot, PasswordHasher};
-use crate::users::values::{Email, Password};
-use crate::users::{Account, CommandContext, CommandError, Executed, Reason, Registration, Users};
+use crate::commands::password::{HashSlot, PasswordHasher};
+use crate::commands::{CommandContext, CommandError, Executed, Reason, Registration, Users};
+use accountable_domain::values::{Email, Password};
+use accountable_domain::{Account, LockoutPolicy, Role, UserStatus};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +238,7 @@ impl Auth {
     pub async fn revoke_role(
         &self,
         user_id: Uuid,
-        role: crate::users::Role,
+        role: Role,
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, AuthError> {

@@ -9,9 +9,10 @@ use super::error::{ApiError, Code};
 use super::guards::{caller, has_any, AnyRole, SelfOr};
 use super::users::{parse_id_in, PageInfo, User, READERS};
 use super::ApiState;
-use crate::audit::history::{self, ReadableEvent, StreamCursor, StreamFilter};
+use crate::audit::history::{self, ReadableEvent, StreamFilter};
 use crate::audit::{self as chain, Broken};
 use crate::auth::Caller;
+use crate::store::StreamCursor;
 
 /// One stored event, as auditors read it.
 #[derive(SimpleObject)]
@@ -273,7 +274,7 @@ impl AuditQuery {
         let has_next = truncate(&mut events, first);
         Ok(EventConnection::new(
             events,
-            |e| StreamCursor::of(&e.row.event).encode(),
+            |e| e.row.event.cursor().encode(),
             after.is_some(),
             has_next,
         ))

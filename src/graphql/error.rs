@@ -3,9 +3,9 @@
 
 use async_graphql::ErrorExtensions;
 
-use crate::users::aggregate::UserError;
-use crate::users::values::InvalidInput;
-use crate::users::CommandError;
+use crate::commands::CommandError;
+use accountable_domain::values::InvalidInput;
+use accountable_domain::UserError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {

@@ -10,8 +10,9 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::history::{self, ReadableEvent, StreamCursor};
+use crate::audit::history::{self, ReadableEvent};
 use crate::relay::EVENTS_CHANNEL;
+use crate::store;
 
 /// How many events a slow subscription may fall behind before it is told
 /// so and ended.
@@ -19,11 +20,6 @@ const BACKLOG: usize = 1024;
 /// How often the store is read when no NOTIFY arrives.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 const PAGE: i64 = 500;
-
-const LATEST: &str = "
-SELECT transaction_id::text, position FROM events
- WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1";
 
 #[derive(Clone)]
 pub struct EventFeed {
@@ -41,11 +37,7 @@ impl EventFeed {
         let (sender, _) = broadcast::channel(BACKLOG);
         let mut listener = crate::db::listener(&pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
-        let latest: Option<(String, i64)> = sqlx::query_as(LATEST).fetch_optional(&pool).await?;
-        let mut cursor = latest.map(|(transaction_id, position)| StreamCursor {
-            transaction_id,
-            position,
-        });
+        let mut cursor = store::committed::end(&pool).await?;
         let feed = Self {
             sender: sender.clone(),
         };
@@ -59,16 +51,10 @@ impl EventFeed {
                 if sender.receiver_count() == 0 {
                     // Nobody follows: move to the end without reading (and
                     // decrypting) what nobody would receive.
-                    match sqlx::query_as::<_, (String, i64)>(LATEST)
-                        .fetch_optional(&pool)
-                        .await
-                    {
+                    match store::committed::end(&pool).await {
                         Ok(latest) => {
-                            if let Some((transaction_id, position)) = latest {
-                                cursor = Some(StreamCursor {
-                                    transaction_id,
-                                    position,
-                                });
+                            if latest.is_some() {
+                                cursor = latest;
                             }
                         }
                         Err(error) => {

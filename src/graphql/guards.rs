@@ -5,7 +5,7 @@ use async_graphql::{Context, Guard, ID};
 
 use super::error::{ApiError, Code};
 use crate::auth::Caller;
-use crate::users::Role;
+use accountable_domain::Role;
 
 /// The caller of the operation (anonymous when no token was sent).
 pub fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {

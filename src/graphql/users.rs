@@ -10,10 +10,8 @@ use super::error::{ApiError, Code};
 use super::guards::{caller, AnyRole, SelfOr, SignedIn};
 use super::{ApiState, RequestMeta};
 use crate::auth::{AuthError, Caller};
-use crate::users::{
-    self as domain, Actor, CommandContext, Executed, ProfileChange, Reason, Registration,
-    Role as DomainRole,
-};
+use crate::commands::{Actor, CommandContext, Executed, ProfileChange, Reason, Registration};
+use accountable_domain::{self as domain, Role as DomainRole};
 
 /// Who may read any account besides its owner.
 pub(crate) const READERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Auditor];

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use accountable::users::password::PasswordHasher;
-use accountable::users::{CommandContext, Users};
+use accountable::commands::password::PasswordHasher;
+use accountable::commands::{CommandContext, Users};
 use futures::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;

@@ -12,7 +12,7 @@
 use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEvent};
 use serde_json::Value;
 
-use super::sealed_store::variant_fields;
+use super::sealed::variant_fields;
 
 /// Every upcaster, oldest change first.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
@@ -58,7 +58,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::users::UserEvent;
+    use accountable_domain::UserEvent;
 
     #[test]
     fn a_stored_version_1_deletion_reads_as_version_2() {
@@ -69,7 +69,10 @@ mod tests {
             json!({"UserDeleted": {"reason": "asked", "previous_status": "ACTIVE", "roles": ["USER"]}})
         );
         let event: UserEvent = serde_json::from_value(current).unwrap();
-        assert_eq!(event.public().cloud_type, "accountable.user.deleted.v2");
+        assert_eq!(
+            crate::events::public(&event).cloud_type,
+            "accountable.user.deleted.v2"
+        );
     }
 
     #[test]

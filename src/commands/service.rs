@@ -1,145 +1,30 @@
-//! The application service for users: parses client input, hashes
-//! passwords, and runs commands against the event store through cqrs-es.
+//! The command service: every change to an account goes through it. It
+//! parses client input, hashes passwords, runs the command against the
+//! event store through cqrs-es, and sees to the command's consequences.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use accountable_domain::values::{DisplayName, Email, InvalidInput, Locale, Password, TimeZone};
+use accountable_domain::{
+    Account, LockoutPolicy, PasswordHash, RegisterUser, Role, User, UserCommand,
+};
 use accountable_vault::Vault;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateError, EventStore};
+use cqrs_es::{Aggregate, EventStore};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::aggregate::{
-    Account, LockoutPolicy, PasswordHash, RegisterUser, Role, User, UserCommand, UserError,
-    UserStatus,
+use super::context::CommandContext;
+use super::emails::{
+    CONFIRM_EMAIL, FIND_BY_EMAIL, RELEASE_EMAIL, RELEASE_EMAILS_OF, RELEASE_OTHER_EMAILS,
 };
-use super::password::{HashError, PasswordHasher};
-use super::sealed_store::SealedRepository;
-use super::values::{DisplayName, Email, InvalidInput, Locale, Password, TimeZone};
-
-/// Who caused a command; recorded in every event's metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    /// The user acting on their own account without a prior identity (registration).
-    SelfService,
-    /// An authenticated user.
-    User(Uuid),
-    /// The system itself (migrations, operators' tools).
-    System,
-}
-
-impl Actor {
-    fn as_metadata(&self) -> String {
-        match self {
-            Self::SelfService => "self".to_owned(),
-            Self::User(id) => id.to_string(),
-            Self::System => "system".to_owned(),
-        }
-    }
-}
-
-/// Why and on whose behalf a command runs.
-#[derive(Debug, Clone)]
-pub struct CommandContext {
-    pub actor: Actor,
-    /// Ties together everything caused by one user intent, across services.
-    pub correlation_id: String,
-    /// The message that caused this command (here: the request).
-    pub causation_id: String,
-    /// The HTTP request that carried the command.
-    pub request_id: String,
-    /// The W3C trace context of that request.
-    pub traceparent: String,
-}
-
-impl CommandContext {
-    /// A context for work the system starts itself, with fresh ids.
-    pub fn system() -> Self {
-        let id = Uuid::now_v7().to_string();
-        Self {
-            actor: Actor::System,
-            correlation_id: id.clone(),
-            causation_id: id.clone(),
-            request_id: id,
-            traceparent: crate::telemetry::new_traceparent(),
-        }
-    }
-
-    fn metadata(&self) -> HashMap<String, String> {
-        HashMap::from([
-            ("actor".to_owned(), self.actor.as_metadata()),
-            ("correlation_id".to_owned(), self.correlation_id.clone()),
-            ("causation_id".to_owned(), self.causation_id.clone()),
-            ("request_id".to_owned(), self.request_id.clone()),
-            ("traceparent".to_owned(), self.traceparent.clone()),
-        ])
-    }
-}
-
-/// A command that did not happen. Client mistakes and domain rejections are
-/// kept apart from infrastructure failures, whose detail is only logged.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error(transparent)]
-    Invalid(#[from] InvalidInput),
-    #[error(transparent)]
-    Rejected(#[from] UserError),
-    #[error("the user was changed concurrently")]
-    Conflict,
-    #[error("this email address is already registered")]
-    EmailTaken,
-    #[error("the last active admin cannot be demoted, deactivated or deleted")]
-    LastAdmin,
-    /// `expectedVersion` was given and the user is at another version.
-    #[error("the user is at version {current}, not the one expected")]
-    VersionMismatch { current: i64 },
-    /// Every password hashing thread is busy and the queue is full.
-    #[error("too many passwords are being checked at once; retry shortly")]
-    Busy,
-    #[error("infrastructure failure: {0}")]
-    Infrastructure(Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl From<AggregateError<UserError>> for CommandError {
-    fn from(err: AggregateError<UserError>) -> Self {
-        match err {
-            AggregateError::UserError(e) => Self::Rejected(e),
-            AggregateError::AggregateConflict => Self::Conflict,
-            AggregateError::DatabaseConnectionError(e)
-            | AggregateError::DeserializationError(e)
-            | AggregateError::UnexpectedError(e) => Self::Infrastructure(e),
-        }
-    }
-}
-
-impl From<HashError> for CommandError {
-    fn from(err: HashError) -> Self {
-        match err {
-            HashError::Busy => Self::Busy,
-            other => Self::Infrastructure(Box::new(other)),
-        }
-    }
-}
-
-/// A profile change as the client sent it; `None` leaves a part as it is.
-#[derive(Debug, Default)]
-pub struct ProfileChange<'a> {
-    pub display_name: Option<&'a str>,
-    pub locale: Option<&'a str>,
-    pub time_zone: Option<&'a str>,
-}
-
-/// Registration input as the client sent it.
-#[derive(Debug)]
-pub struct Registration<'a> {
-    pub email: &'a str,
-    pub password: &'a str,
-    pub display_name: &'a str,
-}
+use super::error::{infrastructure, CommandError};
+use super::input::{parse_reason, ProfileChange, Reason, Registration, SELF_DELETED};
+use super::password::PasswordHasher;
+use crate::store::{self, SealedRepository};
 
 /// The outcome of a command that ran: the aggregate's new version and state.
 #[derive(Debug, Clone)]
@@ -158,45 +43,15 @@ type UserStore = PersistedEventStore<SealedRepository, User>;
 /// Attempts at a command that keeps meeting concurrent writes to its user.
 const CONFLICT_RETRIES: usize = 50;
 
-const CLAIM_EMAIL: &str = "
-INSERT INTO user_emails (email_key, user_id, confirmed) VALUES ($1, $2, false)
-ON CONFLICT (email_key) DO NOTHING";
-const SELECT_STALE_CLAIM: &str = "
-SELECT user_id FROM user_emails
- WHERE email_key = $1 AND NOT confirmed AND claimed_at < now() - make_interval(secs => $2)";
-const TAKE_OVER_CLAIM: &str = "
-UPDATE user_emails SET user_id = $3, claimed_at = now()
- WHERE email_key = $1 AND user_id = $2 AND NOT confirmed";
-const CONFIRM_EMAIL: &str =
-    "UPDATE user_emails SET confirmed = true WHERE email_key = $1 AND user_id = $2";
-const RELEASE_EMAIL: &str = "DELETE FROM user_emails WHERE email_key = $1 AND user_id = $2";
-const FIND_BY_EMAIL: &str = "SELECT user_id FROM user_emails WHERE email_key = $1";
-
-/// Serialises the changes that can remove an active admin, until the end
-/// of the transaction; waiting longer than `lock_timeout` fails (55P03).
-const LOCK_ADMINS: &str = "SELECT pg_advisory_xact_lock(hashtext('accountable.admins'))";
-/// How long a change that may remove an admin waits for another.
-const LOCK_ADMINS_TIMEOUT: &str = "SET LOCAL lock_timeout = '5s'";
-/// Everyone who was ever made an admin: the candidates to fold.
-const ADMIN_CANDIDATES: &str = "
-SELECT DISTINCT aggregate_id FROM events
- WHERE aggregate_type = $1 AND event_type = 'RoleAssigned'
-   AND payload -> 'RoleAssigned' ->> 'role' = 'ADMIN'";
-const RELEASE_OTHER_EMAILS: &str = "DELETE FROM user_emails WHERE email_key <> $1 AND user_id = $2";
-const RELEASE_EMAILS_OF: &str = "DELETE FROM user_emails WHERE user_id = $1";
-
-const SELECT_RECORDED_AT: &str = "
-SELECT recorded_at FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
-
 pub struct Users {
-    pool: PgPool,
-    store: UserStore,
-    hasher: PasswordHasher,
-    password_min_len: usize,
+    pub(super) pool: PgPool,
+    pub(super) store: UserStore,
+    pub(super) hasher: PasswordHasher,
+    pub(super) password_min_len: usize,
     /// How old an unconfirmed email claim must be to count as abandoned.
-    claim_ttl: Duration,
+    pub(super) claim_ttl: Duration,
     /// Seals personal data in events and keys the email index.
-    vault: Arc<Vault>,
+    pub(super) vault: Arc<Vault>,
 }
 
 impl Users {
@@ -215,18 +70,12 @@ impl Users {
                 SealedRepository::new(pool.clone(), vault.clone()),
                 1,
             )
-            .with_upcasters(super::upcast::upcasters()),
+            .with_upcasters(store::upcast::upcasters()),
             vault,
             pool,
             hasher,
             password_min_len,
         }
-    }
-
-    /// What stands for an address in the email index: a keyed hash of the
-    /// lower-cased address, never the address itself.
-    fn email_key(&self, email: &Email) -> String {
-        self.vault.email_index(&email.uniqueness_key())
     }
 
     pub async fn register(
@@ -248,11 +97,7 @@ impl Users {
         });
         let mut registered = self.execute(user_id, command, None, ctx).await;
         if let Ok(executed) = &mut registered {
-            let recorded_at = sqlx::query_scalar(SELECT_RECORDED_AT)
-                .bind(User::TYPE)
-                .bind(user_id.to_string())
-                .bind(executed.version)
-                .fetch_one(&self.pool)
+            let recorded_at = store::streams::recorded_at(&self.pool, user_id, executed.version)
                 .await
                 .map_err(infrastructure)?;
             executed.registered_at = Some(recorded_at);
@@ -269,62 +114,6 @@ impl Users {
             .await
             .map_err(infrastructure)?;
         registered
-    }
-
-    /// Claims `key` for `user_id`, unless a live claim or an account holds
-    /// it. The primary key makes concurrent claims race-free: one wins.
-    async fn claim_email(&self, key: &str, user_id: Uuid) -> Result<(), CommandError> {
-        let claimed = sqlx::query(CLAIM_EMAIL)
-            .bind(key)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(infrastructure)?;
-        if claimed.rows_affected() == 1 {
-            return Ok(());
-        }
-        let stale: Option<Uuid> = sqlx::query_scalar(SELECT_STALE_CLAIM)
-            .bind(key)
-            .bind(self.claim_ttl.as_secs_f64())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(infrastructure)?;
-        let Some(holder) = stale else {
-            return Err(CommandError::EmailTaken);
-        };
-        // A crash may have come after the holder's events committed: then
-        // the address is theirs, and the claim is confirmed now.
-        if self.load(holder).await?.is_some() {
-            sqlx::query(CONFIRM_EMAIL)
-                .bind(key)
-                .bind(holder)
-                .execute(&self.pool)
-                .await
-                .map_err(infrastructure)?;
-            return Err(CommandError::EmailTaken);
-        }
-        let taken = sqlx::query(TAKE_OVER_CLAIM)
-            .bind(key)
-            .bind(holder)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(infrastructure)?;
-        if taken.rows_affected() == 1 {
-            tracing::info!(abandoned_by = %holder, "took over an abandoned email claim");
-            Ok(())
-        } else {
-            Err(CommandError::EmailTaken)
-        }
-    }
-
-    /// The user holding `email`, if any.
-    pub async fn find_by_email(&self, email: &Email) -> Result<Option<Uuid>, CommandError> {
-        sqlx::query_scalar(FIND_BY_EMAIL)
-            .bind(self.email_key(email))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(infrastructure)
     }
 
     /// Counts a login attempt before the password is checked, or locks the
@@ -580,67 +369,6 @@ impl Users {
         .await
     }
 
-    /// Runs a command that may take an active admin away, refusing it when
-    /// that admin is the last. What needs no lock is checked first (the
-    /// expected version; whether the user is an active admin at all, which
-    /// most are not); the commands that remain run one at a time, under a
-    /// transaction-scoped lock on a pooled connection that waits at most
-    /// five seconds, and admins are counted from the event store, the truth.
-    async fn keeping_an_admin(
-        &self,
-        user_id: Uuid,
-        command: UserCommand,
-        expected_version: Option<i64>,
-        ctx: &CommandContext,
-    ) -> Result<Executed, CommandError> {
-        let (context, current) = self.at_version(user_id, expected_version).await?;
-        if !context.aggregate.account.as_ref().is_some_and(active_admin) {
-            // At the version checked: should the user have become an admin
-            // since, this is a conflict rather than an unguarded change.
-            return self.execute(user_id, command, Some(current), ctx).await;
-        }
-        let mut connection = crate::db::for_transaction(&self.pool)
-            .await
-            .map_err(infrastructure)?;
-        let mut lock = connection.begin().await.map_err(infrastructure)?;
-        for statement in [LOCK_ADMINS_TIMEOUT, LOCK_ADMINS] {
-            sqlx::query(statement)
-                .execute(&mut *lock)
-                .await
-                .map_err(infrastructure)?;
-        }
-        let outcome = match self.last_admin(user_id).await {
-            Ok(true) => Err(CommandError::LastAdmin),
-            Ok(false) => self.execute(user_id, command, expected_version, ctx).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = lock.rollback().await {
-            tracing::warn!(error = %error, "releasing the admin lock");
-        }
-        outcome
-    }
-
-    /// Whether `user_id` is an active admin and no other is.
-    async fn last_admin(&self, user_id: Uuid) -> Result<bool, CommandError> {
-        if !self.load(user_id).await?.as_ref().is_some_and(active_admin) {
-            return Ok(false);
-        }
-        let candidates: Vec<String> = sqlx::query_scalar(ADMIN_CANDIDATES)
-            .bind(User::TYPE)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(infrastructure)?;
-        for candidate in candidates {
-            let Ok(id) = Uuid::parse_str(&candidate) else {
-                continue;
-            };
-            if id != user_id && self.load(id).await?.as_ref().is_some_and(active_admin) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// Sets a new password; the caller has checked the current one.
     pub async fn change_password(
         &self,
@@ -684,7 +412,7 @@ impl Users {
 
     /// The user as stored now, and its version, refused as a
     /// `VersionMismatch` when that is not `expected`.
-    async fn at_version(
+    pub(super) async fn at_version(
         &self,
         user_id: Uuid,
         expected: Option<i64>,
@@ -716,7 +444,7 @@ impl Users {
     /// Loads the user, decides, and appends the resulting events in one
     /// transaction; a concurrent append to the same user is a `Conflict`,
     /// and so is a user at another version than `expected`.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         user_id: Uuid,
         command: UserCommand,
@@ -747,38 +475,4 @@ impl Users {
             registered_at: None,
         })
     }
-}
-
-fn active_admin(account: &Account) -> bool {
-    account.status == UserStatus::Active && account.roles.contains(&Role::Admin)
-}
-
-fn infrastructure(error: impl std::error::Error + Send + Sync + 'static) -> CommandError {
-    CommandError::Infrastructure(Box::new(error))
-}
-
-/// Why an admin acted: 1 to 500 characters, no control characters.
-/// Why an account is deleted, as given by whom.
-#[derive(Debug, Clone, Copy)]
-pub enum Reason<'a> {
-    /// An admin's words, kept in clear.
-    Staff(&'a str),
-    /// The user's own words about their own account, if any: personal
-    /// data, sealed with the rest of theirs.
-    Own(Option<&'a str>),
-}
-
-/// The clear reason of a deletion the user asked for themself.
-const SELF_DELETED: &str = "deleted by the user";
-
-fn parse_reason(input: &str) -> Result<String, InvalidInput> {
-    let reason = input.trim();
-    let len = reason.chars().count();
-    if len == 0 || len > 500 || reason.chars().any(char::is_control) {
-        return Err(InvalidInput {
-            field: "reason",
-            reason: "must be 1 to 500 characters without control characters".into(),
-        });
-    }
-    Ok(reason.to_owned())
 }

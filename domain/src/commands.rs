@@ -1,0 +1,88 @@
+//! What may be asked of a `User`, and why the aggregate may refuse.
+
+use chrono::{DateTime, Utc};
+
+use crate::account::{PasswordHash, Role};
+use crate::policy::LockoutPolicy;
+use crate::values::{DisplayName, Email, Locale, TimeZone};
+
+#[derive(Debug)]
+pub struct RegisterUser {
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub password_hash: PasswordHash,
+}
+
+#[derive(Debug)]
+pub enum UserCommand {
+    Register(RegisterUser),
+    /// Begin a password check at `at`.
+    AttemptLogin {
+        at: DateTime<Utc>,
+        policy: LockoutPolicy,
+    },
+    /// The password checked out.
+    CompleteLogin {
+        at: DateTime<Utc>,
+    },
+    /// Lift the lock on the account, if it is locked at `at`.
+    Unlock {
+        at: DateTime<Utc>,
+    },
+    RehashPassword {
+        password_hash: PasswordHash,
+    },
+    ChangeEmail {
+        email: Email,
+    },
+    Deactivate {
+        reason: String,
+    },
+    Reactivate {
+        reason: String,
+    },
+    Delete {
+        reason: String,
+        /// The user's own words, when they delete their own account.
+        own_reason: Option<String>,
+    },
+    AssignRole {
+        role: Role,
+    },
+    RevokeRole {
+        role: Role,
+    },
+    /// Set a new password; the service has checked the current one.
+    ChangePassword {
+        password_hash: PasswordHash,
+    },
+    /// Destroy the user's personal data for good.
+    Erase {
+        reason: String,
+    },
+    /// Change what is given; what is `None` or equal stays.
+    UpdateProfile {
+        display_name: Option<DisplayName>,
+        locale: Option<Locale>,
+        time_zone: Option<TimeZone>,
+    },
+}
+
+/// A command the aggregate refuses; each maps to one client-facing code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("this user is already registered")]
+    AlreadyRegistered,
+    #[error("no such user")]
+    NotRegistered,
+    #[error("the account is locked")]
+    Locked,
+    #[error("every user keeps the USER role")]
+    BaseRole,
+    #[error("the account is deactivated")]
+    Deactivated,
+    #[error("the account is deleted")]
+    Deleted,
+    #[error("the account is erased")]
+    Erased,
+}

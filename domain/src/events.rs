@@ -1,0 +1,224 @@
+//! The events of a `User`: what happened, in the words the store keeps.
+//! Their published form is the publishing side's (`accountable::events`).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::account::{PasswordHash, Role, UserStatus};
+use crate::values::{DisplayName, Email, Locale, TimeZone};
+
+/// The fields of an event that identify a person, kept apart from the rest
+/// so that they are sealed with the user's data key and erased as one.
+/// In events, `personal: None` means erased (the key is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalData {
+    pub email: Email,
+    pub display_name: DisplayName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    /// `None` once erased.
+    pub personal: Option<PersonalData>,
+    pub roles: BTreeSet<Role>,
+    pub status: UserStatus,
+    /// Secret: sealed like personal data, never published; `None` once
+    /// erased.
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// A password check began: counted as a failure until a success follows,
+/// so that concurrent guesses cannot exceed the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginAttempted {
+    pub at: DateTime<Utc>,
+    /// Consecutive attempts without success, this one included.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginSucceeded {
+    pub at: DateTime<Utc>,
+}
+
+/// Too many failed attempts: no login until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountLocked {
+    pub at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub failures: u32,
+}
+
+/// The personal part of a deletion: the user's own reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionPersonal {
+    pub reason: String,
+}
+
+/// An admin lifted a lock before it ended: failures are forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUnlocked {
+    pub at: DateTime<Utc>,
+}
+
+/// The user set a new password (after proving the current one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    /// Secret: never published; `None` once erased.
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// The personal part of an email change: the new address only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailPersonal {
+    pub email: Email,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChanged {
+    /// `None` once erased.
+    pub personal: Option<EmailPersonal>,
+}
+
+/// An admin stopped the account: no sign-in until reactivated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeactivated {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserReactivated {
+    pub reason: String,
+}
+
+/// The account is gone from the read side; its history stays. Says what
+/// was deleted, so that readers need nothing else.
+///
+/// Version 2.0: version 1.0 called `previous_status` `status`, which read
+/// as the status after deletion; stored 1.0 events are upcast on read
+/// (see the `accountable` crate's `store::upcast`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    /// In clear: an admin's words, or a fixed text when the user deleted
+    /// their own account.
+    pub reason: String,
+    /// The user's own words, when they deleted their own account: sealed,
+    /// so that an erasure shreds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<DeletionPersonal>,
+    /// The status the account had when it was deleted.
+    pub previous_status: UserStatus,
+    pub roles: BTreeSet<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleAssigned {
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRevoked {
+    pub role: Role,
+}
+
+/// What a profile change changed; fields that did not change are `None`.
+/// All of it is the person's own, so all of it is sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfilePersonal {
+    pub display_name: Option<DisplayName>,
+    pub locale: Option<Locale>,
+    pub time_zone: Option<TimeZone>,
+}
+
+/// The profile changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    /// `None` once erased.
+    pub personal: Option<ProfilePersonal>,
+}
+
+/// The password hash was recomputed with the current cost parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordRehashed {
+    /// Secret: never published; `None` once erased.
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// The personal fields every earlier event of the user holds.
+pub const ERASED_FIELDS: [&str; 5] = [
+    "email",
+    "display_name",
+    "locale",
+    "time_zone",
+    "password_hash",
+];
+
+/// The user's personal data was erased: their data key is destroyed (in the
+/// same transaction as this event), so the personal fields of every earlier
+/// event, stored or published, can no longer be read. Says what was erased
+/// and the state the account was in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserErased {
+    /// Why, as given by whoever erased (kept for the receipt; not personal
+    /// data of the user).
+    pub reason: String,
+    /// The names of the fields made unreadable.
+    pub fields: Vec<String>,
+    /// The last event whose personal fields were made unreadable.
+    pub through_sequence: u64,
+    pub status: UserStatus,
+    pub roles: BTreeSet<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered(UserRegistered),
+    LoginAttempted(LoginAttempted),
+    LoginSucceeded(LoginSucceeded),
+    AccountLocked(AccountLocked),
+    AccountUnlocked(AccountUnlocked),
+    PasswordRehashed(PasswordRehashed),
+    ProfileUpdated(ProfileUpdated),
+    PasswordChanged(PasswordChanged),
+    RoleAssigned(RoleAssigned),
+    RoleRevoked(RoleRevoked),
+    UserDeactivated(UserDeactivated),
+    UserReactivated(UserReactivated),
+    UserDeleted(UserDeleted),
+    EmailChanged(EmailChanged),
+    UserErased(UserErased),
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::UserRegistered(_) => "UserRegistered",
+            Self::LoginAttempted(_) => "LoginAttempted",
+            Self::LoginSucceeded(_) => "LoginSucceeded",
+            Self::AccountLocked(_) => "AccountLocked",
+            Self::AccountUnlocked(_) => "AccountUnlocked",
+            Self::PasswordRehashed(_) => "PasswordRehashed",
+            Self::ProfileUpdated(_) => "ProfileUpdated",
+            Self::PasswordChanged(_) => "PasswordChanged",
+            Self::RoleAssigned(_) => "RoleAssigned",
+            Self::RoleRevoked(_) => "RoleRevoked",
+            Self::UserDeactivated(_) => "UserDeactivated",
+            Self::UserReactivated(_) => "UserReactivated",
+            Self::UserDeleted(_) => "UserDeleted",
+            Self::EmailChanged(_) => "EmailChanged",
+            Self::UserErased(_) => "UserErased",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        match self {
+            Self::UserDeleted(_) => "2.0",
+            _ => "1.0",
+        }
+        .to_owned()
+    }
+}

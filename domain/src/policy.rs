@@ -1,0 +1,28 @@
+//! The rules a command is decided by that the deployment may tune.
+
+use chrono::Duration;
+
+/// How failed logins lock an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failed attempts in a row before the account locks.
+    pub max_failures: u32,
+    /// How long the first lock lasts; each further lock lasts one step more.
+    pub lock_step: Duration,
+    /// The longest a lock lasts.
+    pub max_lock: Duration,
+    /// Failures older than this are forgotten.
+    pub failure_memory: Duration,
+}
+
+impl Default for LockoutPolicy {
+    /// Keycloak's brute-force defaults, with 10 failures.
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            lock_step: Duration::minutes(1),
+            max_lock: Duration::minutes(15),
+            failure_memory: Duration::hours(12),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The command service: every change to an account goes through
+//! [`Users`], which parses client input, hashes passwords, runs the
+//! command on the `User` aggregate (the `accountable-domain` crate) against
+//! the event store, and sees to its consequences.
+
+mod admins;
+mod context;
+mod emails;
+mod error;
+mod input;
+pub mod password;
+mod service;
+
+pub use context::{Actor, CommandContext};
+pub use error::CommandError;
+pub use input::{ProfileChange, Reason, Registration};
+pub use service::{Executed, Users};

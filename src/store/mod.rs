@@ -1,0 +1,25 @@
+//! The event store: the one module that reads and writes `events` and
+//! `snapshots`.
+//!
+//! - [`committed`]: the committed prefix in commit order, the read the
+//!   relay, the live feed, audit, export, checkpoints and the rebuild share;
+//! - [`streams`]: reads of one user's stream;
+//! - [`sealed`]: the write side's repository, which seals personal fields
+//!   on the way in and opens them on the way out;
+//! - [`upcast`]: stored events of older versions read as today's;
+//! - [`stored`]: the row every reader gets.
+//!
+//! The table's own rules (positions, the hash chain, ending sessions with
+//! their event) are its triggers', in `migrations/`.
+
+pub mod committed;
+pub mod sealed;
+pub mod stored;
+pub mod streams;
+pub mod upcast;
+
+pub use committed::{Bound, CommittedRead, StreamCursor};
+pub use sealed::{variant_fields, SealedRepository};
+pub(crate) use stored::stored_event_columns;
+pub use stored::{StoredEvent, STORED_EVENT_COLUMNS};
+pub use streams::StoreHistory;

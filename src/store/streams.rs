@@ -1,0 +1,133 @@
+//! Reads of single streams and of what is known about them: the events of
+//! one user between two sequences, when an event was recorded, who was ever
+//! made an admin.
+
+use std::sync::Arc;
+
+use accountable_domain::User;
+use accountable_projections::contract::Envelope;
+use accountable_projections::worker::EventHistory;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use sqlx::{Executor, PgPool, Postgres};
+use uuid::Uuid;
+
+use super::committed::Bound;
+use super::stored::{stored_event_columns, StoredEvent};
+
+const USER_EVENTS_BETWEEN: &str = concat!(
+    "SELECT ",
+    stored_event_columns!(),
+    " FROM events
+     WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence < $4
+     ORDER BY sequence"
+);
+
+const RECORDED_AT: &str = "
+SELECT recorded_at FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
+
+const EVER_ADMINS: &str = "
+SELECT DISTINCT aggregate_id FROM events
+ WHERE aggregate_type = $1 AND event_type = 'RoleAssigned'
+   AND payload -> 'RoleAssigned' ->> 'role' = 'ADMIN'";
+
+const STREAMS_SINCE: &str =
+    "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = $1 AND transaction_id >= $2::text::xid8";
+
+const AT_POSITIONS: &str = concat!(
+    "SELECT ",
+    stored_event_columns!(),
+    " FROM events WHERE position = ANY($1) ORDER BY events.transaction_id, events.position"
+);
+
+/// The events at these positions, in commit order.
+pub async fn at_positions<'c>(
+    executor: impl Executor<'c, Database = Postgres>,
+    positions: &[i64],
+) -> sqlx::Result<Vec<StoredEvent>> {
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(AT_POSITIONS)
+        .bind(positions)
+        .fetch_all(executor)
+        .await
+}
+
+/// The user's events after sequence `after` and before `before`.
+pub async fn user_events_between<'c>(
+    executor: impl Executor<'c, Database = Postgres>,
+    user_id: &str,
+    after: i64,
+    before: i64,
+) -> sqlx::Result<Vec<StoredEvent>> {
+    sqlx::query_as(USER_EVENTS_BETWEEN)
+        .bind(User::TYPE)
+        .bind(user_id)
+        .bind(after)
+        .bind(before)
+        .fetch_all(executor)
+        .await
+}
+
+/// When the user's event `sequence` was recorded (the time of its
+/// transaction).
+pub async fn recorded_at(
+    pool: &PgPool,
+    user_id: Uuid,
+    sequence: i64,
+) -> sqlx::Result<DateTime<Utc>> {
+    sqlx::query_scalar(RECORDED_AT)
+        .bind(User::TYPE)
+        .bind(user_id.to_string())
+        .bind(sequence)
+        .fetch_one(pool)
+        .await
+}
+
+/// Everyone who was ever made an admin: who may be one now.
+pub async fn ever_admins(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(EVER_ADMINS)
+        .bind(User::TYPE)
+        .fetch_all(pool)
+        .await
+}
+
+/// The users with events that had not all committed at `bound`.
+pub async fn users_since<'c>(
+    executor: impl Executor<'c, Database = Postgres>,
+    bound: &Bound,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(STREAMS_SINCE)
+        .bind(User::TYPE)
+        .bind(bound.as_text())
+        .fetch_all(executor)
+        .await
+}
+
+/// The event store as the projections' source of missing events.
+pub struct StoreHistory {
+    pool: PgPool,
+}
+
+impl StoreHistory {
+    pub fn new(pool: PgPool) -> Arc<Self> {
+        Arc::new(Self { pool })
+    }
+}
+
+#[async_trait]
+impl EventHistory for StoreHistory {
+    async fn between(
+        &self,
+        user_id: Uuid,
+        after: i64,
+        before: i64,
+    ) -> anyhow::Result<Vec<Envelope>> {
+        let rows = user_events_between(&self.pool, &user_id.to_string(), after, before).await?;
+        rows.iter()
+            .map(|row| Ok(serde_json::from_value(row.envelope()?)?))
+            .collect()
+    }
+}
