@@ -27,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::clients::{self, TrustedProxies};
+use crate::auth::cutoffs::Cutoffs;
 use crate::auth::keys::{self, KeyRing};
 use crate::auth::ratelimit::ClientLimiter;
 use crate::auth::sessions::Sessions;
@@ -165,13 +166,17 @@ impl Application {
             config.hash_queue,
         )?;
         let vault = shredding::open_vault(config, &pool).await?;
-        let users = Arc::new(Users::new(
-            pool.clone(),
-            hasher.clone(),
-            config.password_min_length,
-            Duration::from_secs(config.email_claim_ttl_secs),
-            vault.clone(),
-        ));
+        let cutoffs = Cutoffs::new(pool.clone());
+        let users = Arc::new(
+            Users::new(
+                pool.clone(),
+                hasher.clone(),
+                config.password_min_length,
+                Duration::from_secs(config.email_claim_ttl_secs),
+                vault.clone(),
+            )
+            .forgetting_cutoffs(cutoffs.clone()),
+        );
         let keys = Arc::new(KeyRing::configured(pool.clone(), vault.clone(), config).await?);
         keys::follow_changes(keys.clone(), Duration::from_secs(60), shutdown.clone()).await?;
         if config.checkpoint_secs > 0 {
@@ -189,7 +194,7 @@ impl Application {
         let auth = Arc::new(Auth {
             users,
             tokens: Tokens::new(keys.clone(), config.tokens()),
-            sessions: Sessions::new(pool.clone(), config.sessions()),
+            sessions: Sessions::new(pool.clone(), config.sessions(), cutoffs),
             clock,
             hasher,
             policy: config.lockout(),

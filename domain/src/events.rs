@@ -192,6 +192,23 @@ pub enum UserEvent {
     UserErased(UserErased),
 }
 
+impl UserEvent {
+    /// Whether the event ends the user's sessions, or lets new ones start
+    /// again: a new password, a role taken, the account closed or reopened.
+    /// The store ends them in the event's own transaction.
+    pub fn changes_sessions(&self) -> bool {
+        matches!(
+            self,
+            Self::PasswordChanged(_)
+                | Self::RoleRevoked(_)
+                | Self::UserDeactivated(_)
+                | Self::UserReactivated(_)
+                | Self::UserDeleted(_)
+                | Self::UserErased(_)
+        )
+    }
+}
+
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {

@@ -10,9 +10,9 @@ use super::clock::Clock;
 use super::sessions::{Refused, Sessions};
 use super::tokens::{AccessClaims, TokenError, Tokens};
 use crate::commands::password::{HashSlot, PasswordHasher};
-use crate::commands::{CommandContext, CommandError, Executed, Reason, Registration, Users};
+use crate::commands::{CommandContext, CommandError, Executed, Registration, Users};
 use accountable_domain::values::{Email, Password};
-use accountable_domain::{Account, LockoutPolicy, Role, UserStatus};
+use accountable_domain::{Account, LockoutPolicy, UserStatus};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,85 +226,10 @@ impl Auth {
         if let Proof::Refused = self.prove_password(slot, user_id, current, ctx).await? {
             return Err(AuthError::WrongCurrentPassword);
         }
-        let executed = self
+        Ok(self
             .users
             .change_password(user_id, new, expected_version, ctx)
-            .await;
-        self.sessions_ended(user_id, executed)
-    }
-
-    /// Takes a role; its event ends the user's sessions, so that no token
-    /// still carries the role.
-    pub async fn revoke_role(
-        &self,
-        user_id: Uuid,
-        role: Role,
-        expected_version: Option<i64>,
-        ctx: &CommandContext,
-    ) -> Result<Executed, AuthError> {
-        let executed = self
-            .users
-            .revoke_role(user_id, role, expected_version, ctx)
-            .await;
-        self.sessions_ended(user_id, executed)
-    }
-
-    /// Stops an account and ends its sessions.
-    pub async fn deactivate(
-        &self,
-        user_id: Uuid,
-        reason: &str,
-        expected_version: Option<i64>,
-        ctx: &CommandContext,
-    ) -> Result<Executed, AuthError> {
-        let executed = self
-            .users
-            .deactivate(user_id, reason, expected_version, ctx)
-            .await;
-        self.sessions_ended(user_id, executed)
-    }
-
-    /// Deletes an account and ends its sessions.
-    pub async fn delete(
-        &self,
-        user_id: Uuid,
-        reason: Reason<'_>,
-        expected_version: Option<i64>,
-        ctx: &CommandContext,
-    ) -> Result<Executed, AuthError> {
-        let executed = self
-            .users
-            .delete(user_id, reason, expected_version, ctx)
-            .await;
-        self.sessions_ended(user_id, executed)
-    }
-
-    /// Erases the user's personal data and ends their sessions.
-    pub async fn erase(
-        &self,
-        user_id: Uuid,
-        reason: &str,
-        expected_version: Option<i64>,
-        ctx: &CommandContext,
-    ) -> Result<Executed, AuthError> {
-        let executed = self
-            .users
-            .erase(user_id, reason, expected_version, ctx)
-            .await;
-        self.sessions_ended(user_id, executed)
-    }
-
-    /// The events of these commands end the user's sessions in their own
-    /// transaction (migration 13); this process forgets the cutoff it
-    /// remembered at once.
-    fn sessions_ended(
-        &self,
-        user_id: Uuid,
-        executed: Result<Executed, CommandError>,
-    ) -> Result<Executed, AuthError> {
-        let executed = executed?;
-        self.sessions.forget_cutoff(user_id);
-        Ok(executed)
+            .await?)
     }
 
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {

@@ -90,9 +90,9 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(pool: PgPool, config: SessionConfig) -> Self {
+    pub fn new(pool: PgPool, config: SessionConfig, cutoffs: Cutoffs) -> Self {
         Self {
-            cutoffs: Cutoffs::new(pool.clone()),
+            cutoffs,
             pool,
             config,
         }
@@ -255,10 +255,9 @@ impl Sessions {
         Ok(())
     }
 
-    /// The user's cutoff changed (here, or by an event this process wrote):
-    /// this process forgets it at once; others when the trigger's notice
-    /// reaches them.
-    pub fn forget_cutoff(&self, user_id: Uuid) {
+    /// The user's cutoff changed here: this process forgets it at once;
+    /// others when the trigger's notice reaches them.
+    fn forget_cutoff(&self, user_id: Uuid) {
         self.cutoffs.forget(user_id);
     }
 

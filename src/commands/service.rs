@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use accountable_domain::values::{DisplayName, Email, InvalidInput, Locale, Password, TimeZone};
 use accountable_domain::{
-    Account, LockoutPolicy, PasswordHash, RegisterUser, Role, User, UserCommand,
+    Account, LockoutPolicy, PasswordHash, RegisterUser, Role, User, UserCommand, UserEvent,
 };
 use accountable_vault::Vault;
 use chrono::{DateTime, Utc};
@@ -24,6 +24,7 @@ use super::emails::{
 use super::error::{infrastructure, CommandError};
 use super::input::{parse_reason, ProfileChange, Reason, Registration, SELF_DELETED};
 use super::password::PasswordHasher;
+use crate::auth::cutoffs::Cutoffs;
 use crate::store::{self, SealedRepository};
 
 /// The outcome of a command that ran: the aggregate's new version and state.
@@ -52,6 +53,9 @@ pub struct Users {
     pub(super) claim_ttl: Duration,
     /// Seals personal data in events and keys the email index.
     pub(super) vault: Arc<Vault>,
+    /// The token cut-offs this process remembers, forgotten when a command
+    /// changes them.
+    pub(super) cutoffs: Option<Cutoffs>,
 }
 
 impl Users {
@@ -75,7 +79,16 @@ impl Users {
             pool,
             hasher,
             password_min_len,
+            cutoffs: None,
         }
+    }
+
+    /// Forgets a user's remembered token cut-off as soon as a command of
+    /// theirs changes it (their sessions end in the event's transaction);
+    /// other processes forget it when the database's notice reaches them.
+    pub fn forgetting_cutoffs(mut self, cutoffs: Cutoffs) -> Self {
+        self.cutoffs = Some(cutoffs);
+        self
     }
 
     pub async fn register(
@@ -465,7 +478,11 @@ impl Users {
         let account = std::mem::replace(&mut context.aggregate, loaded).account;
         let previous = context.current_sequence;
         let events = sink.collect().await;
+        let sessions_changed = events.iter().any(UserEvent::changes_sessions);
         let committed = self.store.commit(events, context, ctx.metadata()).await?;
+        if let (true, Some(cutoffs)) = (sessions_changed, &self.cutoffs) {
+            cutoffs.forget(user_id);
+        }
         let version = committed.last().map_or(previous, |e| e.sequence);
         let version = i64::try_from(version).map_err(infrastructure)?;
         Ok(Executed {

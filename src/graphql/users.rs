@@ -707,9 +707,10 @@ impl UserMutation {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
+            .users
             .revoke_role(id, input.role.into(), input.expected_version, &command_ctx)
             .await
-            .map_err(auth_error)?;
+            .map_err(|e| ApiError::from(e).into_graphql())?;
         Ok(executed.into())
     }
 
@@ -724,6 +725,7 @@ impl UserMutation {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
+            .users
             .deactivate(
                 id,
                 input.reason.as_deref().unwrap_or_default(),
@@ -731,7 +733,7 @@ impl UserMutation {
                 &command_ctx,
             )
             .await
-            .map_err(auth_error)?;
+            .map_err(|e| ApiError::from(e).into_graphql())?;
         Ok(executed.into())
     }
 
@@ -800,9 +802,10 @@ impl UserMutation {
         };
         let executed = state
             .auth
+            .users
             .delete(id, reason, input.expected_version, &command_ctx)
             .await
-            .map_err(auth_error)?;
+            .map_err(|e| ApiError::from(e).into_graphql())?;
         Ok(executed.into())
     }
 
@@ -830,9 +833,10 @@ impl UserMutation {
         };
         let executed = state
             .auth
+            .users
             .erase(id, reason, input.expected_version, &command_ctx)
             .await
-            .map_err(auth_error)?;
+            .map_err(|e| ApiError::from(e).into_graphql())?;
         let receipt = receipt_of(state, id)
             .await?
             .ok_or_else(|| ApiError::new(Code::NotFound, "no such user").into_graphql())?;
