@@ -1,6 +1,6 @@
-//! The HTTP server: `/graphql`, GraphiQL, health and readiness. Startup is a
-//! library: [`Application::build`] binds the port (0 in tests) and
-//! [`Application::run_until_stopped`] serves until the shutdown signal.
+//! The HTTP server: `/graphql` and its WebSocket, GraphiQL, health,
+//! readiness, metrics and the JWKS. The application around it is built by
+//! [`crate::startup`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,8 +17,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -27,58 +25,49 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::clients::{self, TrustedProxies};
-use crate::auth::cutoffs::Cutoffs;
-use crate::auth::keys::{self, KeyRing};
-use crate::auth::ratelimit::ClientLimiter;
-use crate::auth::sessions::Sessions;
-use crate::auth::tokens::Tokens;
-use crate::auth::{Auth, AuthError, Caller, Clock};
-use crate::commands::password::PasswordHasher;
-use crate::commands::Users;
-use crate::config::{Config, Environment};
+use crate::auth::keys::KeyRing;
+use crate::auth::{Auth, AuthError, Caller};
+use crate::config::Environment;
 use crate::graphql::error::Code;
-use crate::graphql::feed::EventFeed;
-use crate::graphql::freshness::ProjectionWatch;
-use crate::graphql::loader::{self, LookupCount};
 use crate::graphql::socket::{self, SocketCount, SocketLimits};
-use crate::graphql::{self, ApiState, AppSchema, RequestMeta};
-use crate::{audit, graphiql, observe, shredding, telemetry};
-use accountable_domain::values::Password;
+use crate::graphql::{AppSchema, RequestMeta};
+use crate::{graphiql, observe, telemetry};
 
 /// Largest request body accepted.
-const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 /// Longest a request may take before it is answered 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest correlation id taken from a client.
 const MAX_CORRELATION_ID: usize = 128;
 /// How long a WebSocket may wait before its `connection_init`.
-const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What the handlers share, built by [`crate::startup`].
 #[derive(Clone)]
-struct HttpState {
-    schema: AppSchema,
-    pool: PgPool,
-    auth: Arc<Auth>,
-    keys: Arc<KeyRing>,
-    origins: Origins,
+pub(crate) struct HttpState {
+    pub(crate) schema: AppSchema,
+    pub(crate) pool: PgPool,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) keys: Arc<KeyRing>,
+    pub(crate) origins: Origins,
     /// The relay's cursor is named after it.
-    events_topic: String,
+    pub(crate) events_topic: String,
     /// The WebSockets open, per client address.
-    sockets: SocketCount,
-    socket_limits: SocketLimits,
+    pub(crate) sockets: SocketCount,
+    pub(crate) socket_limits: SocketLimits,
     /// Whose `X-Forwarded-For` names the client.
-    proxies: TrustedProxies,
+    pub(crate) proxies: TrustedProxies,
 }
 
 /// The browser origins allowed besides the API's own.
 #[derive(Clone, Debug)]
-enum Origins {
+pub(crate) enum Origins {
     Any,
     Listed(Arc<Vec<HeaderValue>>),
 }
 
 impl Origins {
-    fn from_config(origins: &[String]) -> anyhow::Result<Self> {
+    pub(crate) fn from_config(origins: &[String]) -> anyhow::Result<Self> {
         if origins.iter().any(|o| o.trim() == "*") {
             return Ok(Self::Any);
         }
@@ -135,136 +124,7 @@ impl Origins {
     }
 }
 
-pub struct Application {
-    listener: TcpListener,
-    router: Router,
-    user_lookups: LookupCount,
-}
-
-impl Application {
-    /// Binds `config.http_addr` and assembles the API; `shutdown` also stops
-    /// the background listener that serves read-your-writes.
-    pub async fn build(
-        config: &Config,
-        pool: PgPool,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
-        Self::build_with_clock(config, pool, shutdown, Clock::default()).await
-    }
-
-    /// As [`Application::build`], deciding every auth question at the time
-    /// `clock` tells (tests move it forward).
-    pub async fn build_with_clock(
-        config: &Config,
-        pool: PgPool,
-        shutdown: CancellationToken,
-        clock: Clock,
-    ) -> anyhow::Result<Self> {
-        let hasher = PasswordHasher::new(
-            config.hash_cost(),
-            config.hash_concurrency(),
-            config.hash_queue,
-        )?;
-        let vault = shredding::open_vault(config, &pool).await?;
-        let cutoffs = Cutoffs::new(pool.clone());
-        let users = Arc::new(
-            Users::new(
-                pool.clone(),
-                hasher.clone(),
-                config.password_min_length,
-                Duration::from_secs(config.email_claim_ttl_secs),
-                vault.clone(),
-            )
-            .forgetting_cutoffs(cutoffs.clone()),
-        );
-        let keys = Arc::new(KeyRing::configured(pool.clone(), vault.clone(), config).await?);
-        keys::follow_changes(keys.clone(), Duration::from_secs(60), shutdown.clone()).await?;
-        if config.checkpoint_secs > 0 {
-            audit::checkpoint::every(
-                pool.clone(),
-                keys.clone(),
-                clock.clone(),
-                Duration::from_secs(config.checkpoint_secs),
-                shutdown.clone(),
-            );
-        }
-        let dummy_hash = hasher
-            .hash(Password::parse_existing("no one's password, never stored")?)
-            .await?;
-        let auth = Arc::new(Auth {
-            users,
-            tokens: Tokens::new(keys.clone(), config.tokens()),
-            sessions: Sessions::new(pool.clone(), config.sessions(), cutoffs),
-            clock,
-            hasher,
-            policy: config.lockout(),
-            dummy_hash,
-        });
-        auth.sessions.follow_cutoffs(shutdown.clone());
-        observe::recorder();
-        let freshness = ProjectionWatch::start(&pool, shutdown.clone()).await?;
-        let (users, user_lookups) = loader::users(pool.clone());
-        let feed = EventFeed::start(pool.clone(), vault.clone(), shutdown.clone()).await?;
-        let schema = graphql::build_schema(
-            config.env,
-            ApiState {
-                pool: pool.clone(),
-                auth: auth.clone(),
-                limiter: ClientLimiter::per_minute(config.rate_limit),
-                freshness,
-                users,
-                vault,
-                feed,
-                read_your_writes_timeout: config.read_your_writes_timeout(),
-            },
-        );
-        let listener = TcpListener::bind(config.http_addr).await?;
-        Ok(Self {
-            listener,
-            router: router(
-                HttpState {
-                    schema,
-                    pool,
-                    auth,
-                    keys,
-                    origins: Origins::from_config(&config.cors_origins)?,
-                    events_topic: config.events_topic.clone(),
-                    sockets: SocketCount::default(),
-                    proxies: TrustedProxies::parse(&config.trusted_proxies)?,
-                    socket_limits: SocketLimits {
-                        operations: config.ws_operations,
-                        per_client: config.ws_per_client,
-                        message_bytes: BODY_LIMIT,
-                        init_timeout: CONNECTION_INIT_TIMEOUT,
-                    },
-                },
-                config.env,
-            ),
-            user_lookups,
-        })
-    }
-
-    /// Counts the queries that read user rows for the API.
-    pub fn user_lookups(&self) -> LookupCount {
-        self.user_lookups.clone()
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until `shutdown`, then lets in-flight requests finish.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    }
-}
-
-fn router(state: HttpState, env: Environment) -> Router {
+pub(crate) fn router(state: HttpState, env: Environment) -> Router {
     let cors = state.origins.cors();
     let graphql = match env {
         Environment::Development => get(graphiql::page).post(graphql_post),

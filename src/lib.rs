@@ -22,12 +22,15 @@
 //! - [`graphql`]: the schema, its resolvers and client-facing errors.
 //! - [`http`]: the axum server around the schema; [`graphiql`] its
 //!   development page, served whole from the binary.
-//! - [`processes`]: `serve`, `relay`, `project` and `dev`, with one shutdown.
+//! - [`startup`]: the composition root: the API, `relay`, `project` and
+//!   `dev` built from the configuration, with one shutdown; [`background`]
+//!   the loops it waits for.
 //! - [`observe`]: the Prometheus metrics endpoint.
 //! - [`config`], [`db`], [`kafka`], [`telemetry`]: plumbing.
 
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod commands;
 pub mod config;
 pub mod db;
@@ -37,10 +40,10 @@ pub mod graphql;
 pub mod http;
 pub mod kafka;
 pub mod observe;
-pub mod processes;
 pub mod rebuild;
 pub mod relay;
 pub mod shredding;
+pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -3,9 +3,9 @@ use accountable::audit::history::StreamFilter;
 use accountable::auth::keys::{self, KeyRing};
 use accountable::auth::Clock;
 use accountable::commands::password::PasswordHasher;
-use accountable::commands::{CommandContext, Users};
+use accountable::commands::CommandContext;
 use accountable::config::{Config, Environment};
-use accountable::{db, graphql, processes, rebuild, relay, shredding, telemetry};
+use accountable::{db, graphql, rebuild, relay, shredding, startup, telemetry};
 use accountable_domain::values::Email;
 use accountable_domain::Role;
 use clap::{Parser, Subcommand};
@@ -173,10 +173,10 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(config.env);
     let pool = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
     let shutdown = CancellationToken::new();
-    processes::cancel_on_signal(shutdown.clone());
+    startup::cancel_on_signal(shutdown.clone());
     match command {
-        Command::Serve => processes::serve(&config, pool, shutdown).await,
-        Command::Relay { command: None } => processes::relay(&config, pool, shutdown).await,
+        Command::Serve => startup::serve(&config, pool, shutdown).await,
+        Command::Relay { command: None } => startup::relay(&config, pool, shutdown).await,
         Command::Relay {
             command: Some(RelayCommand::Republish),
         } => {
@@ -188,8 +188,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{requested} parked events to publish again");
             Ok(())
         }
-        Command::Project => processes::project(&config, pool, shutdown).await,
-        Command::Dev => processes::dev(&config, pool, shutdown).await,
+        Command::Project => startup::project(&config, pool, shutdown).await,
+        Command::Dev => startup::dev(&config, pool, shutdown).await,
         Command::Migrate => {
             shredding::open_vault(&config, &pool).await?;
             tracing::info!("migrations applied");
@@ -211,13 +211,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin(AdminCommand::Grant { email, role }) => {
             let vault = shredding::open_vault(&config, &pool).await?;
-            let users = Users::new(
-                pool,
-                PasswordHasher::new(config.hash_cost(), 1, config.hash_queue)?,
-                config.password_min_length,
-                std::time::Duration::from_secs(config.email_claim_ttl_secs),
-                vault,
-            );
+            let hasher = PasswordHasher::new(config.hash_cost(), 1, config.hash_queue)?;
+            let users = startup::users(&config, pool, hasher, vault);
             let user_id = users
                 .find_by_email(&Email::parse(&email)?)
                 .await?

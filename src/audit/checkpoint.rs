@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use super::chain::hex;
 use crate::auth::keys::KeyRing;
 use crate::auth::Clock;
+use crate::background::Background;
 use crate::store::{Bound, CommittedRead};
 
 /// A stream's head: its last sequence and that event's hash.
@@ -382,9 +383,10 @@ pub fn every(
     keys: std::sync::Arc<KeyRing>,
     clock: Clock,
     interval: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
+    background: &Background,
 ) {
-    tokio::spawn(async move {
+    let shutdown = background.shutdown();
+    background.spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::background::Background;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The NOTIFY channel of `user_token_cutoffs`; the payload is the user id.
@@ -90,9 +90,10 @@ impl Cutoffs {
 
     /// Listens for changes until `shutdown`, connecting again after a
     /// failure; nothing is remembered while not listening.
-    pub fn follow(&self, shutdown: CancellationToken) {
+    pub fn follow(&self, background: &Background) {
         let cutoffs = self.clone();
-        tokio::spawn(async move {
+        let shutdown = background.shutdown();
+        background.spawn(async move {
             loop {
                 let listened = tokio::select! {
                     _ = shutdown.cancelled() => break,

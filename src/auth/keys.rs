@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use accountable_vault::{Vault, VaultError};
 
+use crate::background::Background;
 use crate::config::Environment;
 
 /// The NOTIFY channel on which key changes are announced.
@@ -322,11 +323,12 @@ async fn announce(pool: &PgPool) -> Result<(), sqlx::Error> {
 pub async fn follow_changes(
     keys: std::sync::Arc<KeyRing>,
     interval: StdDuration,
-    shutdown: tokio_util::sync::CancellationToken,
+    background: &Background,
 ) -> Result<(), sqlx::Error> {
     let mut listener = crate::db::listener(&keys.pool).await?;
     listener.listen(KEYS_CHANNEL).await?;
-    tokio::spawn(async move {
+    let shutdown = background.shutdown();
+    background.spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,

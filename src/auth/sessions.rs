@@ -15,10 +15,10 @@ use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::cutoffs::Cutoffs;
+use crate::background::Background;
 
 /// A refresh token is 256 random bits, 43 characters in base64url.
 const TOKEN_BYTES: usize = 32;
@@ -267,8 +267,8 @@ impl Sessions {
     }
 
     /// Remembers cutoffs from now on, forgetting each as it changes.
-    pub fn follow_cutoffs(&self, shutdown: CancellationToken) {
-        self.cutoffs.follow(shutdown);
+    pub fn follow_cutoffs(&self, background: &Background) {
+        self.cutoffs.follow(background);
     }
 }
 

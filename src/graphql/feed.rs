@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::background::Background;
 use accountable_vault::Vault;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 use crate::audit::history::{self, ReadableEvent};
 use crate::relay::EVENTS_CHANNEL;
@@ -32,8 +32,9 @@ impl EventFeed {
     pub async fn start(
         pool: PgPool,
         vault: Arc<Vault>,
-        shutdown: CancellationToken,
+        background: &Background,
     ) -> sqlx::Result<Self> {
+        let shutdown = background.shutdown();
         let (sender, _) = broadcast::channel(BACKLOG);
         let mut listener = crate::db::listener(&pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
@@ -41,7 +42,7 @@ impl EventFeed {
         let feed = Self {
             sender: sender.clone(),
         };
-        tokio::spawn(async move {
+        background.spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::background::Background;
 use accountable_projections::users::UserRow;
 use accountable_projections::worker::PROJECTED_CHANNEL;
 use sqlx::PgPool;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::loader;
@@ -28,11 +28,12 @@ pub struct Stale {
 impl ProjectionWatch {
     /// Starts listening; the listener reconnects by itself and stops with
     /// `shutdown`.
-    pub async fn start(pool: &PgPool, shutdown: CancellationToken) -> sqlx::Result<Self> {
+    pub async fn start(pool: &PgPool, background: &Background) -> sqlx::Result<Self> {
         let mut listener = crate::db::listener(pool).await?;
         listener.listen(PROJECTED_CHANNEL).await?;
         let (tx, batches) = watch::channel(0);
-        tokio::spawn(async move {
+        let shutdown = background.shutdown();
+        background.spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -594,7 +594,7 @@ async fn too_many_sign_ins_from_one_address_are_rate_limited() {
 #[tokio::test]
 async fn production_refuses_development_keys_and_signs_with_the_configured_key() {
     use accountable::config::Environment;
-    use accountable::http::Application;
+    use accountable::startup::Application;
     use base64::engine::general_purpose::STANDARD;
     use ed25519_dalek::pkcs8::EncodePrivateKey;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use accountable::config::Environment;
-use accountable::http::Application;
+use accountable::startup::Application;
 use accountable_vault::MasterKey;
 use serde_json::{json, Value};
 use sqlx::PgPool;

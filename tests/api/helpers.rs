@@ -15,8 +15,8 @@ use std::time::Duration;
 use accountable::auth::Clock;
 use accountable::config::Config;
 use accountable::graphql::loader::LookupCount;
-use accountable::http::Application;
-use accountable::{db, kafka, processes};
+use accountable::startup::Application;
+use accountable::{db, kafka, startup};
 use accountable_projections::users::UserRow;
 use accountable_vault::{EventFields, MasterKey, Vault};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -130,15 +130,15 @@ impl TestStack {
 
     /// Starts a relay in this process; it runs until the stack is dropped.
     pub fn relay(&self) {
-        self.spawn(|config, pool, shutdown| async move {
-            processes::relay(&config, pool, shutdown).await
-        })
+        self.spawn(
+            |config, pool, shutdown| async move { startup::relay(&config, pool, shutdown).await },
+        )
     }
 
     /// Starts a projection worker in this process, until the stack is dropped.
     pub fn projection(&self) {
         self.spawn(|config, pool, shutdown| async move {
-            processes::project(&config, pool, shutdown).await
+            startup::project(&config, pool, shutdown).await
         })
     }
 
