@@ -1,19 +1,18 @@
 //! Typed configuration, read from the environment (or flags), with
-//! defaults that work on a developer's machine. Never printed whole: the
-//! database URL may carry a password.
+//! defaults that work on a developer's machine, in one group per part
+//! (database, Kafka, HTTP, auth, vault, audit). Secrets (the database URL,
+//! which may carry a password, and the master key) are [`Secret`]s, which
+//! never print. Each part builds its own settings from its group; this
+//! module depends on none of them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use accountable_projections::worker::WorkerConfig;
 use accountable_vault::MasterKey;
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
-use crate::auth::sessions::SessionConfig;
-use crate::auth::tokens::TokenConfig;
 use crate::commands::password::HashCost;
-use crate::relay::RelayConfig;
-use crate::state::StateConfig;
 use accountable_domain::values::Password;
 use accountable_domain::LockoutPolicy;
 
@@ -23,46 +22,75 @@ pub enum Environment {
     Production,
 }
 
-#[derive(Clone, Parser)]
+/// Every setting, in groups; read from the environment (or flags).
+#[derive(Debug, Clone, Parser)]
 pub struct Config {
+    /// `production` turns off GraphiQL.
+    #[arg(
+        long = "env",
+        env = "ACCOUNTABLE_ENV",
+        value_enum,
+        default_value = "development",
+        global = true
+    )]
+    pub env: Environment,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub http: HttpConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub vault: VaultConfig,
+
+    #[command(flatten)]
+    pub audit: AuditConfig,
+}
+
+/// PostgreSQL: the event store and the read tables.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
     /// PostgreSQL: event store and read tables.
     #[arg(
-        long,
+        long = "database-url",
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/accountable",
         hide_env_values = true,
         global = true
     )]
-    pub database_url: String,
+    pub url: Secret,
 
     /// Most connections in the PostgreSQL pool of each process.
     #[arg(
-        long,
+        long = "db-max-connections",
         env = "ACCOUNTABLE_DB_MAX_CONNECTIONS",
         default_value_t = 16,
         global = true
     )]
-    pub db_max_connections: u32,
+    pub max_connections: u32,
+}
 
+/// Kafka: the broker, the topics, and how the relay feeds them.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaConfig {
     #[arg(
-        long,
+        long = "kafka-bootstrap-servers",
         env = "KAFKA_BOOTSTRAP_SERVERS",
         default_value = "127.0.0.1:9092",
         global = true
     )]
-    pub kafka_bootstrap_servers: String,
-
-    #[arg(
-        long,
-        env = "ACCOUNTABLE_HTTP_ADDR",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
-    pub http_addr: SocketAddr,
+    pub bootstrap_servers: String,
 
     /// The topic of account events.
     #[arg(
-        long,
+        long = "events-topic",
         env = "ACCOUNTABLE_EVENTS_TOPIC",
         default_value = "accountable.user.events",
         global = true
@@ -72,7 +100,7 @@ pub struct Config {
     /// The compacted topic of every user's latest state (personal data
     /// included: restrict who may read it), created if missing.
     #[arg(
-        long,
+        long = "state-topic",
         env = "ACCOUNTABLE_STATE_TOPIC",
         default_value = "accountable.user.state",
         global = true
@@ -83,7 +111,7 @@ pub struct Config {
     /// (such as a tombstone) supersedes it: the topic's
     /// `max.compaction.lag.ms` and `segment.ms`.
     #[arg(
-        long,
+        long = "state-max-compaction-lag-ms",
         env = "ACCOUNTABLE_STATE_MAX_COMPACTION_LAG_MS",
         default_value_t = 3_600_000,
         global = true
@@ -92,7 +120,7 @@ pub struct Config {
 
     /// Partitions of the events topic when the relay creates it.
     #[arg(
-        long,
+        long = "topic-partitions",
         env = "ACCOUNTABLE_TOPIC_PARTITIONS",
         default_value_t = 6,
         global = true
@@ -102,7 +130,7 @@ pub struct Config {
     /// Replication factor of the events topic when the relay creates it
     /// (3 on a production cluster).
     #[arg(
-        long,
+        long = "topic-replication",
         env = "ACCOUNTABLE_TOPIC_REPLICATION",
         default_value_t = 1,
         global = true
@@ -111,7 +139,7 @@ pub struct Config {
 
     /// The consumer group of the `users` projection.
     #[arg(
-        long,
+        long = "projection-group",
         env = "ACCOUNTABLE_PROJECTION_GROUP",
         default_value = "accountable.projection.users",
         global = true
@@ -120,7 +148,7 @@ pub struct Config {
 
     /// How often the relay looks for events without being notified.
     #[arg(
-        long,
+        long = "relay-poll-ms",
         env = "ACCOUNTABLE_RELAY_POLL_MS",
         default_value_t = 500,
         global = true
@@ -130,7 +158,7 @@ pub struct Config {
     /// Most events the relay publishes per cursor update (one database
     /// round trip and one wait for the broker's acknowledgements each).
     #[arg(
-        long,
+        long = "relay-batch-size",
         env = "ACCOUNTABLE_RELAY_BATCH_SIZE",
         default_value_t = 500,
         value_parser = clap::value_parser!(i64).range(1..=100_000),
@@ -142,63 +170,29 @@ pub struct Config {
     /// which skips the rest of a batch when a consumer resumes inside it;
     /// raise it (e.g. to 10000) on a real Kafka cluster.
     #[arg(
-        long,
+        long = "relay-batch-messages",
         env = "ACCOUNTABLE_RELAY_BATCH_MESSAGES",
         default_value_t = 1,
         global = true
     )]
     pub relay_batch_messages: u32,
+}
 
-    /// `production` turns off GraphiQL.
+/// The HTTP API: where it listens and what one client may do.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
     #[arg(
-        long,
-        env = "ACCOUNTABLE_ENV",
-        value_enum,
-        default_value = "development",
+        long = "http-addr",
+        env = "ACCOUNTABLE_HTTP_ADDR",
+        default_value = "127.0.0.1:8080",
         global = true
     )]
-    pub env: Environment,
-
-    /// argon2id memory cost in KiB.
-    #[arg(long, env = "ACCOUNTABLE_ARGON2_MEMORY_KIB", default_value_t = HashCost::OWASP.memory_kib, global = true)]
-    pub argon2_memory_kib: u32,
-
-    /// argon2id passes.
-    #[arg(long, env = "ACCOUNTABLE_ARGON2_ITERATIONS", default_value_t = HashCost::OWASP.iterations, global = true)]
-    pub argon2_iterations: u32,
-
-    /// argon2id lanes.
-    #[arg(long, env = "ACCOUNTABLE_ARGON2_PARALLELISM", default_value_t = HashCost::OWASP.parallelism, global = true)]
-    pub argon2_parallelism: u32,
-
-    /// Hashes computed at once; 0 means one per CPU.
-    #[arg(
-        long,
-        env = "ACCOUNTABLE_HASH_CONCURRENCY",
-        default_value_t = 0,
-        global = true
-    )]
-    pub hash_concurrency: usize,
-
-    /// Hashes (sign-ins, registrations, password changes) that may wait for
-    /// a busy hashing thread; beyond them, requests are refused at once with
-    /// `UNAVAILABLE`, so that a login storm cannot slow every other request.
-    #[arg(
-        long,
-        env = "ACCOUNTABLE_HASH_QUEUE",
-        default_value_t = 32,
-        global = true
-    )]
-    pub hash_queue: usize,
-
-    /// Shortest password accepted, in code points.
-    #[arg(long, env = "ACCOUNTABLE_PASSWORD_MIN_LENGTH", default_value_t = Password::DEFAULT_MIN_LEN, global = true)]
-    pub password_min_length: usize,
+    pub addr: SocketAddr,
 
     /// `login`, `register` and `refreshToken` requests per minute per client
     /// address; 0 turns the limit off.
     #[arg(
-        long,
+        long = "rate-limit",
         env = "ACCOUNTABLE_RATE_LIMIT",
         default_value_t = 60,
         global = true
@@ -208,7 +202,7 @@ pub struct Config {
     /// Operations (subscriptions, and queries or mutations under way) one
     /// WebSocket may run at once; one more is refused with `RATE_LIMITED`.
     #[arg(
-        long,
+        long = "ws-operations",
         env = "ACCOUNTABLE_WS_OPERATIONS",
         default_value_t = 16,
         global = true
@@ -218,36 +212,19 @@ pub struct Config {
     /// WebSockets one client address may hold open at once; one more is
     /// refused (429).
     #[arg(
-        long,
+        long = "ws-per-client",
         env = "ACCOUNTABLE_WS_PER_CLIENT",
         default_value_t = 32,
         global = true
     )]
     pub ws_per_client: usize,
 
-    /// A file holding an Ed25519 private key (PKCS#8 PEM) to sign access
-    /// tokens with; added to the published keys at start. Production needs
-    /// this or a key made with `accountable keys rotate`.
-    #[arg(long, env = "ACCOUNTABLE_JWT_KEY_FILE", global = true)]
-    pub jwt_key_file: Option<std::path::PathBuf>,
-
-    /// How often `serve` seals the heads of all streams in a signed
-    /// checkpoint (seconds; 0 = never, make them with `accountable audit
-    /// checkpoint`).
-    #[arg(
-        long,
-        env = "ACCOUNTABLE_CHECKPOINT_SECS",
-        default_value_t = 60,
-        global = true
-    )]
-    pub checkpoint_secs: u64,
-
     /// Browser origins allowed to call the API and open subscriptions
     /// (comma-separated, e.g. `https://app.example.com`); `*` allows any
     /// origin (never with credentials: tokens travel in headers, not
     /// cookies). Empty: same origin only.
     #[arg(
-        long,
+        long = "cors-origins",
         env = "ACCOUNTABLE_CORS_ORIGINS",
         value_delimiter = ',',
         global = true
@@ -258,33 +235,71 @@ pub struct Config {
     /// `X-Forwarded-For` names the client. A request from any other peer
     /// is the peer's own; empty: every request is the peer's own.
     #[arg(
-        long,
+        long = "trusted-proxies",
         env = "ACCOUNTABLE_TRUSTED_PROXIES",
         value_delimiter = ',',
         global = true
     )]
     pub trusted_proxies: Vec<String>,
 
-    /// The master key (32 random bytes in base64, e.g. from `openssl rand
-    /// -base64 32`) that wraps every user's data key. A database refuses
-    /// any key other than the first it was used with. Production needs
-    /// this or `ACCOUNTABLE_MASTER_KEY_FILE`.
+    /// How long `user(id, minVersion)` waits for the read side to catch up.
     #[arg(
-        long,
-        env = "ACCOUNTABLE_MASTER_KEY",
-        hide_env_values = true,
+        long = "read-your-writes-timeout-ms",
+        env = "ACCOUNTABLE_READ_YOUR_WRITES_TIMEOUT_MS",
+        default_value_t = 3_000,
         global = true
     )]
-    pub master_key: Option<String>,
+    pub read_your_writes_timeout_ms: u64,
+}
 
-    /// A file holding the master key in base64. In development, when no key
-    /// is given, `.data/master.key` is used, and made on first start.
-    #[arg(long, env = "ACCOUNTABLE_MASTER_KEY_FILE", global = true)]
-    pub master_key_file: Option<std::path::PathBuf>,
+/// Passwords, tokens and sessions.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// argon2id memory cost in KiB.
+    #[arg(long = "argon2-memory-kib", env = "ACCOUNTABLE_ARGON2_MEMORY_KIB", default_value_t = HashCost::OWASP.memory_kib, global = true)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id passes.
+    #[arg(long = "argon2-iterations", env = "ACCOUNTABLE_ARGON2_ITERATIONS", default_value_t = HashCost::OWASP.iterations, global = true)]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes.
+    #[arg(long = "argon2-parallelism", env = "ACCOUNTABLE_ARGON2_PARALLELISM", default_value_t = HashCost::OWASP.parallelism, global = true)]
+    pub argon2_parallelism: u32,
+
+    /// Hashes computed at once; 0 means one per CPU.
+    #[arg(
+        long = "hash-concurrency",
+        env = "ACCOUNTABLE_HASH_CONCURRENCY",
+        default_value_t = 0,
+        global = true
+    )]
+    pub hash_concurrency: usize,
+
+    /// Hashes (sign-ins, registrations, password changes) that may wait for
+    /// a busy hashing thread; beyond them, requests are refused at once with
+    /// `UNAVAILABLE`, so that a login storm cannot slow every other request.
+    #[arg(
+        long = "hash-queue",
+        env = "ACCOUNTABLE_HASH_QUEUE",
+        default_value_t = 32,
+        global = true
+    )]
+    pub hash_queue: usize,
+
+    /// Shortest password accepted, in code points.
+    #[arg(long = "password-min-length", env = "ACCOUNTABLE_PASSWORD_MIN_LENGTH", default_value_t = Password::DEFAULT_MIN_LEN, global = true)]
+    pub password_min_length: usize,
+
+    /// A file holding an Ed25519 private key (PKCS#8 PEM) to sign access
+    /// tokens with; added to the published keys at start. Production needs
+    /// this or a key made with `accountable keys rotate`.
+    #[arg(long = "jwt-key-file", env = "ACCOUNTABLE_JWT_KEY_FILE", global = true)]
+    pub jwt_key_file: Option<std::path::PathBuf>,
 
     /// The `iss` of access tokens.
     #[arg(
-        long,
+        long = "jwt-issuer",
         env = "ACCOUNTABLE_JWT_ISSUER",
         default_value = "accountable",
         global = true
@@ -293,7 +308,7 @@ pub struct Config {
 
     /// The `aud` of access tokens.
     #[arg(
-        long,
+        long = "jwt-audience",
         env = "ACCOUNTABLE_JWT_AUDIENCE",
         default_value = "accountable",
         global = true
@@ -302,7 +317,7 @@ pub struct Config {
 
     /// Lifetime of an access token.
     #[arg(
-        long,
+        long = "access-token-ttl-secs",
         env = "ACCOUNTABLE_ACCESS_TOKEN_TTL_SECS",
         default_value_t = 300,
         global = true
@@ -311,7 +326,7 @@ pub struct Config {
 
     /// A refresh token unused this long expires.
     #[arg(
-        long,
+        long = "refresh-idle-secs",
         env = "ACCOUNTABLE_REFRESH_IDLE_SECS",
         default_value_t = 86_400,
         global = true
@@ -319,12 +334,12 @@ pub struct Config {
     pub refresh_idle_secs: i64,
 
     /// A session lasts at most this long from login.
-    #[arg(long, env = "ACCOUNTABLE_REFRESH_MAX_SECS", default_value_t = 30 * 86_400, global = true)]
+    #[arg(long = "refresh-max-secs", env = "ACCOUNTABLE_REFRESH_MAX_SECS", default_value_t = 30 * 86_400, global = true)]
     pub refresh_max_secs: i64,
 
     /// Failed logins in a row before the account locks.
     #[arg(
-        long,
+        long = "login-max-failures",
         env = "ACCOUNTABLE_LOGIN_MAX_FAILURES",
         default_value_t = 10,
         global = true
@@ -334,21 +349,52 @@ pub struct Config {
     /// An email claim a registration has not confirmed in this time was
     /// abandoned by a crash and may be taken over.
     #[arg(
-        long,
+        long = "email-claim-ttl-secs",
         env = "ACCOUNTABLE_EMAIL_CLAIM_TTL_SECS",
         default_value_t = 60,
         global = true
     )]
     pub email_claim_ttl_secs: u64,
+}
 
-    /// How long `user(id, minVersion)` waits for the read side to catch up.
+/// The master key that wraps every user's data key.
+#[derive(Debug, Clone, Args)]
+pub struct VaultConfig {
+    /// The master key (32 random bytes in base64, e.g. from `openssl rand
+    /// -base64 32`) that wraps every user's data key. A database refuses
+    /// any key other than the first it was used with. Production needs
+    /// this or `ACCOUNTABLE_MASTER_KEY_FILE`.
     #[arg(
-        long,
-        env = "ACCOUNTABLE_READ_YOUR_WRITES_TIMEOUT_MS",
-        default_value_t = 3_000,
+        long = "master-key",
+        env = "ACCOUNTABLE_MASTER_KEY",
+        hide_env_values = true,
         global = true
     )]
-    pub read_your_writes_timeout_ms: u64,
+    pub master_key: Option<Secret>,
+
+    /// A file holding the master key in base64. In development, when no key
+    /// is given, `.data/master.key` is used, and made on first start.
+    #[arg(
+        long = "master-key-file",
+        env = "ACCOUNTABLE_MASTER_KEY_FILE",
+        global = true
+    )]
+    pub master_key_file: Option<std::path::PathBuf>,
+}
+
+/// Signed checkpoints of the event store.
+#[derive(Debug, Clone, Args)]
+pub struct AuditConfig {
+    /// How often `serve` seals the heads of all streams in a signed
+    /// checkpoint (seconds; 0 = never, make them with `accountable audit
+    /// checkpoint`).
+    #[arg(
+        long = "checkpoint-secs",
+        env = "ACCOUNTABLE_CHECKPOINT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub checkpoint_secs: u64,
 }
 
 /// Where development keeps the master key it makes for itself.
@@ -364,11 +410,11 @@ impl Config {
     /// The configured master key. Without one, production refuses to start
     /// and development makes one and keeps it in `.data/master.key`.
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
-        if let Some(text) = &self.master_key {
-            return MasterKey::from_base64(text)
+        if let Some(text) = &self.vault.master_key {
+            return MasterKey::from_base64(text.expose())
                 .map_err(|e| anyhow::anyhow!("ACCOUNTABLE_MASTER_KEY: {e}"));
         }
-        let path = match (&self.master_key_file, self.env) {
+        let path = match (&self.vault.master_key_file, self.env) {
             (Some(path), _) => path.clone(),
             (None, Environment::Development) => {
                 let path = std::path::PathBuf::from(DEVELOPMENT_MASTER_KEY);
@@ -388,6 +434,18 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))
     }
 
+    pub fn projection(&self) -> WorkerConfig {
+        WorkerConfig {
+            bootstrap_servers: self.kafka.bootstrap_servers.clone(),
+            topic: self.kafka.events_topic.clone(),
+            group_id: self.kafka.projection_group.clone(),
+            max_batch: 500,
+            batch_window: Duration::from_millis(5),
+        }
+    }
+}
+
+impl AuthConfig {
     pub fn hash_cost(&self) -> HashCost {
         HashCost {
             memory_kib: self.argon2_memory_kib,
@@ -396,61 +454,11 @@ impl Config {
         }
     }
 
+    /// Hashing threads: as configured, or one per core.
     pub fn hash_concurrency(&self) -> usize {
         match self.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
-        }
-    }
-
-    pub fn relay(&self) -> RelayConfig {
-        RelayConfig {
-            bootstrap_servers: self.kafka_bootstrap_servers.clone(),
-            topic: self.events_topic.clone(),
-            partitions: self.topic_partitions,
-            replication: self.topic_replication,
-            batch_size: self.relay_batch_size,
-            poll_interval: Duration::from_millis(self.relay_poll_ms),
-            message_timeout: Duration::from_secs(120),
-            batch_messages: self.relay_batch_messages,
-        }
-    }
-
-    pub fn state(&self) -> StateConfig {
-        StateConfig {
-            bootstrap_servers: self.kafka_bootstrap_servers.clone(),
-            topic: self.state_topic.clone(),
-            partitions: self.topic_partitions,
-            replication: self.topic_replication,
-            max_compaction_lag: Duration::from_millis(self.state_max_compaction_lag_ms),
-            batch_messages: self.relay_batch_messages,
-            poll_interval: Duration::from_millis(self.relay_poll_ms.max(100)),
-        }
-    }
-
-    pub fn projection(&self) -> WorkerConfig {
-        WorkerConfig {
-            bootstrap_servers: self.kafka_bootstrap_servers.clone(),
-            topic: self.events_topic.clone(),
-            group_id: self.projection_group.clone(),
-            max_batch: 500,
-            batch_window: Duration::from_millis(5),
-        }
-    }
-
-    pub fn tokens(&self) -> TokenConfig {
-        TokenConfig {
-            issuer: self.jwt_issuer.clone(),
-            audience: self.jwt_audience.clone(),
-            ttl: chrono::Duration::seconds(self.access_token_ttl_secs),
-            leeway: chrono::Duration::seconds(30),
-        }
-    }
-
-    pub fn sessions(&self) -> SessionConfig {
-        SessionConfig {
-            idle: chrono::Duration::seconds(self.refresh_idle_secs),
-            absolute: chrono::Duration::seconds(self.refresh_max_secs),
         }
     }
 
@@ -460,9 +468,41 @@ impl Config {
             ..LockoutPolicy::default()
         }
     }
+}
 
+impl HttpConfig {
     pub fn read_your_writes_timeout(&self) -> Duration {
         Duration::from_millis(self.read_your_writes_timeout_ms)
+    }
+}
+
+/// A secret from the configuration: never printed (its `Debug` shows
+/// `***`, and it has no `Display`), wiped from memory when dropped; only
+/// [`Secret::expose`] gives it out, to whoever must use it.
+#[derive(Clone)]
+pub struct Secret(zeroize::Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(zeroize::Zeroizing::new(value.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(value))
     }
 }
 
@@ -492,5 +532,28 @@ fn create_key_file(path: &std::path::Path) -> anyhow::Result<()> {
             tracing::warn!(path = %path.display(), "made a development master key");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_read_but_never_printed() {
+        let config = Config::parse_from([
+            "accountable",
+            "--database-url",
+            "postgres://app:hunter2@db.internal/accountable",
+            "--master-key",
+            "c2VjcmV0LW1hc3Rlci1rZXk",
+        ]);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        assert_eq!(
+            config.database.url.expose(),
+            "postgres://app:hunter2@db.internal/accountable"
+        );
     }
 }

@@ -171,7 +171,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init(config.env);
-    let pool = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
+    let pool = db::connect_and_migrate(
+        config.database.url.expose(),
+        config.database.max_connections,
+    )
+    .await?;
     let shutdown = CancellationToken::new();
     startup::cancel_on_signal(shutdown.clone());
     match command {
@@ -181,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
             command: Some(RelayCommand::Republish),
         } => {
             let requested = sqlx::query(relay::REQUEST_REPUBLISH)
-                .bind(&config.events_topic)
+                .bind(&config.kafka.events_topic)
                 .execute(&pool)
                 .await?
                 .rows_affected();
@@ -211,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin(AdminCommand::Grant { email, role }) => {
             let vault = shredding::open_vault(&config, &pool).await?;
-            let hasher = PasswordHasher::new(config.hash_cost(), 1, config.hash_queue)?;
+            let hasher = PasswordHasher::new(config.auth.hash_cost(), 1, config.auth.hash_queue)?;
             let users = startup::users(&config, pool, hasher, vault);
             let user_id = users
                 .find_by_email(&Email::parse(&email)?)

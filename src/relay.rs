@@ -15,6 +15,7 @@ use rdkafka::producer::{FutureRecord, Producer};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::KafkaConfig;
 use crate::events::Outgoing;
 use crate::kafka::{self, RenewingProducer};
 use crate::store::{self, CommittedRead, StoredEvent, StreamCursor, STORED_EVENT_COLUMNS};
@@ -38,6 +39,21 @@ pub struct RelayConfig {
     pub message_timeout: Duration,
     /// Most messages in one Kafka record batch (see [`kafka::idempotent_producer`]).
     pub batch_messages: u32,
+}
+
+impl From<&KafkaConfig> for RelayConfig {
+    fn from(kafka: &KafkaConfig) -> Self {
+        Self {
+            bootstrap_servers: kafka.bootstrap_servers.clone(),
+            topic: kafka.events_topic.clone(),
+            partitions: kafka.topic_partitions,
+            replication: kafka.topic_replication,
+            batch_size: kafka.relay_batch_size,
+            poll_interval: Duration::from_millis(kafka.relay_poll_ms),
+            message_timeout: Duration::from_secs(120),
+            batch_messages: kafka.relay_batch_messages,
+        }
+    }
 }
 
 /// Where the relay stands: the last event it published, in commit order.

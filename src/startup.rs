@@ -20,8 +20,8 @@ use crate::auth::clients::TrustedProxies;
 use crate::auth::cutoffs::Cutoffs;
 use crate::auth::keys::{self, KeyRing};
 use crate::auth::ratelimit::ClientLimiter;
-use crate::auth::sessions::Sessions;
-use crate::auth::tokens::Tokens;
+use crate::auth::sessions::{SessionConfig, Sessions};
+use crate::auth::tokens::{TokenConfig, Tokens};
 use crate::auth::{Auth, Clock};
 use crate::background::Background;
 use crate::commands::password::PasswordHasher;
@@ -33,8 +33,8 @@ use crate::graphql::loader::{self, LookupCount};
 use crate::graphql::socket::{SocketCount, SocketLimits};
 use crate::graphql::{self, ApiState};
 use crate::http::{router, HttpState, Origins, BODY_LIMIT, CONNECTION_INIT_TIMEOUT};
-use crate::relay::Relay;
-use crate::state::StatePublisher;
+use crate::relay::{Relay, RelayConfig};
+use crate::state::{StateConfig, StatePublisher};
 use crate::store::StoreHistory;
 use crate::{audit, kafka, observe, shredding};
 
@@ -43,8 +43,8 @@ pub fn users(config: &Config, pool: PgPool, hasher: PasswordHasher, vault: Arc<V
     Users::new(
         pool,
         hasher,
-        config.password_min_length,
-        Duration::from_secs(config.email_claim_ttl_secs),
+        config.auth.password_min_length,
+        Duration::from_secs(config.auth.email_claim_ttl_secs),
         vault,
     )
 }
@@ -58,7 +58,7 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `config.http_addr` and assembles the API; `shutdown` also stops
+    /// Binds `config.http.addr` and assembles the API; `shutdown` also stops
     /// its background loops.
     pub async fn build(
         config: &Config,
@@ -99,9 +99,9 @@ impl Application {
         background: &Background,
     ) -> anyhow::Result<(TcpListener, Router, LookupCount)> {
         let hasher = PasswordHasher::new(
-            config.hash_cost(),
-            config.hash_concurrency(),
-            config.hash_queue,
+            config.auth.hash_cost(),
+            config.auth.hash_concurrency(),
+            config.auth.hash_queue,
         )?;
         let vault = shredding::open_vault(config, &pool).await?;
         let cutoffs = Cutoffs::new(pool.clone());
@@ -111,12 +111,12 @@ impl Application {
         );
         let keys = Arc::new(KeyRing::configured(pool.clone(), vault.clone(), config).await?);
         keys::follow_changes(keys.clone(), Duration::from_secs(60), background).await?;
-        if config.checkpoint_secs > 0 {
+        if config.audit.checkpoint_secs > 0 {
             audit::checkpoint::every(
                 pool.clone(),
                 keys.clone(),
                 clock.clone(),
-                Duration::from_secs(config.checkpoint_secs),
+                Duration::from_secs(config.audit.checkpoint_secs),
                 background,
             );
         }
@@ -125,11 +125,11 @@ impl Application {
             .await?;
         let auth = Arc::new(Auth {
             users,
-            tokens: Tokens::new(keys.clone(), config.tokens()),
-            sessions: Sessions::new(pool.clone(), config.sessions(), cutoffs),
+            tokens: Tokens::new(keys.clone(), TokenConfig::from(&config.auth)),
+            sessions: Sessions::new(pool.clone(), SessionConfig::from(&config.auth), cutoffs),
             clock,
             hasher,
-            policy: config.lockout(),
+            policy: config.auth.lockout(),
             dummy_hash,
         });
         auth.sessions.follow_cutoffs(background);
@@ -142,15 +142,15 @@ impl Application {
             ApiState {
                 pool: pool.clone(),
                 auth: auth.clone(),
-                limiter: ClientLimiter::per_minute(config.rate_limit),
+                limiter: ClientLimiter::per_minute(config.http.rate_limit),
                 freshness,
                 users,
                 vault,
                 feed,
-                read_your_writes_timeout: config.read_your_writes_timeout(),
+                read_your_writes_timeout: config.http.read_your_writes_timeout(),
             },
         );
-        let listener = TcpListener::bind(config.http_addr).await?;
+        let listener = TcpListener::bind(config.http.addr).await?;
         Ok((
             listener,
             router(
@@ -159,13 +159,13 @@ impl Application {
                     pool,
                     auth,
                     keys,
-                    origins: Origins::from_config(&config.cors_origins)?,
-                    events_topic: config.events_topic.clone(),
+                    origins: Origins::from_config(&config.http.cors_origins)?,
+                    events_topic: config.kafka.events_topic.clone(),
                     sockets: SocketCount::default(),
-                    proxies: TrustedProxies::parse(&config.trusted_proxies)?,
+                    proxies: TrustedProxies::parse(&config.http.trusted_proxies)?,
                     socket_limits: SocketLimits {
-                        operations: config.ws_operations,
-                        per_client: config.ws_per_client,
+                        operations: config.http.ws_operations,
+                        per_client: config.http.ws_per_client,
                         message_bytes: BODY_LIMIT,
                         init_timeout: CONNECTION_INIT_TIMEOUT,
                     },
@@ -216,7 +216,9 @@ pub async fn relay(
     pool: PgPool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    Relay::new(pool, config.relay())?.run(shutdown).await
+    Relay::new(pool, RelayConfig::from(&config.kafka))?
+        .run(shutdown)
+        .await
 }
 
 pub async fn project(
@@ -226,7 +228,7 @@ pub async fn project(
 ) -> anyhow::Result<()> {
     // The relay creates the topic too; creating it here spares the worker
     // a wait, and a broker that is away now is waited for by the consumer.
-    let relay = config.relay();
+    let relay = RelayConfig::from(&config.kafka);
     if let Err(error) = kafka::ensure_topic(
         &relay.bootstrap_servers,
         &relay.topic,
@@ -240,7 +242,7 @@ pub async fn project(
     let history = StoreHistory::new(pool.clone());
     let vault = shredding::open_vault(config, &pool).await?;
     let worker = Worker::new(pool.clone(), config.projection(), history, vault)?;
-    let states = StatePublisher::new(pool, config.state())?;
+    let states = StatePublisher::new(pool, StateConfig::from(&config.kafka))?;
     let stop_both = shutdown.clone();
     let (projected, published) = tokio::join!(
         async {

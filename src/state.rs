@@ -20,6 +20,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::config::KafkaConfig;
 use crate::db;
 use crate::kafka::{self, RenewingProducer};
 
@@ -33,6 +34,20 @@ pub struct StateConfig {
     pub max_compaction_lag: Duration,
     pub batch_messages: u32,
     pub poll_interval: Duration,
+}
+
+impl From<&KafkaConfig> for StateConfig {
+    fn from(kafka: &KafkaConfig) -> Self {
+        Self {
+            bootstrap_servers: kafka.bootstrap_servers.clone(),
+            topic: kafka.state_topic.clone(),
+            partitions: kafka.topic_partitions,
+            replication: kafka.topic_replication,
+            max_compaction_lag: Duration::from_millis(kafka.state_max_compaction_lag_ms),
+            batch_messages: kafka.relay_batch_messages,
+            poll_interval: Duration::from_millis(kafka.relay_poll_ms.max(100)),
+        }
+    }
 }
 
 const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(hashtext('accountable.state'))";

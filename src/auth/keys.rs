@@ -93,7 +93,7 @@ impl KeyRing {
         vault: Arc<Vault>,
         config: &crate::config::Config,
     ) -> anyhow::Result<Self> {
-        let configured_key = match &config.jwt_key_file {
+        let configured_key = match &config.auth.jwt_key_file {
             Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!(
                     "cannot read ACCOUNTABLE_JWT_KEY_FILE {}: {e}",

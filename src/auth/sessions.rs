@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::cutoffs::Cutoffs;
 use crate::background::Background;
+use crate::config::AuthConfig;
 
 /// A refresh token is 256 random bits, 43 characters in base64url.
 const TOKEN_BYTES: usize = 32;
@@ -31,6 +32,15 @@ pub struct SessionConfig {
     pub idle: Duration,
     /// A family lives at most this long from login.
     pub absolute: Duration,
+}
+
+impl From<&AuthConfig> for SessionConfig {
+    fn from(auth: &AuthConfig) -> Self {
+        Self {
+            idle: chrono::Duration::seconds(auth.refresh_idle_secs),
+            absolute: chrono::Duration::seconds(auth.refresh_max_secs),
+        }
+    }
 }
 
 /// Why a refresh token was refused. Clients see one answer for all.

@@ -2,6 +2,7 @@
 //! under a `kid`, verified with the algorithm pinned, every claim required,
 //! issuer and audience checked, and at most 30 s of clock leeway.
 
+use crate::config::AuthConfig;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -47,6 +48,17 @@ pub struct TokenConfig {
     pub audience: String,
     pub ttl: Duration,
     pub leeway: Duration,
+}
+
+impl From<&AuthConfig> for TokenConfig {
+    fn from(auth: &AuthConfig) -> Self {
+        Self {
+            issuer: auth.jwt_issuer.clone(),
+            audience: auth.jwt_audience.clone(),
+            ttl: chrono::Duration::seconds(auth.access_token_ttl_secs),
+            leeway: chrono::Duration::seconds(30),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -140,7 +140,7 @@ async fn no_token_is_anonymous_and_a_bad_token_is_an_error() {
 
 #[tokio::test]
 async fn every_failed_login_answers_the_same() {
-    let stack = TestStack::with_config(|c| c.login_max_failures = 2).await;
+    let stack = TestStack::with_config(|c| c.auth.login_max_failures = 2).await;
     let api = stack.api().await;
     api.register("ada@example.com", "Ada").await;
     api.register("locked@example.com", "Locked").await;
@@ -218,7 +218,7 @@ async fn eleven_wrong_passwords_in_parallel_lock_the_account_until_the_lock_ends
 
 #[tokio::test]
 async fn access_tokens_expire_and_refresh_tokens_expire_when_idle() {
-    let stack = TestStack::with_config(|c| c.refresh_idle_secs = 600).await;
+    let stack = TestStack::with_config(|c| c.auth.refresh_idle_secs = 600).await;
     let clock = Clock::default();
     let api = stack.api_with_clock(clock.clone()).await;
     let ada = api.register("ada@example.com", "Ada").await;
@@ -238,8 +238,8 @@ async fn access_tokens_expire_and_refresh_tokens_expire_when_idle() {
 #[tokio::test]
 async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
     let stack = TestStack::with_config(|c| {
-        c.refresh_idle_secs = 600;
-        c.refresh_max_secs = 1000;
+        c.auth.refresh_idle_secs = 600;
+        c.auth.refresh_max_secs = 1000;
     })
     .await;
     let clock = Clock::default();
@@ -552,7 +552,7 @@ async fn a_hash_with_old_parameters_is_rehashed_at_the_next_login() {
     let ada = old.register("ada@example.com", "Ada").await;
 
     let mut config = stack.config.clone();
-    config.argon2_memory_kib = 2048;
+    config.auth.argon2_memory_kib = 2048;
     let current = TestStack::api_for(&stack, config).await;
     let body = login(&current, "ada@example.com", PASSWORD).await;
     assert!(body["errors"].is_null(), "{body}");
@@ -575,7 +575,7 @@ async fn a_hash_with_old_parameters_is_rehashed_at_the_next_login() {
 
 #[tokio::test]
 async fn too_many_sign_ins_from_one_address_are_rate_limited() {
-    let stack = TestStack::with_config(|c| c.rate_limit = 3).await;
+    let stack = TestStack::with_config(|c| c.http.rate_limit = 3).await;
     let api = stack.api().await;
     api.register("ada@example.com", "Ada").await;
     let mut codes = Vec::new();
@@ -631,7 +631,7 @@ async fn production_refuses_development_keys_and_signs_with_the_configured_key()
     );
     let file = std::env::temp_dir().join(format!("accountable-key-{}.pem", Uuid::new_v4()));
     std::fs::write(&file, pem).unwrap();
-    config.jwt_key_file = Some(file.clone());
+    config.auth.jwt_key_file = Some(file.clone());
     let prod = stack.api_for(config).await;
     std::fs::remove_file(file).unwrap();
 

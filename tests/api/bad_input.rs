@@ -190,7 +190,7 @@ async fn health_and_readiness_answer() {
 async fn browsers_are_let_in_from_configured_origins_only_and_never_with_credentials() {
     let stack = TestStack::new().await;
     let mut listed = stack.config.clone();
-    listed.cors_origins = vec!["https://app.example.com".into()];
+    listed.http.cors_origins = vec!["https://app.example.com".into()];
     let api = stack.api_for(listed).await;
     let preflight = |origin: &'static str| {
         let api = &api;
@@ -248,7 +248,7 @@ async fn browsers_are_let_in_from_configured_origins_only_and_never_with_credent
 
     // Any origin: a wildcard, still without credentials.
     let mut any = stack.config.clone();
-    any.cors_origins = vec!["*".into()];
+    any.http.cors_origins = vec!["*".into()];
     let api = stack.api_for(any).await;
     let response = api
         .client

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use accountable::config::Environment;
+use accountable::config::{Environment, Secret};
 use accountable::startup::Application;
 use accountable_vault::MasterKey;
 use serde_json::{json, Value};
@@ -350,20 +350,20 @@ async fn a_missing_or_wrong_master_key_refuses_to_start() {
     let shutdown = CancellationToken::new();
 
     let mut wrong = stack.config.clone();
-    wrong.master_key = Some(MasterKey::generate().to_base64().to_string());
+    wrong.vault.master_key = Some(Secret::new(MasterKey::generate().to_base64().to_string()));
     let refused = Application::build(&wrong, stack.pool.clone(), shutdown.clone()).await;
     let error = refused.err().expect("a wrong master key is refused");
     assert!(error.to_string().contains("master key"), "{error}");
 
     let mut malformed = stack.config.clone();
-    malformed.master_key = Some("too short".into());
+    malformed.vault.master_key = Some(Secret::new("too short"));
     let refused = Application::build(&malformed, stack.pool.clone(), shutdown.clone()).await;
     assert!(refused.is_err());
 
     let mut missing = stack.config.clone();
     missing.env = Environment::Production;
-    missing.master_key = None;
-    missing.master_key_file = None;
+    missing.vault.master_key = None;
+    missing.vault.master_key_file = None;
     let refused = Application::build(&missing, stack.pool.clone(), shutdown.clone()).await;
     let error = refused
         .err()

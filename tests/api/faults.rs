@@ -4,6 +4,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use accountable::config::Secret;
 use accountable_projections::crash::CRASH_AT;
 
 use rdkafka::consumer::Consumer;
@@ -136,7 +137,7 @@ async fn metrics_count_operations_and_show_the_pipeline_backlog_and_dead_letters
          VALUES ('users', $1, 0, 7)",
     ] {
         sqlx::query(statement)
-            .bind(&stack.config.events_topic)
+            .bind(&stack.config.kafka.events_topic)
             .execute(&stack.pool)
             .await
             .unwrap();
@@ -205,10 +206,10 @@ async fn sigterm_lets_the_relay_record_its_batch_and_the_projection_commit_its_o
     // Every message on the topic is behind the relay's cursor: the batch in
     // flight was acknowledged and recorded, not cut off.
     let reader = stack.consumer().await;
-    let topic = stack.config.events_topic.clone();
+    let topic = stack.config.kafka.events_topic.clone();
     let mut on_topic = 0;
     let mut on_broker = rdkafka::TopicPartitionList::new();
-    for partition in 0..stack.config.topic_partitions {
+    for partition in 0..stack.config.kafka.topic_partitions {
         let (_, high) = reader
             .fetch_watermarks(&topic, partition, Duration::from_secs(10))
             .unwrap();
@@ -225,8 +226,8 @@ async fn sigterm_lets_the_relay_record_its_batch_and_the_projection_commit_its_o
 
     // The offsets in Kafka are those kept with the rows.
     let group: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &stack.config.kafka_bootstrap_servers)
-        .set("group.id", &stack.config.projection_group)
+        .set("bootstrap.servers", &stack.config.kafka.bootstrap_servers)
+        .set("group.id", &stack.config.kafka.projection_group)
         .create()
         .unwrap();
     let committed = group
@@ -260,7 +261,7 @@ async fn on_own_broker(
     count: usize,
 ) -> (TestStack, TestApi, Vec<Acknowledged>, [Supervised; 2]) {
     let stack = TestStack::with_config(|config| {
-        config.kafka_bootstrap_servers = broker.bootstrap_servers();
+        config.kafka.bootstrap_servers = broker.bootstrap_servers();
     })
     .await;
     let api = stack.api().await;
@@ -330,7 +331,7 @@ async fn requests_answer_unavailable_while_postgresql_restarts_and_the_service_r
 {
     let postgres = Postgres::start().await;
     let stack = TestStack::with_config(|config| {
-        config.database_url = postgres.url("accountable");
+        config.database.url = Secret::new(postgres.url("accountable"));
     })
     .await;
     let api = stack.api().await;
@@ -390,7 +391,7 @@ async fn partitions_moving_to_another_worker_in_the_middle_of_a_batch_lose_and_d
     let api = stack.api().await;
     let _relay = stack.process("relay");
     let _first = stack.process_named("project", "worker-a");
-    let partitions = i64::from(stack.config.topic_partitions);
+    let partitions = i64::from(stack.config.kafka.topic_partitions);
     eventually(
         "worker-a owns the partitions",
         Duration::from_secs(30),

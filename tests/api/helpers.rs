@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accountable::auth::Clock;
-use accountable::config::Config;
+use accountable::config::{Config, Secret};
 use accountable::graphql::loader::LookupCount;
 use accountable::startup::Application;
 use accountable::{db, kafka, startup};
@@ -57,32 +57,37 @@ impl TestStack {
     pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::from_env();
         let (server, _) = config
-            .database_url
+            .database
+            .url
+            .expose()
             .rsplit_once('/')
             .expect("DATABASE_URL has no database name");
         let id = Uuid::new_v4().simple().to_string();
-        config.database_url = format!("{server}/accountable_test_{id}");
-        config.events_topic = format!("accountable.test.{id}.user.events");
-        config.state_topic = format!("accountable.test.{id}.user.state");
-        config.projection_group = format!("accountable.test.{id}.projection.users");
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
-        config.topic_partitions = 3;
-        config.relay_poll_ms = 100;
-        config.db_max_connections = 5;
-        config.argon2_memory_kib = 1024;
-        config.argon2_iterations = 1;
-        config.read_your_writes_timeout_ms = 10_000;
-        config.rate_limit = 0;
+        config.database.url = Secret::new(format!("{server}/accountable_test_{id}"));
+        config.kafka.events_topic = format!("accountable.test.{id}.user.events");
+        config.kafka.state_topic = format!("accountable.test.{id}.user.state");
+        config.kafka.projection_group = format!("accountable.test.{id}.projection.users");
+        config.http.addr = "127.0.0.1:0".parse().unwrap();
+        config.kafka.topic_partitions = 3;
+        config.kafka.relay_poll_ms = 100;
+        config.database.max_connections = 5;
+        config.auth.argon2_memory_kib = 1024;
+        config.auth.argon2_iterations = 1;
+        config.http.read_your_writes_timeout_ms = 10_000;
+        config.http.rate_limit = 0;
         // Tests send bursts on purpose (fifty registrations at once); the
         // shedding test sets its own queue.
-        config.hash_queue = 1_000;
-        config.master_key = Some(MasterKey::generate().to_base64().to_string());
+        config.auth.hash_queue = 1_000;
+        config.vault.master_key = Some(Secret::new(MasterKey::generate().to_base64().to_string()));
         adjust(&mut config);
-        let pool = db::connect_and_migrate(&config.database_url, config.db_max_connections)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL must be running (start it with scripts/test.sh): {e}")
-            });
+        let pool = db::connect_and_migrate(
+            config.database.url.expose(),
+            config.database.max_connections,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL must be running (start it with scripts/test.sh): {e}")
+        });
         Self {
             config,
             pool,
@@ -261,17 +266,17 @@ impl TestStack {
     /// beginning. The topic is created first if the relay has not yet, so
     /// that the consumer reads from the moment it exists.
     pub async fn consumer(&self) -> StreamConsumer {
-        self.consumer_of(&self.config.events_topic).await
+        self.consumer_of(&self.config.kafka.events_topic).await
     }
 
     /// A plain consumer of every partition of `topic` from the beginning,
     /// the topic created first if need be.
     pub async fn consumer_of(&self, topic: &str) -> StreamConsumer {
         kafka::ensure_topic(
-            &self.config.kafka_bootstrap_servers,
+            &self.config.kafka.bootstrap_servers,
             topic,
-            self.config.topic_partitions,
-            self.config.topic_replication,
+            self.config.kafka.topic_partitions,
+            self.config.kafka.topic_replication,
         )
         .await
         .unwrap_or_else(|e| {
@@ -279,7 +284,7 @@ impl TestStack {
         });
         let consumer = self.reader();
         let mut assignment = TopicPartitionList::new();
-        for partition in 0..self.config.topic_partitions {
+        for partition in 0..self.config.kafka.topic_partitions {
             assignment
                 .add_partition_offset(topic, partition, Offset::Beginning)
                 .expect("a valid partition");
@@ -290,7 +295,7 @@ impl TestStack {
 
     fn reader(&self) -> StreamConsumer {
         ClientConfig::new()
-            .set("bootstrap.servers", &self.config.kafka_bootstrap_servers)
+            .set("bootstrap.servers", &self.config.kafka.bootstrap_servers)
             .set("group.id", format!("test-reader-{}", Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .create()
@@ -302,7 +307,11 @@ impl TestStack {
         let consumer = self.reader();
         let mut assignment = TopicPartitionList::new();
         assignment
-            .add_partition_offset(&self.config.events_topic, partition, Offset::Offset(offset))
+            .add_partition_offset(
+                &self.config.kafka.events_topic,
+                partition,
+                Offset::Offset(offset),
+            )
             .expect("a valid offset");
         consumer.assign(&assignment).expect("assigned");
         consumer
@@ -327,7 +336,8 @@ impl TestStack {
 
     /// The vault of this stack's database, with its master key.
     pub async fn vault(&self) -> Vault {
-        let key = MasterKey::from_base64(self.config.master_key.as_deref().unwrap()).unwrap();
+        let key = MasterKey::from_base64(self.config.vault.master_key.as_ref().unwrap().expose())
+            .unwrap();
         Vault::open(self.pool.clone(), key).await.unwrap()
     }
 
@@ -378,33 +388,41 @@ fn command(config: &Config, subcommand: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_accountable"));
     command
         .arg(subcommand)
-        .env("DATABASE_URL", &config.database_url)
-        .env("KAFKA_BOOTSTRAP_SERVERS", &config.kafka_bootstrap_servers)
-        .env("ACCOUNTABLE_EVENTS_TOPIC", &config.events_topic)
-        .env("ACCOUNTABLE_STATE_TOPIC", &config.state_topic)
-        .env("ACCOUNTABLE_PROJECTION_GROUP", &config.projection_group)
+        .env("DATABASE_URL", config.database.url.expose())
+        .env("KAFKA_BOOTSTRAP_SERVERS", &config.kafka.bootstrap_servers)
+        .env("ACCOUNTABLE_EVENTS_TOPIC", &config.kafka.events_topic)
+        .env("ACCOUNTABLE_STATE_TOPIC", &config.kafka.state_topic)
+        .env(
+            "ACCOUNTABLE_PROJECTION_GROUP",
+            &config.kafka.projection_group,
+        )
         .env(
             "ACCOUNTABLE_TOPIC_PARTITIONS",
-            config.topic_partitions.to_string(),
+            config.kafka.topic_partitions.to_string(),
         )
         .env(
             "ACCOUNTABLE_RELAY_POLL_MS",
-            config.relay_poll_ms.to_string(),
+            config.kafka.relay_poll_ms.to_string(),
         )
         .env("ACCOUNTABLE_DB_MAX_CONNECTIONS", "4")
-        .env("ACCOUNTABLE_RATE_LIMIT", config.rate_limit.to_string())
-        .env("ACCOUNTABLE_HASH_QUEUE", config.hash_queue.to_string())
+        .env("ACCOUNTABLE_RATE_LIMIT", config.http.rate_limit.to_string())
+        .env("ACCOUNTABLE_HASH_QUEUE", config.auth.hash_queue.to_string())
         .env(
             "ACCOUNTABLE_ARGON2_MEMORY_KIB",
-            config.argon2_memory_kib.to_string(),
+            config.auth.argon2_memory_kib.to_string(),
         )
         .env(
             "ACCOUNTABLE_ARGON2_ITERATIONS",
-            config.argon2_iterations.to_string(),
+            config.auth.argon2_iterations.to_string(),
         )
         .env(
             "ACCOUNTABLE_MASTER_KEY",
-            config.master_key.as_deref().unwrap_or_default(),
+            config
+                .vault
+                .master_key
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or_default(),
         )
         .env(
             "RUST_LOG",

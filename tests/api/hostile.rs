@@ -182,8 +182,13 @@ async fn item_03_a_closed_account_refreshes_and_signs_in_no_more_even_when_nothi
     // after it (as when the API crashes or times out right after).
     let users = Users::new(
         stack.pool.clone(),
-        PasswordHasher::new(stack.config.hash_cost(), 1, stack.config.hash_queue).unwrap(),
-        stack.config.password_min_length,
+        PasswordHasher::new(
+            stack.config.auth.hash_cost(),
+            1,
+            stack.config.auth.hash_queue,
+        )
+        .unwrap(),
+        stack.config.auth.password_min_length,
         Duration::from_secs(60),
         Arc::new(stack.vault().await),
     );
@@ -262,7 +267,7 @@ async fn item_04_wrong_current_passwords_count_towards_the_lockout_and_the_rate_
     assert_eq!(error_code(&right), "BAD_USER_INPUT", "{right}");
 
     // Every try counts against the client's rate limit.
-    let limited = TestStack::with_config(|c| c.rate_limit = 3).await;
+    let limited = TestStack::with_config(|c| c.http.rate_limit = 3).await;
     let api = limited.api().await;
     let grace = api.register("grace@example.com", "Grace").await;
     let mut codes = Vec::new();
@@ -281,7 +286,7 @@ async fn item_04_wrong_current_passwords_count_towards_the_lockout_and_the_rate_
 
 #[tokio::test]
 async fn item_05_change_email_answers_alike_for_taken_and_free_addresses_and_is_limited() {
-    let stack = TestStack::with_config(|c| c.rate_limit = 4).await;
+    let stack = TestStack::with_config(|c| c.http.rate_limit = 4).await;
     let api = stack.api().await;
     api.register("taken@example.com", "Taken").await;
     let ada = api.register("ada@example.com", "Ada").await;
@@ -403,8 +408,8 @@ async fn item_07_verifying_ones_own_history_is_bounded_and_asked_once_per_docume
 #[tokio::test]
 async fn item_08_sockets_are_bounded_in_time_size_operations_and_number() {
     let stack = TestStack::with_config(|c| {
-        c.ws_operations = 2;
-        c.ws_per_client = 3;
+        c.http.ws_operations = 2;
+        c.http.ws_per_client = 3;
     })
     .await;
     let api = stack.api().await;
@@ -635,8 +640,8 @@ async fn login_from(api: &TestApi, client: &str) -> Value {
 #[tokio::test]
 async fn item_14_behind_a_trusted_proxy_each_client_has_its_own_limit() {
     let stack = TestStack::with_config(|c| {
-        c.rate_limit = 2;
-        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.http.rate_limit = 2;
+        c.http.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await;
     let api = stack.api().await;
@@ -673,7 +678,7 @@ async fn item_14_behind_a_trusted_proxy_each_client_has_its_own_limit() {
     );
 
     // Without a trusted proxy the header is the client's word, not believed.
-    let direct = TestStack::with_config(|c| c.rate_limit = 2).await;
+    let direct = TestStack::with_config(|c| c.http.rate_limit = 2).await;
     let api = direct.api().await;
     let mut spoofed = Vec::new();
     for client in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
@@ -800,7 +805,7 @@ async fn item_11_a_state_publisher_that_lost_its_lead_stops_publishing() {
     for n in 0..20 {
         version = crate::live::rename(&api, &ada.access, &ada.id, &format!("Ada {n}")).await;
     }
-    let consumer = stack.consumer_of(&stack.config.state_topic).await;
+    let consumer = stack.consumer_of(&stack.config.kafka.state_topic).await;
     let states = crate::helpers::consume_until(&consumer, Duration::from_secs(60), |seen| {
         seen.iter()
             .any(|m| m.key == ada.id && m.headers.get("version") == Some(&version.to_string()))
@@ -921,7 +926,7 @@ async fn a_transaction_whose_begin_is_cut_short_leaves_no_connection_inside_it()
     // BEGIN was cut short (as a client hanging up cuts a request short).
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect(&stack.config.database_url)
+        .connect(stack.config.database.url.expose())
         .await
         .unwrap();
     assert!(!in_a_transaction(&pool).await);

@@ -196,10 +196,10 @@ async fn steady_commands_for_ten_minutes_fail_none_grow_no_memory_and_keep_lag_b
 #[tokio::test]
 async fn a_login_storm_at_three_times_the_hashing_capacity_is_shed_while_reads_go_on() {
     let stack = TestStack::with_config(|config| {
-        config.argon2_memory_kib = HashCost::OWASP.memory_kib;
-        config.argon2_iterations = HashCost::OWASP.iterations;
-        config.hash_concurrency = 1;
-        config.hash_queue = 4;
+        config.auth.argon2_memory_kib = HashCost::OWASP.memory_kib;
+        config.auth.argon2_iterations = HashCost::OWASP.iterations;
+        config.auth.hash_concurrency = 1;
+        config.auth.hash_queue = 4;
     })
     .await;
     let api = stack.api().await;

@@ -34,7 +34,7 @@ async fn a_registered_user_is_read_back_after_crossing_kafka() {
 
 #[tokio::test]
 async fn a_version_the_read_side_never_reaches_answers_unavailable_not_stale_data() {
-    let stack = TestStack::with_config(|c| c.read_your_writes_timeout_ms = 300).await;
+    let stack = TestStack::with_config(|c| c.http.read_your_writes_timeout_ms = 300).await;
     let api = stack.api().await;
     stack.relay();
     stack.projection();
@@ -237,7 +237,7 @@ async fn the_state_topic_ends_at_the_read_table_per_user_and_in_tombstones_for_t
         (grace.id.clone(), 2),
         (alan.id.clone(), 2),
     ];
-    let consumer = stack.consumer_of(&stack.config.state_topic).await;
+    let consumer = stack.consumer_of(&stack.config.kafka.state_topic).await;
     let mut last: std::collections::HashMap<String, (i64, Value)> = Default::default();
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     while expected_versions

@@ -17,7 +17,7 @@ use crate::helpers::{
 
 fn producer(stack: &TestStack) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", &stack.config.kafka_bootstrap_servers)
+        .set("bootstrap.servers", &stack.config.kafka.bootstrap_servers)
         .create()
         .unwrap()
 }
@@ -26,7 +26,7 @@ fn producer(stack: &TestStack) -> FutureProducer {
 async fn send_beside(stack: &TestStack, like: &Received, key: &str, value: &[u8]) -> i64 {
     producer(stack)
         .send(
-            FutureRecord::to(&stack.config.events_topic)
+            FutureRecord::to(&stack.config.kafka.events_topic)
                 .partition(like.partition)
                 .key(key)
                 .payload(value),
@@ -404,7 +404,7 @@ async fn parked_messages_are_applied_by_a_retry_once_they_can_be() {
             "INSERT INTO projection_dead_letters (projection, topic, partition, \"offset\", key, payload, error)
              VALUES ('users', $1, 0, $2, NULL, $3, 'parked by the test')",
         )
-        .bind(&stack.config.events_topic)
+        .bind(&stack.config.kafka.events_topic)
         .bind(offset)
         .bind(payload)
         .execute(&stack.pool)

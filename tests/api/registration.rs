@@ -16,7 +16,7 @@ async fn try_register(api: &crate::helpers::TestApi, email: &str) -> serde_json:
 
 #[tokio::test]
 async fn fifty_concurrent_registrations_of_one_address_make_one_account() {
-    let stack = TestStack::with_config(|c| c.db_max_connections = 10).await;
+    let stack = TestStack::with_config(|c| c.database.max_connections = 10).await;
     let api = stack.api().await;
     let attempts: Vec<_> = (0..50)
         .map(|i| {

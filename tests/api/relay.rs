@@ -64,7 +64,7 @@ async fn an_event_with_a_lower_position_that_commits_later_is_not_skipped() {
 /// event would never be published.
 #[tokio::test]
 async fn events_are_published_in_transaction_order_across_a_power_of_ten() {
-    let stack = TestStack::with_config(|config| config.relay_batch_size = 1).await;
+    let stack = TestStack::with_config(|config| config.kafka.relay_batch_size = 1).await;
     let api = stack.api().await;
     let first = api.register("first@example.com", "First").await.id;
     let second = api.register("second@example.com", "Second").await.id;
@@ -138,7 +138,7 @@ async fn a_consumer_resuming_at_any_offset_gets_that_offset() {
         m.len() >= count
     })
     .await;
-    let busiest = (0..stack.config.topic_partitions)
+    let busiest = (0..stack.config.kafka.topic_partitions)
         .max_by_key(|p| all.iter().filter(|m| m.partition == *p).count())
         .unwrap();
     let last = all
