@@ -3,9 +3,11 @@
 #   1. the domain crate does no I/O: no I/O crate in its dependency tree
 #      (tokio may come with cqrs-es, but without mio, its I/O driver);
 #   2. projections/ never depends on the accountable crate;
-#   3. the relay, the state publisher and the event store never import the
+#   3. only the store (src/store) reads or writes the events and snapshots
+#      tables (migrations, which define them, aside);
+#   4. the relay, the state publisher and the event store never import the
 #      GraphQL or HTTP layers;
-#   4. GraphQL reaches Kafka only through its subscriptions' feed, which
+#   5. GraphQL reaches Kafka only through its subscriptions' feed, which
 #      reads the store: nothing under src/graphql imports rdkafka.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,11 @@ done
 
 if cargo tree --locked -p accountable-projections -e normal --prefix none | grep -q '^accountable v'; then
   fail "accountable-projections depends on the accountable crate"
+fi
+
+if grep -rnE '\b(FROM|INTO|UPDATE|JOIN)\s+(events|snapshots)\b' src projections/src vault/src domain/src \
+  | grep -v '^src/store/'; then
+  fail "only src/store may read or write the events and snapshots tables"
 fi
 
 if grep -rnE 'crate::(graphql|http|graphiql)' src/relay.rs src/state.rs src/kafka.rs src/store src/commands src/events.rs; then

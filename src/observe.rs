@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
+use crate::store::backlog;
+
 /// The process's recorder, installed once.
 pub fn recorder() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -24,19 +26,8 @@ pub fn recorder() -> &'static PrometheusHandle {
 
 /// Seconds the oldest event the relay has not published has waited (0 when
 /// everything is published): read from the store, so any process can tell.
-const RELAY_LAG: &str = "
-SELECT coalesce(extract(epoch FROM now() - (
-    SELECT e.recorded_at FROM events e
-     WHERE (e.transaction_id, e.position) > coalesce(
-             (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
-             ('0'::xid8, 0::bigint))
-     ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8";
-
 pub async fn relay_lag(pool: &PgPool, events_topic: &str) -> sqlx::Result<f64> {
-    sqlx::query_scalar(RELAY_LAG)
-        .bind(events_topic)
-        .fetch_one(pool)
-        .await
+    backlog::oldest_age(pool, events_topic).await
 }
 
 /// Messages each projection has yet to apply: what the relay has had
@@ -61,11 +52,6 @@ pub async fn projection_lag(pool: &PgPool, events_topic: &str) -> sqlx::Result<V
 
 const DEAD_LETTERS: &str =
     "SELECT projection, count(*) FROM projection_dead_letters GROUP BY projection ORDER BY projection";
-const UNPUBLISHED: &str = "
-SELECT count(*) FROM events e
- WHERE (e.transaction_id, e.position) > coalesce(
-         (SELECT (c.transaction_id, c.position) FROM relay_cursors c WHERE c.name = $1),
-         ('0'::xid8, 0::bigint))";
 const GENERATION: &str = "SELECT coalesce(max(generation), 1) FROM relay_cursors WHERE name = $1";
 const PARKED: &str = "SELECT count(*) FROM relay_parked_events WHERE topic = $1";
 const STATES_PENDING: &str =
@@ -77,10 +63,7 @@ pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
     let lag = relay_lag(pool, events_topic).await?;
     let dead: Vec<(String, i64)> = sqlx::query_as(DEAD_LETTERS).fetch_all(pool).await?;
     let behind = projection_lag(pool, events_topic).await?;
-    let unpublished: i64 = sqlx::query_scalar(UNPUBLISHED)
-        .bind(events_topic)
-        .fetch_one(pool)
-        .await?;
+    let unpublished = backlog::count(pool, events_topic).await?;
     let parked: i64 = sqlx::query_scalar(PARKED)
         .bind(events_topic)
         .fetch_one(pool)

@@ -4,34 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-/// The columns of an event that its hash covers, as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ChainedEvent {
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub position: i64,
-    /// `recorded_at` in microseconds since the Unix epoch.
-    pub recorded_micros: i64,
-    /// The stored text of the payload (ciphertext for sealed fields).
-    pub payload: String,
-    /// The stored text of the metadata.
-    pub metadata: String,
-    pub prev_hash: Option<Vec<u8>>,
-    pub hash: Vec<u8>,
-}
-
-/// The columns of a [`ChainedEvent`], for building static queries.
-macro_rules! chained_event_columns {
-    () => {
-        "aggregate_type, aggregate_id, sequence, event_type, event_version, position, \
-         (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_micros, \
-         payload::text AS payload, metadata::text AS metadata, prev_hash, hash"
-    };
-}
-pub(crate) use chained_event_columns;
+pub use crate::store::ChainedEvent;
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -9,16 +9,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::events::opened_envelopes;
-use crate::store::{stored_event_columns, CommittedRead, StoredEvent, StreamCursor};
+use crate::store::{self, CommittedRead, StoredEvent, StreamCursor, AUDIT_ROW_COLUMNS};
 
-/// A stored event with its place in the chain.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AuditRow {
-    #[sqlx(flatten)]
-    pub event: StoredEvent,
-    pub hash: String,
-    pub prev_hash: Option<String>,
-}
+pub use crate::store::AuditRow;
 
 /// An event in its public form with its personal fields opened: `erased`
 /// when they were sealed with a key that is gone.
@@ -28,30 +21,6 @@ pub struct ReadableEvent {
     pub envelope: Value,
     pub erased: bool,
 }
-
-macro_rules! audit_columns {
-    () => {
-        concat!(
-            stored_event_columns!(),
-            ", encode(hash, 'hex') AS hash, encode(prev_hash, 'hex') AS prev_hash"
-        )
-    };
-}
-
-const USER_EVENTS: &str = concat!(
-    "SELECT ",
-    audit_columns!(),
-    " FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1 AND sequence > $2
-     ORDER BY sequence LIMIT $3"
-);
-
-const USER_EVENTS_UNTIL: &str = concat!(
-    "SELECT ",
-    audit_columns!(),
-    " FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1
-        AND sequence <= coalesce($2, sequence) AND recorded_at <= coalesce($3, recorded_at)
-      ORDER BY sequence"
-);
 
 /// Narrows the global stream; every given field must match.
 #[derive(Debug, Clone, Default)]
@@ -109,12 +78,7 @@ pub async fn user_events(
     after: i64,
     limit: i64,
 ) -> anyhow::Result<Vec<ReadableEvent>> {
-    let rows: Vec<AuditRow> = sqlx::query_as(USER_EVENTS)
-        .bind(user_id.to_string())
-        .bind(after)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
+    let rows = store::streams::user_page(pool, user_id, after, limit).await?;
     readable(vault, rows).await
 }
 
@@ -141,7 +105,7 @@ async fn committed_rows(
     after: Option<&StreamCursor>,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {
-    let mut read = CommittedRead::select(audit_columns!()).after(after);
+    let mut read = CommittedRead::select(AUDIT_ROW_COLUMNS).after(after);
     push_filters(read.and(), filter);
     read.in_commit_order(Some(limit)).fetch_all(pool).await
 }
@@ -201,12 +165,7 @@ pub async fn user_at(
     version: Option<i64>,
     at: Option<DateTime<Utc>>,
 ) -> anyhow::Result<Option<UserRow>> {
-    let rows: Vec<AuditRow> = sqlx::query_as(USER_EVENTS_UNTIL)
-        .bind(user_id.to_string())
-        .bind(version)
-        .bind(at)
-        .fetch_all(pool)
-        .await?;
+    let rows = store::streams::user_until(pool, user_id, version, at).await?;
     let events: Vec<StoredEvent> = rows.into_iter().map(|row| row.event).collect();
     let mut row = None;
     for envelope in opened_envelopes(vault, &events).await? {

@@ -9,18 +9,7 @@ pub mod history;
 use futures::TryStreamExt;
 use sqlx::PgPool;
 
-use chain::{chained_event_columns, ChainedEvent, StreamCheck};
-
-const ALL_EVENTS: &str = concat!(
-    "SELECT ",
-    chained_event_columns!(),
-    " FROM events ORDER BY aggregate_type, aggregate_id, sequence"
-);
-const STREAM_EVENTS: &str = concat!(
-    "SELECT ",
-    chained_event_columns!(),
-    " FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-);
+use chain::StreamCheck;
 
 /// The first place where the history does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +52,7 @@ pub struct Report {
 /// Stops at the first break.
 pub async fn verify(pool: &PgPool, user: Option<&str>) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    let mut events = match user {
-        Some(id) => sqlx::query_as::<_, ChainedEvent>(STREAM_EVENTS)
-            .bind("User")
-            .bind(id)
-            .fetch(pool),
-        None => sqlx::query_as::<_, ChainedEvent>(ALL_EVENTS).fetch(pool),
-    };
+    let mut events = crate::store::streams::chained(pool, user);
     let mut current: Option<StreamCheck> = None;
     let mut current_stream = String::new();
     while let Some(event) = events.try_next().await? {

@@ -315,7 +315,7 @@ pub struct ErasureReceipt {
 }
 
 async fn receipt_of(state: &ApiState, id: Uuid) -> async_graphql::Result<Option<ErasureReceipt>> {
-    let receipt = crate::shredding::receipt(&state.pool, id)
+    let receipt = crate::store::streams::erasure_receipt(&state.pool, id)
         .await
         .map_err(|e| ApiError::from(e).into_graphql())?;
     Ok(receipt.map(|r| ErasureReceipt {

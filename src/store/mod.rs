@@ -7,12 +7,16 @@
 //! - [`sealed`]: the write side's repository, which seals personal fields
 //!   on the way in and opens them on the way out;
 //! - [`upcast`]: stored events of older versions read as today's;
+//! - [`backlog`]: what the relay has yet to publish, for the gauges;
+//! - [`rewrite`]: the one-time sealing of what older versions kept in clear;
 //! - [`stored`]: the row every reader gets.
 //!
 //! The table's own rules (positions, the hash chain, ending sessions with
 //! their event) are its triggers', in `migrations/`.
 
+pub mod backlog;
 pub mod committed;
+pub mod rewrite;
 pub mod sealed;
 pub mod stored;
 pub mod streams;
@@ -20,6 +24,5 @@ pub mod upcast;
 
 pub use committed::{Bound, CommittedRead, StreamCursor};
 pub use sealed::{variant_fields, SealedRepository};
-pub(crate) use stored::stored_event_columns;
-pub use stored::{StoredEvent, STORED_EVENT_COLUMNS};
+pub use stored::{AuditRow, ChainedEvent, StoredEvent, AUDIT_ROW_COLUMNS, STORED_EVENT_COLUMNS};
 pub use streams::StoreHistory;

@@ -40,3 +40,55 @@ impl StoredEvent {
         }
     }
 }
+
+/// A stored event with its place in the chain.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    #[sqlx(flatten)]
+    pub event: StoredEvent,
+    pub hash: String,
+    pub prev_hash: Option<String>,
+}
+
+/// The columns of an [`AuditRow`], for building static queries.
+macro_rules! audit_row_columns {
+    () => {
+        concat!(
+            stored_event_columns!(),
+            ", encode(hash, 'hex') AS hash, encode(prev_hash, 'hex') AS prev_hash"
+        )
+    };
+}
+pub(crate) use audit_row_columns;
+
+/// The columns of an [`AuditRow`], for a [`super::CommittedRead`].
+pub const AUDIT_ROW_COLUMNS: &str = audit_row_columns!();
+
+/// The columns of an event that its hash covers, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChainedEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub position: i64,
+    /// `recorded_at` in microseconds since the Unix epoch.
+    pub recorded_micros: i64,
+    /// The stored text of the payload (ciphertext for sealed fields).
+    pub payload: String,
+    /// The stored text of the metadata.
+    pub metadata: String,
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Vec<u8>,
+}
+
+/// The columns of a [`ChainedEvent`], for building static queries.
+macro_rules! chained_event_columns {
+    () => {
+        "aggregate_type, aggregate_id, sequence, event_type, event_version, position, \
+         (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_micros, \
+         payload::text AS payload, metadata::text AS metadata, prev_hash, hash"
+    };
+}
+pub(crate) use chained_event_columns;
