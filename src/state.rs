@@ -73,7 +73,7 @@ pub struct StatePublisher {
 
 /// The state of a user as the topic carries it; `None` is a tombstone.
 pub fn state_value(row: &UserRow) -> Option<serde_json::Value> {
-    if row.status == "DELETED" || row.status == "ERASED" {
+    if row.status.is_gone() {
         return None;
     }
     Some(json!({
@@ -234,18 +234,19 @@ enum Publishing {
 
 #[cfg(test)]
 mod tests {
+    use accountable_domain::{Role, UserStatus};
     use chrono::Utc;
     use uuid::Uuid;
 
     use super::*;
 
-    fn row(status: &str) -> UserRow {
+    fn row(status: UserStatus) -> UserRow {
         UserRow {
             id: Uuid::now_v7(),
             email: Some("ada@example.com".into()),
             display_name: Some("Ada".into()),
-            status: status.into(),
-            roles: vec!["USER".into()],
+            status,
+            roles: vec![Role::User],
             locale: Some("en-GB".into()),
             time_zone: None,
             version: 3,
@@ -266,7 +267,7 @@ mod tests {
             .should_validate_formats(true)
             .build(&schema)
             .unwrap();
-        for status in ["ACTIVE", "DEACTIVATED"] {
+        for status in [UserStatus::Active, UserStatus::Deactivated] {
             let value = state_value(&row(status)).unwrap();
             let errors: Vec<String> = validator
                 .iter_errors(&value)
@@ -274,7 +275,7 @@ mod tests {
                 .collect();
             assert!(errors.is_empty(), "{errors:?}");
         }
-        for status in ["DELETED", "ERASED"] {
+        for status in [UserStatus::Deleted, UserStatus::Erased] {
             assert_eq!(state_value(&row(status)), None);
         }
         assert!(validator.is_valid(&serde_json::Value::Null), "a tombstone");

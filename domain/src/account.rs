@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,12 +21,25 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Self; 3] = [Self::User, Self::Auditor, Self::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "USER",
             Self::Auditor => "AUDITOR",
             Self::Admin => "ADMIN",
         }
+    }
+}
+
+impl FromStr for Role {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|role| role.as_str() == name)
+            .ok_or(UnknownName("role"))
     }
 }
 
@@ -40,6 +54,13 @@ pub enum UserStatus {
 }
 
 impl UserStatus {
+    pub const ALL: [Self; 4] = [Self::Active, Self::Deactivated, Self::Deleted, Self::Erased];
+
+    /// Deleted or erased: the read side no longer shows the account.
+    pub fn is_gone(self) -> bool {
+        matches!(self, Self::Deleted | Self::Erased)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "ACTIVE",
@@ -49,6 +70,22 @@ impl UserStatus {
         }
     }
 }
+
+impl FromStr for UserStatus {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == name)
+            .ok_or(UnknownName("status"))
+    }
+}
+
+/// A name that is none of a type's (`role`, `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no such {0}")]
+pub struct UnknownName(pub &'static str);
 
 /// An argon2id PHC string. Never printed, never published.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

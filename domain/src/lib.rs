@@ -14,7 +14,7 @@ pub mod events;
 pub mod policy;
 pub mod values;
 
-pub use account::{Account, PasswordHash, Role, UserStatus};
+pub use account::{Account, PasswordHash, Role, UnknownName, UserStatus};
 pub use aggregate::User;
 pub use commands::{RegisterUser, UserCommand, UserError};
 pub use events::UserEvent;

@@ -2,6 +2,7 @@
 //! Kafka: the JSON envelope and the data of each event type this crate
 //! needs. Declared here with serde, independently of the write side.
 
+use accountable_domain::{Role, UserStatus};
 use accountable_vault::EventFields;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -160,8 +161,8 @@ pub struct Personal {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Registered {
     pub personal: Option<Personal>,
-    pub roles: Vec<String>,
-    pub status: String,
+    pub roles: Vec<Role>,
+    pub status: UserStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -204,7 +205,7 @@ pub struct ProfileUpdated {
 /// A role given or taken: `USER`, `AUDITOR` or `ADMIN`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RoleChange {
-    pub role: String,
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

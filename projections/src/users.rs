@@ -1,26 +1,68 @@
 //! The `users` read table: one row per account, current state only.
 
+use accountable_domain::{Role, UnknownName, UserStatus};
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::contract::{AccountEvent, Envelope};
 
 /// A row of `users`. `version` is the sequence of the last event applied.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct UserRow {
     pub id: Uuid,
     /// `None` once the user is erased.
     pub email: Option<String>,
     /// `None` once the user is erased.
     pub display_name: Option<String>,
-    pub status: String,
-    pub roles: Vec<String>,
+    pub status: UserStatus,
+    /// In the order of their names.
+    pub roles: Vec<Role>,
     pub locale: Option<String>,
     pub time_zone: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A row as the table stores it: status and roles as text.
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    id: Uuid,
+    email: Option<String>,
+    display_name: Option<String>,
+    status: String,
+    roles: Vec<String>,
+    locale: Option<String>,
+    time_zone: Option<String>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'r> FromRow<'r, PgRow> for UserRow {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        let stored = StoredRow::from_row(row)?;
+        let unknown = |error: UnknownName| sqlx::Error::Decode(Box::new(error));
+        Ok(Self {
+            id: stored.id,
+            email: stored.email,
+            display_name: stored.display_name,
+            status: stored.status.parse().map_err(unknown)?,
+            roles: stored
+                .roles
+                .iter()
+                .map(|role| role.parse())
+                .collect::<Result<_, _>>()
+                .map_err(unknown)?,
+            locale: stored.locale,
+            time_zone: stored.time_zone,
+            version: stored.version,
+            created_at: stored.created_at,
+            updated_at: stored.updated_at,
+        })
+    }
 }
 
 /// What applying one event to a row did.
@@ -50,8 +92,8 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
                 id: envelope.subject,
                 email: e.personal.as_ref().map(|p| p.email.clone()),
                 display_name: e.personal.as_ref().map(|p| p.display_name.clone()),
-                status: e.status.clone(),
-                roles: e.roles.clone(),
+                status: e.status,
+                roles: sorted(e.roles.clone()),
                 locale: None,
                 time_zone: None,
                 version: envelope.sequence,
@@ -81,15 +123,17 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             row.display_name = None;
             row.locale = None;
             row.time_zone = None;
-            set_status(row, "ERASED", envelope);
+            set_status(row, UserStatus::Erased, envelope);
         }
-        (AccountEvent::Deactivated, Some(row)) => set_status(row, "DEACTIVATED", envelope),
-        (AccountEvent::Reactivated, Some(row)) => set_status(row, "ACTIVE", envelope),
-        (AccountEvent::Deleted, Some(row)) => set_status(row, "DELETED", envelope),
+        (AccountEvent::Deactivated, Some(row)) => {
+            set_status(row, UserStatus::Deactivated, envelope)
+        }
+        (AccountEvent::Reactivated, Some(row)) => set_status(row, UserStatus::Active, envelope),
+        (AccountEvent::Deleted, Some(row)) => set_status(row, UserStatus::Deleted, envelope),
         (AccountEvent::RoleAssigned(e), Some(row)) => {
             if !row.roles.contains(&e.role) {
-                row.roles.push(e.role.clone());
-                row.roles.sort();
+                row.roles.push(e.role);
+                row.roles.sort_by_key(|role| role.as_str());
             }
             row.version = envelope.sequence;
             row.updated_at = envelope.time;
@@ -120,8 +164,15 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
     Outcome::Applied
 }
 
-fn set_status(row: &mut UserRow, status: &str, envelope: &Envelope) {
-    status.clone_into(&mut row.status);
+/// Roles in the order of their names, as the table has always kept them.
+fn sorted(mut roles: Vec<Role>) -> Vec<Role> {
+    roles.sort_by_key(|role| role.as_str());
+    roles.dedup();
+    roles
+}
+
+fn set_status(row: &mut UserRow, status: UserStatus, envelope: &Envelope) {
+    row.status = status;
     row.version = envelope.sequence;
     row.updated_at = envelope.time;
 }
@@ -180,8 +231,8 @@ pub async fn save(conn: &mut PgConnection, rows: &[&UserRow]) -> Result<(), sqlx
 /// typed (case-insensitively for emails).
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
-    pub status: Option<String>,
-    pub role: Option<String>,
+    pub status: Option<UserStatus>,
+    pub role: Option<Role>,
     pub email_prefix: Option<String>,
     pub display_name_prefix: Option<String>,
 }
@@ -210,8 +261,8 @@ pub async fn list(
     let prefix = |p: &Option<String>| p.as_deref().map(|p| format!("{}%", escape_like(p)));
     sqlx::query_as(LIST)
         .bind(after)
-        .bind(&filter.status)
-        .bind(&filter.role)
+        .bind(filter.status.map(UserStatus::as_str))
+        .bind(filter.role.map(Role::as_str))
         .bind(prefix(
             &filter.email_prefix.as_ref().map(|p| p.to_lowercase()),
         ))
@@ -273,8 +324,8 @@ mod tests {
         let row = row.unwrap();
         assert_eq!(row.email.as_deref(), Some("ada@example.com"));
         assert_eq!(row.display_name.as_deref(), Some("Ada"));
-        assert_eq!(row.status, "ACTIVE");
-        assert_eq!(row.roles, vec!["USER"]);
+        assert_eq!(row.status, UserStatus::Active);
+        assert_eq!(row.roles, vec![Role::User]);
         assert_eq!(row.version, 1);
         assert_eq!(row.created_at, env.time);
     }
@@ -426,7 +477,7 @@ mod tests {
             ),
             (None, None, None)
         );
-        assert_eq!(live.status, "ERASED");
+        assert_eq!(live.status, UserStatus::Erased);
         assert_eq!(rebuilt.unwrap(), live);
     }
 }

@@ -12,13 +12,13 @@ use super::tokens::{AccessClaims, TokenError, Tokens};
 use crate::commands::password::{HashSlot, PasswordHasher};
 use crate::commands::{CommandContext, CommandError, Executed, Registration, Users};
 use accountable_domain::values::{Email, Password};
-use accountable_domain::{Account, LockoutPolicy, UserStatus};
+use accountable_domain::{Account, LockoutPolicy, Role, UserStatus};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Anonymous,
-    User { id: Uuid, roles: Vec<String> },
+    User { id: Uuid, roles: Vec<Role> },
 }
 
 /// A signed-in session: what `register`, `login` and `refreshToken` answer.
@@ -34,7 +34,7 @@ pub struct SignedIn {
 /// What a password check found.
 enum Proof {
     Proven {
-        roles: Vec<String>,
+        roles: Vec<Role>,
         /// The stored hash was made with other parameters than today's.
         outdated: bool,
         /// The success, recorded.
@@ -285,7 +285,7 @@ impl Auth {
     async fn sign_in(
         &self,
         user_id: Uuid,
-        roles: Vec<String>,
+        roles: Vec<Role>,
         executed: Option<Executed>,
     ) -> Result<SignedIn, AuthError> {
         let now = self.clock.now();
@@ -325,12 +325,8 @@ impl Auth {
     }
 }
 
-fn roles(account: &Account) -> Vec<String> {
-    account
-        .roles
-        .iter()
-        .map(|r| r.as_str().to_owned())
-        .collect()
+fn roles(account: &Account) -> Vec<Role> {
+    account.roles.iter().copied().collect()
 }
 
 /// Whether the token was issued before `cutoff`, to the millisecond.

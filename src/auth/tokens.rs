@@ -2,15 +2,16 @@
 //! under a `kid`, verified with the algorithm pinned, every claim required,
 //! issuer and audience checked, and at most 30 s of clock leeway.
 
-use crate::config::AuthConfig;
 use std::sync::Arc;
 
+use accountable_domain::Role;
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::keys::KeyRing;
+use crate::config::AuthConfig;
 
 /// The JOSE `typ` of our access tokens; anything else is not one.
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -27,7 +28,7 @@ pub struct AccessClaims {
     /// A UUIDv7: unique per token, and its embedded time (ms) is the
     /// precise issue time that per-user cut-offs compare with.
     pub jti: String,
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// The session (refresh token family) the token was issued in; its
     /// logout ends long-lived connections opened with the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +91,7 @@ impl Tokens {
     pub fn issue(
         &self,
         user_id: Uuid,
-        roles: Vec<String>,
+        roles: Vec<Role>,
         session: Uuid,
         now: DateTime<Utc>,
     ) -> Result<AccessToken, TokenError> {

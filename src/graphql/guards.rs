@@ -13,8 +13,8 @@ pub fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
 }
 
 /// Whether a caller's `roles` include one of `wanted`.
-pub fn has_any(roles: &[String], wanted: &[Role]) -> bool {
-    roles.iter().any(|r| wanted.iter().any(|w| w.as_str() == r))
+pub fn has_any(roles: &[Role], wanted: &[Role]) -> bool {
+    roles.iter().any(|r| wanted.contains(r))
 }
 
 fn unauthenticated() -> async_graphql::Error {

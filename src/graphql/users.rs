@@ -74,28 +74,13 @@ impl User {
     }
 
     /// Whether the account is active, deactivated or deleted.
-    async fn status(&self) -> async_graphql::Result<UserStatus> {
-        match self.0.status.as_str() {
-            "ACTIVE" => Ok(UserStatus::Active),
-            "DEACTIVATED" => Ok(UserStatus::Deactivated),
-            "DELETED" => Ok(UserStatus::Deleted),
-            "ERASED" => Ok(UserStatus::Erased),
-            other => Err(ApiError::internal(&format!("unknown status {other}")).into_graphql()),
-        }
+    async fn status(&self) -> UserStatus {
+        self.0.status.into()
     }
 
     /// Every role held; `USER` always among them.
-    async fn roles(&self) -> async_graphql::Result<Vec<Role>> {
-        self.0
-            .roles
-            .iter()
-            .map(|role| match role.as_str() {
-                "USER" => Ok(Role::User),
-                "AUDITOR" => Ok(Role::Auditor),
-                "ADMIN" => Ok(Role::Admin),
-                other => Err(ApiError::internal(&format!("unknown role {other}")).into_graphql()),
-            })
-            .collect()
+    async fn roles(&self) -> Vec<Role> {
+        self.0.roles.iter().copied().map(Role::from).collect()
     }
 
     /// The sequence of the last event applied: what `minVersion` and
@@ -477,12 +462,8 @@ impl UserQuery {
             }
         }
         let list_filter = users::ListFilter {
-            status: filter
-                .status
-                .map(|s| domain::UserStatus::from(s).as_str().to_owned()),
-            role: filter
-                .role
-                .map(|r| domain::Role::from(r).as_str().to_owned()),
+            status: filter.status.map(domain::UserStatus::from),
+            role: filter.role.map(domain::Role::from),
             email_prefix: filter.email_prefix,
             display_name_prefix: filter.display_name_prefix,
         };
@@ -530,9 +511,7 @@ impl UserQuery {
                 .map_err(|e| ApiError::from(e).into_graphql())?,
             Some(min_version) => Some(read_at_least(state, id, min_version).await?.0),
         };
-        Ok(row
-            .filter(|r| r.status != "DELETED" && r.status != "ERASED")
-            .map(User))
+        Ok(row.filter(|r| !r.status.is_gone()).map(User))
     }
 }
 
@@ -1015,12 +994,8 @@ fn registered_user(executed: Executed) -> Result<UserRow, ApiError> {
             .personal
             .as_ref()
             .map(|p| p.display_name.as_str().to_owned()),
-        status: account.status.as_str().to_owned(),
-        roles: account
-            .roles
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
+        status: account.status,
+        roles: account.roles.iter().copied().collect(),
         locale: None,
         time_zone: None,
         version: executed.version,

@@ -365,7 +365,10 @@ fn claims(sub: &str, now: i64) -> AccessClaims {
         iat: now,
         nbf: now,
         jti: Uuid::now_v7().to_string(),
-        roles: vec!["USER".into(), "ADMIN".into()],
+        roles: vec![
+            accountable_domain::Role::User,
+            accountable_domain::Role::Admin,
+        ],
         sid: None,
     }
 }
