@@ -5,7 +5,7 @@ use async_graphql::{Context, InputObject, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::error::{ApiError, Code};
+use super::error::{ApiError, ApiResult, Code};
 use super::guards::{caller, has_any, AnyRole, SelfOr};
 use super::users::{parse_id_in, PageInfo, User, READERS};
 use super::ApiState;
@@ -198,7 +198,7 @@ impl AuditQuery {
         #[graphql(desc = "The `cursor` of the last event of the previous page.")] after: Option<
             String,
         >,
-    ) -> async_graphql::Result<EventConnection> {
+    ) -> ApiResult<EventConnection> {
         let state = ctx.data::<ApiState>()?;
         let id = parse_uuid(&id, "id")?;
         let first = page_size(first);
@@ -210,8 +210,7 @@ impl AuditQuery {
             after_sequence.unwrap_or(0),
             first + 1,
         )
-        .await
-        .map_err(internal)?;
+        .await?;
         let has_next = truncate(&mut events, first);
         Ok(EventConnection::new(
             events,
@@ -238,7 +237,7 @@ impl AuditQuery {
             String,
         >,
         #[graphql(desc = "Which events to list; all if left out.")] filter: Option<EventFilter>,
-    ) -> async_graphql::Result<EventConnection> {
+    ) -> ApiResult<EventConnection> {
         let state = ctx.data::<ApiState>()?;
         let first = page_size(first);
         let after = after
@@ -246,7 +245,6 @@ impl AuditQuery {
                 StreamCursor::decode(&cursor).ok_or_else(|| {
                     ApiError::new(Code::BadUserInput, "after: not a cursor of this list")
                         .with("field", "after")
-                        .into_graphql()
                 })
             })
             .transpose()?;
@@ -269,8 +267,7 @@ impl AuditQuery {
             after.as_ref(),
             first + 1,
         )
-        .await
-        .map_err(internal)?;
+        .await?;
         let has_next = truncate(&mut events, first);
         Ok(EventConnection::new(
             events,
@@ -292,12 +289,10 @@ impl AuditQuery {
         #[graphql(desc = "The user.")] id: ID,
         #[graphql(desc = "A version (event sequence) of the user.")] version: Option<i64>,
         #[graphql(desc = "An instant.")] at: Option<DateTime<Utc>>,
-    ) -> async_graphql::Result<Option<User>> {
+    ) -> ApiResult<Option<User>> {
         let state = ctx.data::<ApiState>()?;
         let id = parse_uuid(&id, "id")?;
-        let row = history::user_at(&state.pool, &state.vault, id, version, at)
-            .await
-            .map_err(internal)?;
+        let row = history::user_at(&state.pool, &state.vault, id, version, at).await?;
         Ok(row.map(User::from))
     }
 
@@ -313,23 +308,19 @@ impl AuditQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "A user, or every user if left out.")] id: Option<ID>,
-    ) -> async_graphql::Result<HistoryVerification> {
+    ) -> ApiResult<HistoryVerification> {
         let state = ctx.data::<ApiState>()?;
         let user = id.as_ref().map(|id| parse_uuid(id, "id")).transpose()?;
         match caller(ctx) {
-            Caller::Anonymous => {
-                return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql())
-            }
+            Caller::Anonymous => return Err(ApiError::new(Code::Unauthenticated, "sign in first")),
             Caller::User { id, roles } => {
                 if !has_any(roles, READERS) && user != Some(*id) {
-                    return Err(ApiError::new(Code::Forbidden, "not allowed").into_graphql());
+                    return Err(ApiError::new(Code::Forbidden, "not allowed"));
                 }
             }
         }
         let user = user.map(|id| id.to_string());
-        let report = chain::verify(&state.pool, user.as_deref())
-            .await
-            .map_err(internal)?;
+        let report = chain::verify(&state.pool, user.as_deref()).await?;
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         Ok(HistoryVerification {
             ok: report.broken.is_none(),
@@ -344,25 +335,20 @@ impl AuditQuery {
 /// The complexity of one `verifyHistory`: more than half of a document's.
 const VERIFICATION_COST: usize = 1500;
 
-fn internal(error: anyhow::Error) -> async_graphql::Error {
-    ApiError::infrastructure(error.as_ref()).into_graphql()
-}
-
 fn page_size(first: Option<i32>) -> i64 {
     i64::from(first.unwrap_or(20).clamp(1, 100))
 }
 
-fn parse_uuid(id: &ID, field: &'static str) -> async_graphql::Result<Uuid> {
-    parse_id_in(id, field).map_err(ApiError::into_graphql)
+fn parse_uuid(id: &ID, field: &'static str) -> ApiResult<Uuid> {
+    parse_id_in(id, field)
 }
 
-fn parse_cursor(after: Option<&str>) -> async_graphql::Result<Option<i64>> {
+fn parse_cursor(after: Option<&str>) -> ApiResult<Option<i64>> {
     after
         .map(|cursor| {
             cursor.parse::<i64>().map_err(|_| {
                 ApiError::new(Code::BadUserInput, "after: not a cursor of this list")
                     .with("field", "after")
-                    .into_graphql()
             })
         })
         .transpose()

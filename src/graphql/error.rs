@@ -3,6 +3,7 @@
 
 use async_graphql::ErrorExtensions;
 
+use crate::auth::AuthError;
 use crate::commands::CommandError;
 use accountable_domain::values::InvalidInput;
 use accountable_domain::UserError;
@@ -36,7 +37,7 @@ impl Code {
 
 /// An error for the client. Deliberately not `Display`, so that `?` cannot
 /// turn it into a GraphQL error without its code.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     code: Code,
     message: String,
@@ -81,9 +82,41 @@ impl ApiError {
     pub fn invalid_credentials() -> Self {
         Self::new(Code::Unauthenticated, "invalid email or password")
     }
+}
 
-    pub fn into_graphql(self) -> async_graphql::Error {
-        self.extend()
+/// What a resolver answers: its value, or an error with its code.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The one way an [`ApiError`] becomes a GraphQL error: with its code.
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        error.extend()
+    }
+}
+
+/// An error async-graphql itself raised inside a resolver (missing context
+/// data): ours, so `INTERNAL`.
+impl From<async_graphql::Error> for ApiError {
+    fn from(error: async_graphql::Error) -> Self {
+        Self::internal(&error.message)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidCredentials | AuthError::InvalidToken(_) => {
+                Self::invalid_credentials()
+            }
+            AuthError::WrongCurrentPassword => Self::new(
+                Code::BadUserInput,
+                "currentPassword: that is not the current password",
+            )
+            .with("field", "currentPassword"),
+            AuthError::Command(error) => error.into(),
+            AuthError::Tokens(error) => Self::internal(&error),
+            AuthError::Database(error) => error.into(),
+        }
     }
 }
 
@@ -142,6 +175,14 @@ impl From<CommandError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         Self::infrastructure(&error)
+    }
+}
+
+/// The audit reads' failures: the database, or an event that cannot be
+/// read; logged in full, answered without detail.
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::infrastructure(error.as_ref())
     }
 }
 

@@ -18,11 +18,11 @@ pub fn has_any(roles: &[Role], wanted: &[Role]) -> bool {
 }
 
 fn unauthenticated() -> async_graphql::Error {
-    ApiError::new(Code::Unauthenticated, "sign in first").into_graphql()
+    ApiError::new(Code::Unauthenticated, "sign in first").into()
 }
 
 fn forbidden() -> async_graphql::Error {
-    ApiError::new(Code::Forbidden, "not allowed").into_graphql()
+    ApiError::new(Code::Forbidden, "not allowed").into()
 }
 
 /// Any signed-in user.

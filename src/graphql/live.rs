@@ -101,7 +101,7 @@ impl Following {
                 Some(Ok(event)) => return Some(Ok(event)),
                 Some(Err(error)) => {
                     self.ended = true;
-                    return Some(Err(error.into_graphql()));
+                    return Some(Err(error.into()));
                 }
             }
         }
@@ -124,15 +124,15 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AccountEvent>>> {
         let state = ctx.data::<ApiState>()?;
         let Some(ConnectionToken(token)) = ctx.data_opt::<ConnectionToken>() else {
-            return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
+            return Err(ApiError::new(Code::Unauthenticated, "sign in first").into());
         };
         let caller = caller(ctx);
         let scope = match (&user_id, caller) {
-            (Some(id), _) => Scope::One(parse_id_in(id, "userId").map_err(ApiError::into_graphql)?),
+            (Some(id), _) => Scope::One(parse_id_in(id, "userId")?),
             (None, Caller::User { id, roles }) if !has_any(roles, READERS) => Scope::One(*id),
             (None, _) => Scope::Everyone,
         };
-        allowed(caller, scope).map_err(ApiError::into_graphql)?;
+        allowed(caller, scope)?;
         let following = Following {
             auth: state.auth.clone(),
             token: token.clone(),

@@ -6,10 +6,10 @@ use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObj
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::error::{ApiError, Code};
+use super::error::{ApiError, ApiResult, Code};
 use super::guards::{caller, AnyRole, SelfOr, SignedIn};
 use super::{ApiState, RequestMeta};
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::commands::{Actor, CommandContext, Executed, ProfileChange, Reason, Registration};
 use accountable_domain::{self as domain, Role as DomainRole};
 
@@ -156,7 +156,7 @@ pub struct AuthPayload {
 #[ComplexObject]
 impl AuthPayload {
     /// The signed-in account, at least at the version this operation wrote.
-    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+    async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
         if let Some(row) = &self.written {
             return Ok(User(row.clone()));
         }
@@ -259,7 +259,7 @@ pub struct UserPayload {
 #[ComplexObject]
 impl UserPayload {
     /// The user as the read side shows it, at least at `version`.
-    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+    async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
         let state = ctx.data::<ApiState>()?;
         read_at_least(state, self.user_id, self.version).await
     }
@@ -299,10 +299,8 @@ pub struct ErasureReceipt {
     pub key_destroyed_at: Option<DateTime<Utc>>,
 }
 
-async fn receipt_of(state: &ApiState, id: Uuid) -> async_graphql::Result<Option<ErasureReceipt>> {
-    let receipt = crate::store::streams::erasure_receipt(&state.pool, id)
-        .await
-        .map_err(|e| ApiError::from(e).into_graphql())?;
+async fn receipt_of(state: &ApiState, id: Uuid) -> ApiResult<Option<ErasureReceipt>> {
+    let receipt = crate::store::streams::erasure_receipt(&state.pool, id).await?;
     Ok(receipt.map(|r| ErasureReceipt {
         user_id: ID(id.to_string()),
         erased_at: r.recorded_at,
@@ -413,10 +411,10 @@ pub struct UserQuery;
 impl UserQuery {
     /// The signed-in user.
     #[graphql(guard = "SignedIn")]
-    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+    async fn me(&self, ctx: &Context<'_>) -> ApiResult<User> {
         let state = ctx.data::<ApiState>()?;
         let Caller::User { id, .. } = caller(ctx) else {
-            return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
+            return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
         };
         read_at_least(state, *id, 1).await
     }
@@ -438,7 +436,7 @@ impl UserQuery {
         #[graphql(desc = "Which users to list; all but deleted ones if left out.")] filter: Option<
             UserFilter,
         >,
-    ) -> async_graphql::Result<UserConnection> {
+    ) -> ApiResult<UserConnection> {
         let state = ctx.data::<ApiState>()?;
         let first = i64::from(first.unwrap_or(20).clamp(1, 100));
         let after = after
@@ -446,7 +444,6 @@ impl UserQuery {
                 Uuid::parse_str(&cursor).map_err(|_| {
                     ApiError::new(Code::BadUserInput, "after: not a cursor of this list")
                         .with("field", "after")
-                        .into_graphql()
                 })
             })
             .transpose()?;
@@ -456,9 +453,7 @@ impl UserQuery {
             .flatten()
         {
             if prefix.chars().count() > MAX_PREFIX {
-                return Err(
-                    ApiError::new(Code::BadUserInput, "filter: prefix too long").into_graphql()
-                );
+                return Err(ApiError::new(Code::BadUserInput, "filter: prefix too long"));
             }
         }
         let list_filter = users::ListFilter {
@@ -467,9 +462,7 @@ impl UserQuery {
             email_prefix: filter.email_prefix,
             display_name_prefix: filter.display_name_prefix,
         };
-        let mut rows = users::list(&state.pool, &list_filter, after, first + 1)
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+        let mut rows = users::list(&state.pool, &list_filter, after, first + 1).await?;
         let has_next = i64::try_from(rows.len()).unwrap_or(i64::MAX) > first;
         rows.truncate(usize::try_from(first).unwrap_or_default());
         Ok(UserConnection::new(rows, after.is_some(), has_next))
@@ -482,9 +475,9 @@ impl UserQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The erased user.")] user_id: ID,
-    ) -> async_graphql::Result<Option<ErasureReceipt>> {
+    ) -> ApiResult<Option<ErasureReceipt>> {
         let state = ctx.data::<ApiState>()?;
-        let id = parse_id(&user_id).map_err(ApiError::into_graphql)?;
+        let id = parse_id(&user_id)?;
         receipt_of(state, id).await
     }
 
@@ -500,15 +493,11 @@ impl UserQuery {
         #[graphql(desc = "The user to read.")] id: ID,
         #[graphql(desc = "A version a mutation answered: wait until the read side shows it.")]
         min_version: Option<i64>,
-    ) -> async_graphql::Result<Option<User>> {
+    ) -> ApiResult<Option<User>> {
         let state = ctx.data::<ApiState>()?;
-        let id = parse_id(&id).map_err(ApiError::into_graphql)?;
+        let id = parse_id(&id)?;
         let row = match min_version {
-            None => state
-                .users
-                .load_one(id)
-                .await
-                .map_err(|e| ApiError::from(e).into_graphql())?,
+            None => state.users.load_one(id).await?,
             Some(min_version) => Some(read_at_least(state, id, min_version).await?.0),
         };
         Ok(row.filter(|r| !r.status.is_gone()).map(User))
@@ -526,7 +515,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new account.")] input: RegisterInput,
-    ) -> async_graphql::Result<AuthPayload> {
+    ) -> ApiResult<AuthPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
         let signed_in = state
             .auth
@@ -538,14 +527,12 @@ impl UserMutation {
                 },
                 &command_ctx,
             )
-            .await
-            .map_err(auth_error)?;
+            .await?;
         let written = signed_in
             .executed
             .clone()
             .map(registered_user)
-            .transpose()
-            .map_err(ApiError::into_graphql)?;
+            .transpose()?;
         Ok(AuthPayload::new(signed_in, written))
     }
 
@@ -556,13 +543,12 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The credentials.")] input: LoginInput,
-    ) -> async_graphql::Result<AuthPayload> {
+    ) -> ApiResult<AuthPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
         let signed_in = state
             .auth
             .login(&input.email, &input.password, &command_ctx)
-            .await
-            .map_err(auth_error)?;
+            .await?;
         Ok(AuthPayload::new(signed_in, None))
     }
 
@@ -572,13 +558,9 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The refresh token the session holds now.")] refresh_token: String,
-    ) -> async_graphql::Result<AuthPayload> {
+    ) -> ApiResult<AuthPayload> {
         let (state, _) = limited(ctx, Actor::SelfService)?;
-        let signed_in = state
-            .auth
-            .refresh(&refresh_token)
-            .await
-            .map_err(auth_error)?;
+        let signed_in = state.auth.refresh(&refresh_token).await?;
         Ok(AuthPayload::new(signed_in, None))
     }
 
@@ -588,7 +570,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "What to change, for whom.")] input: UpdateProfileInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
@@ -603,8 +585,7 @@ impl UserMutation {
                 input.expected_version,
                 &command_ctx,
             )
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -619,15 +600,14 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new address, for whom.")] input: ChangeEmailInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         within_limit(state, ctx.data::<RequestMeta>()?)?;
         let executed = state
             .auth
             .users
             .change_email(id, &input.email, input.expected_version, &command_ctx)
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -641,7 +621,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The current and the new password.")] input: ChangePasswordInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         within_limit(state, ctx.data::<RequestMeta>()?)?;
         let executed = state
@@ -653,8 +633,7 @@ impl UserMutation {
                 input.expected_version,
                 &command_ctx,
             )
-            .await
-            .map_err(auth_error)?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -664,14 +643,13 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user and the role.")] input: RoleInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .users
             .assign_role(id, input.role.into(), input.expected_version, &command_ctx)
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -682,14 +660,13 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user and the role.")] input: RoleInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
             .users
             .revoke_role(id, input.role.into(), input.expected_version, &command_ctx)
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -700,7 +677,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user, and why.")] input: UserRefInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
@@ -711,8 +688,7 @@ impl UserMutation {
                 input.expected_version,
                 &command_ctx,
             )
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -722,7 +698,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user, and why.")] input: UserRefInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
@@ -733,8 +709,7 @@ impl UserMutation {
                 input.expected_version,
                 &command_ctx,
             )
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -747,7 +722,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user.")] input: UserRefInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let executed = state
             .auth
@@ -758,8 +733,7 @@ impl UserMutation {
                 input.expected_version,
                 &command_ctx,
             )
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -773,7 +747,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user, and why.")] input: UserRefInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         let reason = match &command_ctx.actor {
             Actor::User(actor) if *actor == id => Reason::Own(input.reason.as_deref()),
@@ -783,8 +757,7 @@ impl UserMutation {
             .auth
             .users
             .delete(id, reason, input.expected_version, &command_ctx)
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         Ok(executed.into())
     }
 
@@ -802,7 +775,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user, and why (kept in the receipt).")] input: UserRefInput,
-    ) -> async_graphql::Result<UserPayload> {
+    ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
         // The user's own words would be personal data erased with them: a
         // self-service erasure keeps a fixed reason instead.
@@ -814,11 +787,10 @@ impl UserMutation {
             .auth
             .users
             .erase(id, reason, input.expected_version, &command_ctx)
-            .await
-            .map_err(|e| ApiError::from(e).into_graphql())?;
+            .await?;
         let receipt = receipt_of(state, id)
             .await?
-            .ok_or_else(|| ApiError::new(Code::NotFound, "no such user").into_graphql())?;
+            .ok_or_else(|| ApiError::new(Code::NotFound, "no such user"))?;
         let mut payload = UserPayload::from(executed);
         payload.erasure_receipt = Some(receipt);
         Ok(payload)
@@ -830,50 +802,39 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The refresh token the session holds now.")] refresh_token: String,
-    ) -> async_graphql::Result<bool> {
+    ) -> ApiResult<bool> {
         let state = ctx.data::<ApiState>()?;
-        state
-            .auth
-            .logout(&refresh_token)
-            .await
-            .map_err(auth_error)?;
+        state.auth.logout(&refresh_token).await?;
         Ok(true)
     }
 
     /// Ends every session of the signed-in user, on every device: refresh
     /// tokens are revoked and access tokens issued so far stop working.
     #[graphql(guard = "SignedIn")]
-    async fn logout_all(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+    async fn logout_all(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let state = ctx.data::<ApiState>()?;
         let Caller::User { id, .. } = caller(ctx) else {
-            return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
+            return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
         };
-        state
-            .auth
-            .logout_everywhere(*id)
-            .await
-            .map_err(auth_error)?;
+        state.auth.logout_everywhere(*id).await?;
         Ok(true)
     }
 }
 
 /// The shared state, the command context of a signed-in caller, and the
 /// user a mutation acts on.
-fn target<'a>(
-    ctx: &Context<'a>,
-    id: &ID,
-) -> async_graphql::Result<(&'a ApiState, CommandContext, Uuid)> {
+fn target<'a>(ctx: &Context<'a>, id: &ID) -> ApiResult<(&'a ApiState, CommandContext, Uuid)> {
     let state = ctx.data::<ApiState>()?;
     let command_ctx = acting(ctx)?;
-    let id = parse_id(id).map_err(ApiError::into_graphql)?;
+    let id = parse_id(id)?;
     Ok((state, command_ctx, id))
 }
 
 /// The command context of a signed-in caller's operation.
-fn acting(ctx: &Context<'_>) -> async_graphql::Result<CommandContext> {
+fn acting(ctx: &Context<'_>) -> ApiResult<CommandContext> {
     let meta = ctx.data::<RequestMeta>()?;
     let Caller::User { id, .. } = caller(ctx) else {
-        return Err(ApiError::new(Code::Unauthenticated, "sign in first").into_graphql());
+        return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
     };
     Ok(CommandContext {
         actor: Actor::User(*id),
@@ -886,10 +847,7 @@ fn acting(ctx: &Context<'_>) -> async_graphql::Result<CommandContext> {
 
 /// The shared state and a command context for an operation that counts
 /// against the client's rate limit.
-fn limited<'a>(
-    ctx: &Context<'a>,
-    actor: Actor,
-) -> async_graphql::Result<(&'a ApiState, CommandContext)> {
+fn limited<'a>(ctx: &Context<'a>, actor: Actor) -> ApiResult<(&'a ApiState, CommandContext)> {
     let state = ctx.data::<ApiState>()?;
     let meta = ctx.data::<RequestMeta>()?;
     within_limit(state, meta)?;
@@ -907,36 +865,18 @@ fn limited<'a>(
 
 /// Counts the operation against its client's rate limit: every check of a
 /// secret does (sign-ins, registrations, refreshes, password changes).
-fn within_limit(state: &ApiState, meta: &RequestMeta) -> async_graphql::Result<()> {
+fn within_limit(state: &ApiState, meta: &RequestMeta) -> ApiResult<()> {
     if state.limiter.allow(meta.client) {
         return Ok(());
     }
-    Err(ApiError::new(Code::RateLimited, "too many requests; retry in a minute").into_graphql())
-}
-
-fn auth_error(error: AuthError) -> async_graphql::Error {
-    match error {
-        AuthError::InvalidCredentials | AuthError::InvalidToken(_) => {
-            ApiError::invalid_credentials()
-        }
-        AuthError::WrongCurrentPassword => ApiError::new(
-            Code::BadUserInput,
-            "currentPassword: that is not the current password",
-        )
-        .with("field", "currentPassword"),
-        AuthError::Command(error) => ApiError::from(error),
-        AuthError::Tokens(error) => ApiError::internal(&error),
-        AuthError::Database(error) => ApiError::from(error),
-    }
-    .into_graphql()
+    Err(ApiError::new(
+        Code::RateLimited,
+        "too many requests; retry in a minute",
+    ))
 }
 
 /// The read-side row of `id` at `min_version` or later, waiting briefly.
-async fn read_at_least(
-    state: &ApiState,
-    id: Uuid,
-    min_version: i64,
-) -> async_graphql::Result<User> {
+async fn read_at_least(state: &ApiState, id: Uuid, min_version: i64) -> ApiResult<User> {
     match state
         .freshness
         .user_at_least(
@@ -945,8 +885,7 @@ async fn read_at_least(
             min_version,
             state.read_your_writes_timeout,
         )
-        .await
-        .map_err(|e| ApiError::from(e).into_graphql())?
+        .await?
     {
         Ok(row) => Ok(User(row)),
         Err(stale) => {
@@ -958,8 +897,7 @@ async fn read_at_least(
             Err(match stale.current {
                 Some(current) => error.with("currentVersion", current),
                 None => error,
-            }
-            .into_graphql())
+            })
         }
     }
 }
