@@ -1,0 +1,340 @@
+//! The account types of the schema: users, roles and statuses, the
+//! payloads mutations answer, pages of users, erasure receipts.
+
+use accountable_projections::users::UserRow;
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::*;
+use crate::commands::Executed;
+use crate::graphql::error::{ApiError, ApiResult, Code};
+use crate::graphql::ApiState;
+use accountable_domain::{self as domain};
+
+/// What a user may do beyond managing their own account.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "domain::Role")]
+pub enum Role {
+    /// Every registered user.
+    User,
+    /// Reads everything, changes nothing.
+    Auditor,
+    /// Manages every account.
+    Admin,
+}
+
+/// Where an account is in its life.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "domain::UserStatus")]
+pub enum UserStatus {
+    /// May sign in and act.
+    Active,
+    /// Stopped by an admin: cannot sign in until reactivated.
+    Deactivated,
+    /// Deleted: hidden from queries; the history stays.
+    Deleted,
+    /// Erased: personal data unreadable everywhere; hidden from queries.
+    Erased,
+}
+
+pub struct User(pub(super) UserRow);
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self(row)
+    }
+}
+
+/// An account, as the read side shows it: it may trail the latest write by
+/// a moment; `version` tells which write it shows.
+#[Object]
+impl User {
+    /// Stable and opaque; a UUIDv7, so ids sort by registration time.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// The sign-in address, as registered (domain lower-cased); null once
+    /// the user is erased.
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
+    }
+
+    /// How the user wants to be called: 1 to 100 characters; null once the
+    /// user is erased.
+    async fn display_name(&self) -> Option<&str> {
+        self.0.display_name.as_deref()
+    }
+
+    /// Whether the account is active, deactivated or deleted.
+    async fn status(&self) -> UserStatus {
+        self.0.status.into()
+    }
+
+    /// Every role held; `USER` always among them.
+    async fn roles(&self) -> Vec<Role> {
+        self.0.roles.iter().copied().map(Role::from).collect()
+    }
+
+    /// The sequence of the last event applied: what `minVersion` and
+    /// `expectedVersion` refer to.
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+
+    /// A language tag such as `en-GB`, if set.
+    async fn locale(&self) -> Option<&str> {
+        self.0.locale.as_deref()
+    }
+
+    /// An IANA time zone such as `Europe/London`, if set.
+    async fn time_zone(&self) -> Option<&str> {
+        self.0.time_zone.as_deref()
+    }
+
+    /// When the account was registered.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// When the last event the read side applied was recorded.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// A signed-in session.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct AuthPayload {
+    /// A JWT to send as `Authorization: Bearer …`; verify it with
+    /// `/.well-known/jwks.json`.
+    pub access_token: String,
+    /// Seconds until `accessToken` expires.
+    pub expires_in: i64,
+    /// Opaque; trade it for a new pair with `refreshToken` (once: it is
+    /// replaced on every use).
+    pub refresh_token: String,
+    #[graphql(skip)]
+    user_id: Uuid,
+    /// The version the operation wrote, if it wrote.
+    #[graphql(skip)]
+    version: Option<i64>,
+    /// The account as the write left it, when the write made it.
+    #[graphql(skip)]
+    written: Option<UserRow>,
+}
+
+#[ComplexObject]
+impl AuthPayload {
+    /// The signed-in account, at least at the version this operation wrote.
+    async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
+        if let Some(row) = &self.written {
+            return Ok(User(row.clone()));
+        }
+        let state = ctx.data::<ApiState>()?;
+        read_at_least(state, self.user_id, self.version.unwrap_or(1)).await
+    }
+}
+
+impl AuthPayload {
+    pub(super) fn new(signed_in: crate::auth::SignedIn, written: Option<UserRow>) -> Self {
+        Self {
+            access_token: signed_in.access_token,
+            expires_in: signed_in.expires_in,
+            refresh_token: signed_in.refresh_token,
+            user_id: signed_in.user_id,
+            version: signed_in.executed.map(|e| e.version),
+            written,
+        }
+    }
+}
+
+/// The answer to a mutation that changes a user.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct UserPayload {
+    /// The user's version after the mutation; pass it as `minVersion` to
+    /// read your write.
+    pub version: i64,
+    /// The proof of the erasure: only on `eraseUser`'s answer, null on
+    /// every other.
+    pub erasure_receipt: Option<ErasureReceipt>,
+    #[graphql(skip)]
+    user_id: Uuid,
+}
+
+#[ComplexObject]
+impl UserPayload {
+    /// The user as the read side shows it, at least at `version`.
+    async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
+        let state = ctx.data::<ApiState>()?;
+        read_at_least(state, self.user_id, self.version).await
+    }
+}
+
+impl From<Executed> for UserPayload {
+    fn from(executed: Executed) -> Self {
+        Self {
+            version: executed.version,
+            erasure_receipt: None,
+            user_id: executed.user_id,
+        }
+    }
+}
+
+/// The proof that a user's personal data was erased: what, when, by whom,
+/// and which key was destroyed. Holds nothing of the erased data.
+#[derive(SimpleObject)]
+pub struct ErasureReceipt {
+    /// The erased user.
+    pub user_id: ID,
+    /// When the `UserErased` event was recorded.
+    pub erased_at: DateTime<Utc>,
+    /// Who erased: a user id, or `system`.
+    pub erased_by: String,
+    /// Why, as given to `eraseUser`.
+    pub reason: String,
+    /// The fields made unreadable in every earlier event.
+    pub fields: Vec<String>,
+    /// The last event whose personal fields were made unreadable.
+    pub through_sequence: i64,
+    /// The sequence of the `UserErased` event in the user's history.
+    pub event_sequence: i64,
+    /// The id of the destroyed data key.
+    pub key_id: Option<ID>,
+    /// When the data key was destroyed (with the event, in one transaction).
+    pub key_destroyed_at: Option<DateTime<Utc>>,
+}
+
+pub(super) async fn receipt_of(state: &ApiState, id: Uuid) -> ApiResult<Option<ErasureReceipt>> {
+    let receipt = crate::store::streams::erasure_receipt(&state.pool, id).await?;
+    Ok(receipt.map(|r| ErasureReceipt {
+        user_id: ID(id.to_string()),
+        erased_at: r.recorded_at,
+        erased_by: r.erased_by.unwrap_or_default(),
+        reason: r.erased["reason"].as_str().unwrap_or_default().to_owned(),
+        fields: r.erased["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect(),
+        through_sequence: r.erased["through_sequence"].as_i64().unwrap_or_default(),
+        event_sequence: r.sequence,
+        key_id: r.key_id.map(|k| ID(k.to_string())),
+        key_destroyed_at: r.destroyed_at,
+    }))
+}
+
+/// Narrows `users`; every given field must match.
+#[derive(InputObject, Default)]
+pub struct UserFilter {
+    /// Deleted users are listed only when asked for here.
+    pub status: Option<UserStatus>,
+    /// Users who hold this role.
+    pub role: Option<Role>,
+    /// The start of the email address, case-insensitively.
+    pub email_prefix: Option<String>,
+    /// The start of the display name.
+    pub display_name_prefix: Option<String>,
+}
+
+/// A page of `users`, in the shape of a Relay connection.
+#[derive(SimpleObject)]
+pub struct UserConnection {
+    /// Where this page sits in the whole list.
+    page_info: PageInfo,
+    /// The users on this page, each with its cursor.
+    edges: Vec<UserEdge>,
+}
+
+/// A user on a page, and where the page stands at them.
+#[derive(SimpleObject)]
+pub struct UserEdge {
+    /// Pass as `after` to list the users after this one.
+    cursor: String,
+    /// The user.
+    node: User,
+}
+
+/// Whether there is more of a list before or after a page.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    /// Whether the list goes on after this page.
+    has_next_page: bool,
+    /// Whether this page is not the first one.
+    has_previous_page: bool,
+    /// The cursor of the first user on this page.
+    start_cursor: Option<String>,
+    /// The cursor of the last user on this page; pass it as `after` for the
+    /// next page.
+    end_cursor: Option<String>,
+}
+
+impl PageInfo {
+    pub(crate) fn new(
+        has_next_page: bool,
+        has_previous_page: bool,
+        start_cursor: Option<String>,
+        end_cursor: Option<String>,
+    ) -> Self {
+        Self {
+            has_next_page,
+            has_previous_page,
+            start_cursor,
+            end_cursor,
+        }
+    }
+}
+
+impl UserConnection {
+    pub(super) fn new(rows: Vec<UserRow>, has_previous_page: bool, has_next_page: bool) -> Self {
+        let edges: Vec<UserEdge> = rows
+            .into_iter()
+            .map(|row| UserEdge {
+                cursor: row.id.to_string(),
+                node: User(row),
+            })
+            .collect();
+        Self {
+            page_info: PageInfo::new(
+                has_next_page,
+                has_previous_page,
+                edges.first().map(|edge| edge.cursor.clone()),
+                edges.last().map(|edge| edge.cursor.clone()),
+            ),
+            edges,
+        }
+    }
+}
+
+/// A newly registered user as the write left it, in the shape of the read
+/// side: created and updated when its one event was recorded.
+pub(super) fn registered_user(executed: Executed) -> Result<UserRow, ApiError> {
+    let account = executed
+        .account
+        .ok_or_else(|| ApiError::new(Code::NotFound, "no such user"))?;
+    let registered_at = executed
+        .registered_at
+        .ok_or_else(|| ApiError::internal(&"a registration without its time"))?;
+    Ok(UserRow {
+        id: executed.user_id,
+        email: account
+            .personal
+            .as_ref()
+            .map(|p| p.email.as_str().to_owned()),
+        display_name: account
+            .personal
+            .as_ref()
+            .map(|p| p.display_name.as_str().to_owned()),
+        status: account.status,
+        roles: account.roles.iter().copied().collect(),
+        locale: None,
+        time_zone: None,
+        version: executed.version,
+        created_at: registered_at,
+        updated_at: registered_at,
+    })
+}
