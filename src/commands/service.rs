@@ -18,9 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::context::CommandContext;
-use super::emails::{
-    CONFIRM_EMAIL, FIND_BY_EMAIL, RELEASE_EMAIL, RELEASE_EMAILS_OF, RELEASE_OTHER_EMAILS,
-};
+use super::emails::Settle;
 use super::error::{infrastructure, CommandError};
 use super::input::{parse_reason, ProfileChange, Reason, Registration, SELF_DELETED};
 use super::password::PasswordHasher;
@@ -116,16 +114,11 @@ impl Users {
             executed.registered_at = Some(recorded_at);
         }
         let settle = if registered.is_ok() {
-            CONFIRM_EMAIL
+            Settle::Confirm
         } else {
-            RELEASE_EMAIL
+            Settle::Release
         };
-        sqlx::query(settle)
-            .bind(&key)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(infrastructure)?;
+        self.settle_claim(settle, &key, user_id).await?;
         registered
     }
 
@@ -244,12 +237,7 @@ impl Users {
         )
         .await?;
         let key = self.email_key(&email);
-        let held: Option<Uuid> = sqlx::query_scalar(FIND_BY_EMAIL)
-            .bind(&key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(infrastructure)?;
-        let claimed = held != Some(user_id);
+        let claimed = self.holder_of(&key).await? != Some(user_id);
         if claimed {
             self.claim_email(&key, user_id).await?;
         }
@@ -262,23 +250,13 @@ impl Users {
             )
             .await;
         let settle = match (&changed, claimed) {
-            (Ok(_), _) => RELEASE_OTHER_EMAILS,
-            (Err(_), true) => RELEASE_EMAIL,
+            (Ok(_), _) => Settle::ReleaseOthers,
+            (Err(_), true) => Settle::Release,
             (Err(_), false) => return changed,
         };
-        sqlx::query(settle)
-            .bind(&key)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(infrastructure)?;
+        self.settle_claim(settle, &key, user_id).await?;
         if changed.is_ok() {
-            sqlx::query(CONFIRM_EMAIL)
-                .bind(&key)
-                .bind(user_id)
-                .execute(&self.pool)
-                .await
-                .map_err(infrastructure)?;
+            self.settle_claim(Settle::Confirm, &key, user_id).await?;
         }
         changed
     }
@@ -353,11 +331,7 @@ impl Users {
                 ctx,
             )
             .await?;
-        sqlx::query(RELEASE_EMAILS_OF)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(infrastructure)?;
+        self.release_emails_of(user_id).await?;
         Ok(executed)
     }
 
