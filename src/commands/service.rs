@@ -32,9 +32,6 @@ pub struct Executed {
     /// The sequence of the last event of the user; what `minVersion` waits for.
     pub version: i64,
     pub account: Option<Account>,
-    /// When a registration was recorded (the time of its transaction); only
-    /// a registration looks it up, as only its answer shows it.
-    pub registered_at: Option<DateTime<Utc>>,
 }
 
 type UserStore = PersistedEventStore<SealedRepository, User>;
@@ -106,13 +103,7 @@ impl Users {
             display_name,
             password_hash,
         });
-        let mut registered = self.execute(user_id, command, None, ctx).await;
-        if let Ok(executed) = &mut registered {
-            let recorded_at = store::streams::recorded_at(&self.pool, user_id, executed.version)
-                .await
-                .map_err(infrastructure)?;
-            executed.registered_at = Some(recorded_at);
-        }
+        let registered = self.execute(user_id, command, None, ctx).await;
         let settle = if registered.is_ok() {
             Settle::Confirm
         } else {
@@ -463,7 +454,6 @@ impl Users {
             user_id,
             version,
             account,
-            registered_at: None,
         })
     }
 }

@@ -28,9 +28,6 @@ const USER_EVENTS_BETWEEN: &str = concat!(
      ORDER BY sequence"
 );
 
-const RECORDED_AT: &str = "
-SELECT recorded_at FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
-
 const EVER_ADMINS: &str = "
 SELECT DISTINCT aggregate_id FROM events
  WHERE aggregate_type = $1 AND event_type = 'RoleAssigned'
@@ -72,21 +69,6 @@ pub async fn user_events_between<'c>(
         .bind(after)
         .bind(before)
         .fetch_all(executor)
-        .await
-}
-
-/// When the user's event `sequence` was recorded (the time of its
-/// transaction).
-pub async fn recorded_at(
-    pool: &PgPool,
-    user_id: Uuid,
-    sequence: i64,
-) -> sqlx::Result<DateTime<Utc>> {
-    sqlx::query_scalar(RECORDED_AT)
-        .bind(User::TYPE)
-        .bind(user_id.to_string())
-        .bind(sequence)
-        .fetch_one(pool)
         .await
 }
 

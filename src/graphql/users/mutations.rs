@@ -34,11 +34,10 @@ impl UserMutation {
                 &command_ctx,
             )
             .await?;
-        let written = signed_in
-            .executed
-            .clone()
-            .map(registered_user)
-            .transpose()?;
+        let written = match &signed_in.executed {
+            Some(executed) => Some(registered_user(state, executed).await?),
+            None => None,
+        };
         Ok(AuthPayload::new(signed_in, written))
     }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::commands::Executed;
-use crate::graphql::error::{ApiError, ApiResult, Code};
+use crate::graphql::error::{ApiError, ApiResult};
 use crate::graphql::ApiState;
 use accountable_domain::{self as domain};
 
@@ -310,31 +310,20 @@ impl UserConnection {
     }
 }
 
-/// A newly registered user as the write left it, in the shape of the read
-/// side: created and updated when its one event was recorded.
-pub(super) fn registered_user(executed: Executed) -> Result<UserRow, ApiError> {
-    let account = executed
-        .account
-        .ok_or_else(|| ApiError::new(Code::NotFound, "no such user"))?;
-    let registered_at = executed
-        .registered_at
-        .ok_or_else(|| ApiError::internal(&"a registration without its time"))?;
-    Ok(UserRow {
-        id: executed.user_id,
-        email: account
-            .personal
-            .as_ref()
-            .map(|p| p.email.as_str().to_owned()),
-        display_name: account
-            .personal
-            .as_ref()
-            .map(|p| p.display_name.as_str().to_owned()),
-        status: account.status,
-        roles: account.roles.iter().copied().collect(),
-        locale: None,
-        time_zone: None,
-        version: executed.version,
-        created_at: registered_at,
-        updated_at: registered_at,
-    })
+/// A newly registered user as the read side will show it: its one event,
+/// as published, folded by the projection's own reducer (no second one).
+pub(super) async fn registered_user(state: &ApiState, executed: &Executed) -> ApiResult<UserRow> {
+    let events = crate::store::streams::user_events_between(
+        &state.pool,
+        &executed.user_id.to_string(),
+        0,
+        executed.version + 1,
+    )
+    .await?;
+    let mut row = None;
+    for envelope in crate::events::opened_envelopes(&state.vault, &events).await? {
+        let event = envelope.event().map_err(|e| ApiError::internal(&e))?;
+        accountable_projections::users::reduce(&mut row, &envelope, &event);
+    }
+    row.ok_or_else(|| ApiError::internal(&"a registration without its event"))
 }
