@@ -14,6 +14,66 @@ use async_graphql::{Pos, ServerError, ServerResult, Variables};
 /// The most fields one operation may select, spreads expanded.
 pub const MAX_FIELDS: usize = 1000;
 
+/// The deepest a document may nest selections, arguments, lists and input
+/// objects. The parser recurses once per level, so a deeper document is
+/// refused before it is parsed: a hostile one must not exhaust the stack.
+pub const MAX_NESTING: usize = 64;
+
+/// How deep `query` nests `{`, `[` and `(`, outside strings and comments.
+fn nesting(query: &str) -> usize {
+    let (mut depth, mut deepest) = (0_usize, 0_usize);
+    let mut chars = query.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' | '[' | '(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            '}' | ']' | ')' => depth = depth.saturating_sub(1),
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' || c == '\r' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                // A string or a block string: skipped to its end, escapes
+                // included (an unterminated one ends the document).
+                let block = chars.peek() == Some(&'"') && {
+                    chars.next();
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        true
+                    } else {
+                        // `""`: the empty string.
+                        continue;
+                    }
+                };
+                let mut quotes = 0;
+                while let Some(c) = chars.next() {
+                    match (block, c) {
+                        (_, '\\') => {
+                            chars.next();
+                            quotes = 0;
+                        }
+                        (false, '"') => break,
+                        (true, '"') => {
+                            quotes += 1;
+                            if quotes == 3 {
+                                break;
+                            }
+                        }
+                        _ => quotes = 0,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[derive(Clone, Copy)]
 pub struct DocumentGuard {
     pub introspection: bool,
@@ -98,6 +158,12 @@ impl Extension for DocumentGuard {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        if nesting(query) > MAX_NESTING {
+            return Err(ServerError::new(
+                format!("the document nests deeper than {MAX_NESTING} levels"),
+                None,
+            ));
+        }
         let document = next.run(ctx, query, variables).await?;
         let mut counter = Counter {
             document: &document,
@@ -134,6 +200,7 @@ impl Extension for DocumentGuard {
 
 #[cfg(test)]
 mod tests {
+    use super::{nesting, MAX_NESTING};
     use crate::config::Environment;
     use crate::graphql::schema_builder;
 
@@ -168,5 +235,35 @@ mod tests {
             messages("query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }")
                 .await;
         assert!(!errors.is_empty());
+    }
+
+    #[test]
+    fn nesting_counts_brackets_outside_strings_and_comments() {
+        assert_eq!(nesting("{ me { id } }"), 2);
+        assert_eq!(nesting("{ a(x: [{y: 1}]) }"), 4);
+        assert_eq!(nesting(r#"{ a(s: "{{{{[[(") }"#), 2);
+        assert_eq!(nesting("{ a(s: \"\"\"{{{ \\\"\"\" {{ \"\"\") }"), 2);
+        assert_eq!(nesting("{ a(s: \"\\\"{{\") }"), 2);
+        assert_eq!(nesting("# {{{{\n{ a }"), 1);
+        assert_eq!(nesting("{ a(s: \"\", t: \"{\") }"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_document_nested_deeper_than_the_limit_is_refused_before_parsing() {
+        let deep = format!("{}{}", "{ me ".repeat(100_000), "}".repeat(100_000));
+        let errors = messages(&deep).await;
+        assert!(
+            errors.iter().any(|e| e.contains("nests deeper")),
+            "{errors:?}"
+        );
+        let fine = format!(
+            "{}__typename{}",
+            "{ ... on Query ".repeat(MAX_NESTING - 1),
+            "}".repeat(MAX_NESTING - 1)
+        );
+        assert!(!messages(&fine)
+            .await
+            .iter()
+            .any(|e| e.contains("nests deeper")));
     }
 }
