@@ -38,3 +38,27 @@ impl Background {
         self.tracker.wait().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_waits_until_every_loop_has_ended() {
+        let background = Background::new(CancellationToken::new());
+        let finished = Arc::new(AtomicBool::new(false));
+        let (shutdown, done) = (background.shutdown(), finished.clone());
+        background.spawn(async move {
+            shutdown.cancelled().await;
+            // Work a loop does on its way out (a last flush, a close).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            done.store(true, Ordering::SeqCst);
+        });
+        background.stop().await;
+        assert!(finished.load(Ordering::SeqCst));
+    }
+}
