@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KafkaConfig;
 use crate::events::Outgoing;
 use crate::kafka::{self, RenewingProducer};
-use crate::store::{self, CommittedRead, StoredEvent, StreamCursor, STORED_EVENT_COLUMNS};
+use crate::store::{self, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS};
 use accountable_domain::User;
 
 /// The NOTIFY channel the event store's trigger signals on commit.
@@ -56,9 +56,9 @@ impl From<&KafkaConfig> for RelayConfig {
     }
 }
 
-/// Where the relay stands: the last event it published, in commit order.
-const SELECT_CURSOR: &str =
-    "SELECT transaction_id::text, position FROM relay_cursors WHERE name = $1";
+/// Where the relay stands: the last event it published, in commit order
+/// (its name is bound after it), read in the same statement as the batch.
+const SELECT_CURSOR: &str = "SELECT transaction_id, position FROM relay_cursors WHERE name = ";
 
 const ENSURE_CURSOR: &str =
     "INSERT INTO relay_cursors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
@@ -319,15 +319,8 @@ impl Relay {
             .fetch_all(&mut *conn)
             .await?;
         let retried = store::streams::at_positions(&mut *conn, &retried).await?;
-        let (transaction_id, position): (String, i64) = sqlx::query_as(SELECT_CURSOR)
-            .bind(&self.config.topic)
-            .fetch_one(&mut *conn)
-            .await?;
-        let cursor = StreamCursor {
-            transaction_id,
-            position,
-        };
-        let mut read = CommittedRead::select(STORED_EVENT_COLUMNS).after(Some(&cursor));
+        let mut read = CommittedRead::select(STORED_EVENT_COLUMNS)
+            .after_selected(SELECT_CURSOR, self.config.topic.clone());
         read.and()
             .push(" AND aggregate_type = ")
             .push_bind(User::TYPE);

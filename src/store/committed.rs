@@ -120,6 +120,18 @@ impl<'a> CommittedRead<'a> {
         self
     }
 
+    /// Only what comes after the cursor that `select` names: a query of one
+    /// `(transaction_id, position)` row whose text ends where `value` is
+    /// bound (the relay's own cursor, read in the same statement).
+    pub fn after_selected(mut self, select: &str, value: String) -> Self {
+        self.query
+            .push(" AND (transaction_id, position) > (")
+            .push(select)
+            .push_bind(value)
+            .push(")");
+        self
+    }
+
     /// The query so far, to append ` AND …` conditions to.
     pub fn and(&mut self) -> &mut QueryBuilder<'a, Postgres> {
         &mut self.query
