@@ -1,6 +1,7 @@
-//! Reads of single streams and of what is known about them: the events of
-//! one user between two sequences, when an event was recorded, who was ever
-//! made an admin.
+//! Reads of single streams and of what is known about them: one user's
+//! events (between two sequences, a page, up to a version or instant, with
+//! their hashes), events at given positions, who was ever made an admin,
+//! an erasure's receipt.
 
 use std::sync::Arc;
 
