@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::events::PersonalData;
-use crate::values::{Locale, TimeZone};
+use crate::policy::MailPolicy;
+use crate::values::{Email, Locale, TimeZone};
 
 /// What a user may do beyond managing their own account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -109,6 +110,53 @@ impl fmt::Debug for PasswordHash {
     }
 }
 
+/// A one-time token as a mail carries it (in a link). Never printed, never
+/// published; in events it is sealed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MailToken(String);
+
+impl MailToken {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// The token, for the mail only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MailToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MailToken(***)")
+    }
+}
+
+/// A token that was mailed and may still come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    /// Wrong tries so far.
+    #[serde(default)]
+    pub failures: u32,
+}
+
+impl Pending {
+    /// Whether `token_hash` is this token's, before it expired.
+    pub fn accepts(&self, token_hash: &str, at: DateTime<Utc>) -> bool {
+        at < self.expires_at && self.token_hash == token_hash
+    }
+}
+
+/// An address the user asked to move to, waiting for its confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEmail {
+    pub email: Email,
+    pub token: Pending,
+}
+
 /// The current state of one account, as the write side needs it to decide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -128,10 +176,51 @@ pub struct Account {
     pub locale: Option<Locale>,
     #[serde(default)]
     pub time_zone: Option<TimeZone>,
+    /// Whether the owner proved the current address (accounts from before
+    /// verification existed count as verified).
+    #[serde(default = "verified_before_verification_existed")]
+    pub email_verified: bool,
+    /// The verification link mailed last, until it is used.
+    #[serde(default)]
+    pub pending_verification: Option<Pending>,
+    /// The reset link mailed last, until it is used or void.
+    #[serde(default)]
+    pub pending_reset: Option<Pending>,
+    /// The address the user asked to move to, until confirmed.
+    #[serde(default)]
+    pub pending_email: Option<PendingEmail>,
+    /// When the mails of the last day were asked for, oldest first.
+    #[serde(default)]
+    pub mail_requests: Vec<DateTime<Utc>>,
+}
+
+fn verified_before_verification_existed() -> bool {
+    true
 }
 
 impl Account {
     pub fn is_locked(&self, at: DateTime<Utc>) -> bool {
         self.locked_until.is_some_and(|until| until > at)
+    }
+
+    /// Whether the policy lets the user ask for another mail at `at`.
+    pub fn may_request_mail(&self, at: DateTime<Utc>, policy: MailPolicy) -> bool {
+        let recent: Vec<_> = self
+            .mail_requests
+            .iter()
+            .filter(|&&requested| at - requested < policy.window)
+            .collect();
+        let spaced = recent
+            .last()
+            .is_none_or(|&&last| at - last >= policy.min_interval);
+        spaced && recent.len() < policy.per_window
+    }
+
+    /// Remembers a mail asked for at `at`, forgetting those out of every
+    /// window.
+    pub(crate) fn note_mail_request(&mut self, at: DateTime<Utc>) {
+        let day = chrono::Duration::days(1);
+        self.mail_requests.retain(|&requested| at - requested < day);
+        self.mail_requests.push(at);
     }
 }

@@ -7,10 +7,10 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Account, Role, UserStatus};
-use crate::commands::{UserCommand, UserError};
+use crate::account::{Account, Pending, PendingEmail, Role, UserStatus};
+use crate::commands::{LinkFlow, RegisterUser, UserCommand, UserError};
 use crate::events::*;
-use crate::policy::LockoutPolicy;
+use crate::policy::{LockoutPolicy, MAX_RESET_FAILURES};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -36,15 +36,18 @@ impl Aggregate for User {
     ) -> Result<(), Self::Error> {
         let event = match (command, &self.account) {
             (UserCommand::Register(_), Some(_)) => return Err(UserError::AlreadyRegistered),
-            (UserCommand::Register(cmd), None) => UserEvent::UserRegistered(UserRegistered {
-                personal: Some(PersonalData {
-                    email: cmd.email,
-                    display_name: cmd.display_name,
-                }),
-                roles: BTreeSet::from([Role::User]),
-                status: UserStatus::Active,
-                password_hash: Some(cmd.password_hash),
-            }),
+            (UserCommand::Register(cmd), None) => {
+                for event in register(cmd) {
+                    sink.write(event, self).await;
+                }
+                return Ok(());
+            }
+            (UserCommand::Link(flow), account) => {
+                for event in link(flow, account.as_ref())? {
+                    sink.write(event, self).await;
+                }
+                return Ok(());
+            }
             (_, None) => return Err(UserError::NotRegistered),
             (UserCommand::Erase { .. }, Some(account)) if account.status == UserStatus::Erased => {
                 return Ok(())
@@ -61,14 +64,6 @@ impl Aggregate for User {
             }),
             (_, Some(account)) if account.status == UserStatus::Deleted => {
                 return Err(UserError::Deleted)
-            }
-            (UserCommand::ChangeEmail { email }, Some(account)) => {
-                if account.personal.as_ref().is_some_and(|p| p.email == email) {
-                    return Ok(());
-                }
-                UserEvent::EmailChanged(EmailChanged {
-                    personal: Some(EmailPersonal { email }),
-                })
             }
             (UserCommand::Deactivate { reason }, Some(account)) => {
                 if account.status == UserStatus::Deactivated {
@@ -165,6 +160,11 @@ impl Aggregate for User {
                 roles: e.roles,
                 status: e.status,
                 password_hash: e.password_hash,
+                email_verified: e.email_verified,
+                pending_verification: None,
+                pending_reset: None,
+                pending_email: None,
+                mail_requests: Vec::new(),
                 failed_attempts: 0,
                 last_failure_at: None,
                 lockouts: 0,
@@ -199,14 +199,20 @@ impl Aggregate for User {
                 account.lockouts = 0;
                 account.locked_until = None;
             }
-            UserEvent::PasswordRehashed(PasswordRehashed { password_hash })
-            | UserEvent::PasswordChanged(PasswordChanged { password_hash }) => {
+            UserEvent::PasswordRehashed(PasswordRehashed { password_hash }) => {
                 account.password_hash = password_hash;
+            }
+            UserEvent::PasswordChanged(PasswordChanged { password_hash }) => {
+                account.password_hash = password_hash;
+                account.pending_reset = None;
             }
             UserEvent::EmailChanged(e) => {
                 if let (Some(personal), Some(changed)) = (account.personal.as_mut(), e.personal) {
                     personal.email = changed.email;
                 }
+                // Links mailed for the old address, or for this change, are spent.
+                account.pending_verification = None;
+                account.pending_email = None;
             }
             UserEvent::UserErased(_) => {
                 account.status = UserStatus::Erased;
@@ -214,7 +220,48 @@ impl Aggregate for User {
                 account.password_hash = None;
                 account.locale = None;
                 account.time_zone = None;
+                account.pending_verification = None;
+                account.pending_reset = None;
+                account.pending_email = None;
             }
+            UserEvent::EmailVerificationRequested(e) => {
+                account.note_mail_request(e.at);
+                account.pending_verification = Some(pending(&e.issued));
+            }
+            UserEvent::EmailVerified(_) => {
+                account.email_verified = true;
+                account.pending_verification = None;
+            }
+            UserEvent::PasswordResetRequested(e) => {
+                account.note_mail_request(e.at);
+                account.pending_reset = Some(pending(&e.issued));
+            }
+            UserEvent::PasswordResetRefused(e) => {
+                account.pending_reset = account
+                    .pending_reset
+                    .take()
+                    .map(|reset| Pending {
+                        failures: e.failures,
+                        ..reset
+                    })
+                    .filter(|reset| reset.failures < MAX_RESET_FAILURES);
+            }
+            UserEvent::PasswordReset(e) => {
+                account.password_hash = e.password_hash;
+                account.pending_reset = None;
+                account.failed_attempts = 0;
+                account.last_failure_at = None;
+                account.lockouts = 0;
+                account.locked_until = None;
+            }
+            UserEvent::EmailChangeRequested(e) => {
+                account.note_mail_request(e.at);
+                account.pending_email = e.personal.map(|personal| PendingEmail {
+                    email: personal.email,
+                    token: pending(&e.issued),
+                });
+            }
+            UserEvent::RegistrationAttempted(e) => account.note_mail_request(e.at),
             UserEvent::UserDeactivated(_) => account.status = UserStatus::Deactivated,
             UserEvent::UserReactivated(_) => account.status = UserStatus::Active,
             UserEvent::UserDeleted(_) => account.status = UserStatus::Deleted,
@@ -242,6 +289,179 @@ impl Aggregate for User {
             UserEvent::ProfileUpdated(ProfileUpdated { personal: None }) => {}
         }
     }
+}
+
+fn pending(issued: &IssuedToken) -> Pending {
+    Pending {
+        token_hash: issued.token_hash.clone(),
+        expires_at: issued.expires_at,
+        failures: 0,
+    }
+}
+
+/// The account as a mail may be sent to it and a link followed: registered,
+/// neither erased, deleted nor deactivated, with its personal data.
+fn reachable(account: Option<&Account>) -> Result<(&Account, &PersonalData), UserError> {
+    let account = account.ok_or(UserError::NotRegistered)?;
+    match account.status {
+        UserStatus::Erased => return Err(UserError::Erased),
+        UserStatus::Deleted => return Err(UserError::Deleted),
+        UserStatus::Deactivated => return Err(UserError::Deactivated),
+        UserStatus::Active => {}
+    }
+    let personal = account.personal.as_ref().ok_or(UserError::Erased)?;
+    Ok((account, personal))
+}
+
+fn recipient(personal: &PersonalData) -> Option<Recipient> {
+    Some(Recipient {
+        email: personal.email.clone(),
+        display_name: personal.display_name.clone(),
+    })
+}
+
+/// A registration: the account, and the mail that verifies its address.
+fn register(cmd: RegisterUser) -> Vec<UserEvent> {
+    let personal = PersonalData {
+        email: cmd.email,
+        display_name: cmd.display_name,
+    };
+    let verification = UserEvent::EmailVerificationRequested(EmailVerificationRequested {
+        at: cmd.at,
+        personal: recipient(&personal),
+        issued: cmd.verification,
+    });
+    vec![
+        UserEvent::UserRegistered(UserRegistered {
+            personal: Some(personal),
+            roles: BTreeSet::from([Role::User]),
+            status: UserStatus::Active,
+            password_hash: Some(cmd.password_hash),
+            email_verified: false,
+        }),
+        verification,
+    ]
+}
+
+/// The flows that mail a link and take it back.
+fn link(flow: LinkFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, UserError> {
+    let events = match flow {
+        LinkFlow::RequestEmailVerification { issued, at, policy } => {
+            let (account, personal) = reachable(account)?;
+            if account.email_verified {
+                return Ok(Vec::new());
+            }
+            if !account.may_request_mail(at, policy) {
+                return Err(UserError::TooManyRequests);
+            }
+            vec![UserEvent::EmailVerificationRequested(
+                EmailVerificationRequested {
+                    at,
+                    personal: recipient(personal),
+                    issued,
+                },
+            )]
+        }
+        LinkFlow::VerifyEmail { token_hash, at } => {
+            let (account, _) = reachable(account).map_err(|_| UserError::InvalidToken)?;
+            let valid = account
+                .pending_verification
+                .as_ref()
+                .is_some_and(|pending| pending.accepts(&token_hash, at));
+            if !valid {
+                return Err(UserError::InvalidToken);
+            }
+            vec![UserEvent::EmailVerified(EmailVerified { at })]
+        }
+        LinkFlow::RequestPasswordReset { issued, at, policy } => {
+            let (account, personal) = reachable(account)?;
+            if !account.may_request_mail(at, policy) {
+                return Err(UserError::TooManyRequests);
+            }
+            vec![UserEvent::PasswordResetRequested(PasswordResetRequested {
+                at,
+                personal: recipient(personal),
+                issued,
+            })]
+        }
+        LinkFlow::ResetPassword {
+            token_hash,
+            password_hash,
+            at,
+        } => {
+            let (account, _) = reachable(account).map_err(|_| UserError::InvalidToken)?;
+            let Some(reset) = account
+                .pending_reset
+                .as_ref()
+                .filter(|reset| at < reset.expires_at)
+            else {
+                return Err(UserError::InvalidToken);
+            };
+            if reset.token_hash != token_hash {
+                vec![UserEvent::PasswordResetRefused(PasswordResetRefused {
+                    at,
+                    failures: reset.failures + 1,
+                })]
+            } else {
+                vec![UserEvent::PasswordReset(PasswordReset {
+                    at,
+                    password_hash: Some(password_hash),
+                })]
+            }
+        }
+        LinkFlow::ChangeEmail {
+            email,
+            issued,
+            at,
+            policy,
+        } => {
+            let (account, personal) = reachable(account)?;
+            if personal.email == email {
+                return Ok(Vec::new());
+            }
+            if !account.may_request_mail(at, policy) {
+                return Err(UserError::TooManyRequests);
+            }
+            vec![UserEvent::EmailChangeRequested(EmailChangeRequested {
+                at,
+                personal: Some(EmailChangePersonal {
+                    email,
+                    previous_email: personal.email.clone(),
+                    display_name: personal.display_name.clone(),
+                }),
+                issued,
+            })]
+        }
+        LinkFlow::ConfirmEmailChange { token_hash, at } => {
+            let (account, _) = reachable(account).map_err(|_| UserError::InvalidToken)?;
+            let Some(change) = account
+                .pending_email
+                .as_ref()
+                .filter(|change| change.token.accepts(&token_hash, at))
+            else {
+                return Err(UserError::InvalidToken);
+            };
+            vec![
+                UserEvent::EmailChanged(EmailChanged {
+                    personal: Some(EmailPersonal {
+                        email: change.email.clone(),
+                    }),
+                }),
+                UserEvent::EmailVerified(EmailVerified { at }),
+            ]
+        }
+        LinkFlow::NoteRegistrationAttempt { at, policy } => {
+            let (account, personal) = reachable(account)?;
+            if !account.may_request_mail(at, policy) {
+                return Err(UserError::TooManyRequests);
+            }
+            vec![UserEvent::RegistrationAttempted(RegistrationAttempted {
+                at,
+                personal: recipient(personal),
+            })]
+        }
+    };
+    Ok(events)
 }
 
 /// Counts the attempt, or locks the account when the failures before it
@@ -284,6 +504,7 @@ mod tests {
     use super::*;
     use crate::account::PasswordHash;
     use crate::commands::RegisterUser;
+    use crate::policy::MailPolicy;
     use crate::values::{DisplayName, Email, Locale, TimeZone};
 
     fn register() -> RegisterUser {
@@ -291,7 +512,32 @@ mod tests {
             email: Email::parse("ada@example.com").unwrap(),
             display_name: DisplayName::parse("Ada").unwrap(),
             password_hash: PasswordHash::new("$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA".into()),
+            verification: issued("v1", at(0) + Duration::hours(24)),
+            at: at(0),
         }
+    }
+
+    fn issued(hash: &str, expires_at: DateTime<Utc>) -> IssuedToken {
+        IssuedToken {
+            token_hash: hash.into(),
+            token: Some(crate::account::MailToken::new(format!("token-{hash}"))),
+            expires_at,
+        }
+    }
+
+    fn ada() -> Option<Recipient> {
+        Some(Recipient {
+            email: Email::parse("ada@example.com").unwrap(),
+            display_name: DisplayName::parse("Ada").unwrap(),
+        })
+    }
+
+    fn verification_requested() -> UserEvent {
+        UserEvent::EmailVerificationRequested(EmailVerificationRequested {
+            at: at(0),
+            personal: ada(),
+            issued: issued("v1", at(0) + Duration::hours(24)),
+        })
     }
 
     fn registered() -> UserEvent {
@@ -304,15 +550,16 @@ mod tests {
             roles: BTreeSet::from([Role::User]),
             status: UserStatus::Active,
             password_hash: Some(cmd.password_hash),
+            email_verified: false,
         })
     }
 
     #[test]
-    fn given_nothing_when_register_then_registered_as_an_active_user() {
+    fn given_nothing_when_register_then_registered_as_an_active_user_with_a_verification_due() {
         TestFramework::<User>::with(())
             .given_no_previous_events()
             .when(UserCommand::Register(register()))
-            .then_expect_events(vec![registered()]);
+            .then_expect_events(vec![registered(), verification_requested()]);
     }
 
     #[test]
@@ -652,21 +899,271 @@ mod tests {
             .then_expect_error(UserError::Deleted);
     }
 
+    fn change_to(email: &str, minute: i64) -> UserCommand {
+        UserCommand::Link(LinkFlow::ChangeEmail {
+            email: Email::parse(email).unwrap(),
+            issued: issued("c1", at(minute) + Duration::hours(24)),
+            at: at(minute),
+            policy: MailPolicy::default(),
+        })
+    }
+
+    fn change_requested(minute: i64) -> UserEvent {
+        UserEvent::EmailChangeRequested(EmailChangeRequested {
+            at: at(minute),
+            personal: Some(EmailChangePersonal {
+                email: Email::parse("ada@lovelace.example").unwrap(),
+                previous_email: Email::parse("ada@example.com").unwrap(),
+                display_name: DisplayName::parse("Ada").unwrap(),
+            }),
+            issued: issued("c1", at(minute) + Duration::hours(24)),
+        })
+    }
+
+    fn confirm(hash: &str, minute: i64) -> UserCommand {
+        UserCommand::Link(LinkFlow::ConfirmEmailChange {
+            token_hash: hash.into(),
+            at: at(minute),
+        })
+    }
+
     #[test]
-    fn an_email_change_records_the_new_address_and_a_same_one_writes_nothing() {
-        let new = Email::parse("ada@lovelace.example").unwrap();
+    fn an_email_change_waits_for_the_new_address_and_a_same_one_writes_nothing() {
         TestFramework::<User>::with(())
             .given(vec![registered()])
-            .when(UserCommand::ChangeEmail { email: new.clone() })
-            .then_expect_events(vec![UserEvent::EmailChanged(EmailChanged {
-                personal: Some(EmailPersonal { email: new }),
+            .when(change_to("ada@lovelace.example", 5))
+            .then_expect_events(vec![change_requested(5)]);
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(change_to("ada@example.com", 5))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_confirmed_change_moves_the_address_and_verifies_it_once() {
+        let changed = vec![
+            UserEvent::EmailChanged(EmailChanged {
+                personal: Some(EmailPersonal {
+                    email: Email::parse("ada@lovelace.example").unwrap(),
+                }),
+            }),
+            UserEvent::EmailVerified(EmailVerified { at: at(6) }),
+        ];
+        TestFramework::<User>::with(())
+            .given(vec![registered(), change_requested(5)])
+            .when(confirm("c1", 6))
+            .then_expect_events(changed.clone());
+        let mut spent = vec![registered(), change_requested(5)];
+        spent.extend(changed);
+        for (hash, minute) in [("c1", 7), ("other", 6)] {
+            TestFramework::<User>::with(())
+                .given(spent.clone())
+                .when(confirm(hash, minute))
+                .then_expect_error(UserError::InvalidToken);
+        }
+        TestFramework::<User>::with(())
+            .given(vec![registered(), change_requested(5)])
+            .when(confirm("c1", 5 + 24 * 60))
+            .then_expect_error(UserError::InvalidToken);
+    }
+
+    fn verify(hash: &str, minute: i64) -> UserCommand {
+        UserCommand::Link(LinkFlow::VerifyEmail {
+            token_hash: hash.into(),
+            at: at(minute),
+        })
+    }
+
+    fn request_verification(hash: &str, minute: i64) -> UserCommand {
+        UserCommand::Link(LinkFlow::RequestEmailVerification {
+            issued: issued(hash, at(minute) + Duration::hours(24)),
+            at: at(minute),
+            policy: MailPolicy::default(),
+        })
+    }
+
+    #[test]
+    fn the_latest_verification_link_verifies_once_before_it_expires() {
+        let given = vec![registered(), verification_requested()];
+        TestFramework::<User>::with(())
+            .given(given.clone())
+            .when(verify("v1", 10))
+            .then_expect_events(vec![UserEvent::EmailVerified(EmailVerified { at: at(10) })]);
+        TestFramework::<User>::with(())
+            .given(given.clone())
+            .when(verify("v1", 24 * 60))
+            .then_expect_error(UserError::InvalidToken);
+        let mut used = given.clone();
+        used.push(UserEvent::EmailVerified(EmailVerified { at: at(10) }));
+        TestFramework::<User>::with(())
+            .given(used.clone())
+            .when(verify("v1", 11))
+            .then_expect_error(UserError::InvalidToken);
+        TestFramework::<User>::with(())
+            .given(used)
+            .when(request_verification("v2", 20))
+            .then_expect_events(vec![]);
+        let mut superseded = given;
+        superseded.push(UserEvent::EmailVerificationRequested(
+            EmailVerificationRequested {
+                at: at(2),
+                personal: ada(),
+                issued: issued("v2", at(2) + Duration::hours(24)),
+            },
+        ));
+        TestFramework::<User>::with(())
+            .given(superseded.clone())
+            .when(verify("v1", 3))
+            .then_expect_error(UserError::InvalidToken);
+        TestFramework::<User>::with(())
+            .given(superseded)
+            .when(verify("v2", 3))
+            .then_expect_events(vec![UserEvent::EmailVerified(EmailVerified { at: at(3) })]);
+    }
+
+    #[test]
+    fn mail_is_asked_for_at_most_once_a_minute_and_ten_times_a_day() {
+        TestFramework::<User>::with(())
+            .given(vec![registered(), verification_requested()])
+            .when(request_verification("v2", 0))
+            .then_expect_error(UserError::TooManyRequests);
+        let mut day = vec![registered()];
+        for minute in 0..10 {
+            day.push(UserEvent::EmailVerificationRequested(
+                EmailVerificationRequested {
+                    at: at(minute * 10),
+                    personal: ada(),
+                    issued: issued("v", at(minute * 10) + Duration::hours(24)),
+                },
+            ));
+        }
+        TestFramework::<User>::with(())
+            .given(day.clone())
+            .when(request_verification("v2", 200))
+            .then_expect_error(UserError::TooManyRequests);
+        TestFramework::<User>::with(())
+            .given(day)
+            .when(request_verification("v2", 24 * 60 + 1))
+            .then_expect_events(vec![UserEvent::EmailVerificationRequested(
+                EmailVerificationRequested {
+                    at: at(24 * 60 + 1),
+                    personal: ada(),
+                    issued: issued("v2", at(24 * 60 + 1) + Duration::hours(24)),
+                },
+            )]);
+    }
+
+    fn reset_requested(minute: i64) -> UserEvent {
+        UserEvent::PasswordResetRequested(PasswordResetRequested {
+            at: at(minute),
+            personal: ada(),
+            issued: issued("r1", at(minute) + Duration::minutes(30)),
+        })
+    }
+
+    fn reset(hash: &str, minute: i64) -> UserCommand {
+        UserCommand::Link(LinkFlow::ResetPassword {
+            token_hash: hash.into(),
+            password_hash: PasswordHash::new("new".into()),
+            at: at(minute),
+        })
+    }
+
+    #[test]
+    fn a_reset_sets_the_password_and_lifts_a_lock() {
+        let lock = UserEvent::AccountLocked(AccountLocked {
+            at: at(1),
+            until: at(20),
+            failures: 3,
+        });
+        let mut user = User::default();
+        for event in [registered(), lock, reset_requested(2)] {
+            user.apply(event);
+        }
+        user.apply(UserEvent::PasswordReset(PasswordReset {
+            at: at(3),
+            password_hash: Some(PasswordHash::new("new".into())),
+        }));
+        let account = user.account.unwrap();
+        assert!(!account.is_locked(at(4)));
+        assert_eq!(account.password_hash, Some(PasswordHash::new("new".into())));
+        assert_eq!(account.pending_reset, None);
+        assert!(UserEvent::PasswordReset(PasswordReset {
+            at: at(3),
+            password_hash: None
+        })
+        .changes_sessions());
+    }
+
+    #[test]
+    fn a_reset_link_works_once_dies_with_time_a_new_password_or_five_wrong_tries() {
+        let given = vec![registered(), reset_requested(0)];
+        TestFramework::<User>::with(())
+            .given(given.clone())
+            .when(reset("r1", 29))
+            .then_expect_events(vec![UserEvent::PasswordReset(PasswordReset {
+                at: at(29),
+                password_hash: Some(PasswordHash::new("new".into())),
             })]);
         TestFramework::<User>::with(())
-            .given(vec![registered()])
-            .when(UserCommand::ChangeEmail {
-                email: Email::parse("ada@example.com").unwrap(),
-            })
-            .then_expect_events(vec![]);
+            .given(given.clone())
+            .when(reset("r1", 30))
+            .then_expect_error(UserError::InvalidToken);
+        let mut changed = given.clone();
+        changed.push(UserEvent::PasswordChanged(PasswordChanged {
+            password_hash: Some(PasswordHash::new("other".into())),
+        }));
+        TestFramework::<User>::with(())
+            .given(changed)
+            .when(reset("r1", 1))
+            .then_expect_error(UserError::InvalidToken);
+        let mut tried = given;
+        for failures in 1..=4 {
+            TestFramework::<User>::with(())
+                .given(tried.clone())
+                .when(reset("wrong", 1))
+                .then_expect_events(vec![UserEvent::PasswordResetRefused(
+                    PasswordResetRefused { at: at(1), failures },
+                )]);
+            tried.push(UserEvent::PasswordResetRefused(PasswordResetRefused {
+                at: at(1),
+                failures,
+            }));
+        }
+        TestFramework::<User>::with(())
+            .given(tried.clone())
+            .when(reset("r1", 2))
+            .then_expect_events(vec![UserEvent::PasswordReset(PasswordReset {
+                at: at(2),
+                password_hash: Some(PasswordHash::new("new".into())),
+            })]);
+        tried.push(UserEvent::PasswordResetRefused(PasswordResetRefused {
+            at: at(1),
+            failures: 5,
+        }));
+        TestFramework::<User>::with(())
+            .given(tried)
+            .when(reset("r1", 2))
+            .then_expect_error(UserError::InvalidToken);
+    }
+
+    #[test]
+    fn no_mail_is_asked_for_a_closed_account() {
+        let deactivated = UserEvent::UserDeactivated(UserDeactivated {
+            reason: "staff".into(),
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered(), deactivated])
+            .when(UserCommand::Link(LinkFlow::RequestPasswordReset {
+                issued: issued("r1", at(30)),
+                at: at(0),
+                policy: MailPolicy::default(),
+            }))
+            .then_expect_error(UserError::Deactivated);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), reset_requested(0), erased(2, UserStatus::Active)])
+            .when(reset("r1", 1))
+            .then_expect_error(UserError::InvalidToken);
     }
 
     fn erased(through_sequence: u64, status: UserStatus) -> UserEvent {

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::account::{PasswordHash, Role};
-use crate::policy::LockoutPolicy;
+use crate::events::IssuedToken;
+use crate::policy::{LockoutPolicy, MailPolicy};
 use crate::values::{DisplayName, Email, Locale, TimeZone};
 
 #[derive(Debug)]
@@ -11,6 +12,9 @@ pub struct RegisterUser {
     pub email: Email,
     pub display_name: DisplayName,
     pub password_hash: PasswordHash,
+    /// The link that will verify the address.
+    pub verification: IssuedToken,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug)]
@@ -32,9 +36,8 @@ pub enum UserCommand {
     RehashPassword {
         password_hash: PasswordHash,
     },
-    ChangeEmail {
-        email: Email,
-    },
+    /// A flow that mails a link, or takes one back.
+    Link(LinkFlow),
     Deactivate {
         reason: String,
     },
@@ -68,6 +71,51 @@ pub enum UserCommand {
     },
 }
 
+/// The commands of the flows that prove an address or recover an account
+/// through a mailed link.
+#[derive(Debug)]
+pub enum LinkFlow {
+    /// Ask to move to `email`: it becomes the address once `issued`
+    /// comes back.
+    ChangeEmail {
+        email: Email,
+        issued: IssuedToken,
+        at: DateTime<Utc>,
+        policy: MailPolicy,
+    },
+    /// The link mailed to the new address came back.
+    ConfirmEmailChange {
+        token_hash: String,
+        at: DateTime<Utc>,
+    },
+    /// Mail a new verification link (an earlier one stops working).
+    RequestEmailVerification {
+        issued: IssuedToken,
+        at: DateTime<Utc>,
+        policy: MailPolicy,
+    },
+    VerifyEmail {
+        token_hash: String,
+        at: DateTime<Utc>,
+    },
+    RequestPasswordReset {
+        issued: IssuedToken,
+        at: DateTime<Utc>,
+        policy: MailPolicy,
+    },
+    /// Set the password through the mailed link.
+    ResetPassword {
+        token_hash: String,
+        password_hash: PasswordHash,
+        at: DateTime<Utc>,
+    },
+    /// Someone tried to register with the account's address.
+    NoteRegistrationAttempt {
+        at: DateTime<Utc>,
+        policy: MailPolicy,
+    },
+}
+
 /// A command the aggregate refuses; each maps to one client-facing code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
@@ -85,4 +133,9 @@ pub enum UserError {
     Deleted,
     #[error("the account is erased")]
     Erased,
+    /// Unknown, expired, used or superseded: one answer for all.
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("too many mails asked for")]
+    TooManyRequests,
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{PasswordHash, Role, UserStatus};
+use crate::account::{MailToken, PasswordHash, Role, UserStatus};
 use crate::values::{DisplayName, Email, Locale, TimeZone};
 
 /// The fields of an event that identify a person, kept apart from the rest
@@ -28,6 +28,16 @@ pub struct UserRegistered {
     /// Secret: sealed like personal data, never published; `None` once
     /// erased.
     pub password_hash: Option<PasswordHash>,
+    /// Whether the address was verified at registration: never now (a
+    /// verification is requested with it). Registrations recorded before
+    /// addresses were verified count as verified: their owners signed up
+    /// under rules that did not ask, and must not be locked out.
+    #[serde(default = "verified_before_verification_existed")]
+    pub email_verified: bool,
+}
+
+fn verified_before_verification_existed() -> bool {
+    true
 }
 
 /// A password check began: counted as a failure until a success follows,
@@ -147,13 +157,106 @@ pub struct PasswordRehashed {
     pub password_hash: Option<PasswordHash>,
 }
 
+/// Who a mail goes to: the address and the name to greet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub email: Email,
+    pub display_name: DisplayName,
+}
+
+/// A one-time token that a mail carries: its hash, to check what comes
+/// back, and the token itself, sealed, for the mail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    /// SHA-256 of the token's secret part, in hex.
+    pub token_hash: String,
+    /// Secret: sealed, never published; `None` once erased.
+    pub token: Option<MailToken>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A verification mail is due: its link proves the address (the last one
+/// asked for; an earlier one no longer works).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailVerificationRequested {
+    pub at: DateTime<Utc>,
+    /// `None` once erased.
+    pub personal: Option<Recipient>,
+    #[serde(flatten)]
+    pub issued: IssuedToken,
+}
+
+/// The owner of the address followed the link: it is theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailVerified {
+    pub at: DateTime<Utc>,
+}
+
+/// Someone asked to reset the password: a mail with a link is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordResetRequested {
+    pub at: DateTime<Utc>,
+    /// `None` once erased.
+    pub personal: Option<Recipient>,
+    #[serde(flatten)]
+    pub issued: IssuedToken,
+}
+
+/// A reset was tried with the wrong secret; at the limit the request is
+/// void.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordResetRefused {
+    pub at: DateTime<Utc>,
+    /// Wrong tries of the current request, this one included.
+    pub failures: u32,
+}
+
+/// The password was set through a reset link: every session ends and a
+/// lock is lifted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordReset {
+    pub at: DateTime<Utc>,
+    /// Secret: never published; `None` once erased.
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// The personal part of an email change request: where to, and from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChangePersonal {
+    pub email: Email,
+    pub previous_email: Email,
+    pub display_name: DisplayName,
+}
+
+/// A change of address was asked for: it happens when the new address is
+/// confirmed (a mail with a link goes to it, a notice to the current one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChangeRequested {
+    pub at: DateTime<Utc>,
+    /// `None` once erased.
+    pub personal: Option<EmailChangePersonal>,
+    #[serde(flatten)]
+    pub issued: IssuedToken,
+}
+
+/// Someone tried to register with this account's address: its owner gets
+/// a notice (the one who tried learns nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationAttempted {
+    pub at: DateTime<Utc>,
+    /// `None` once erased.
+    pub personal: Option<Recipient>,
+}
+
 /// The personal fields every earlier event of the user holds.
-pub const ERASED_FIELDS: [&str; 5] = [
+pub const ERASED_FIELDS: [&str; 7] = [
     "email",
+    "previous_email",
     "display_name",
     "locale",
     "time_zone",
     "password_hash",
+    "token",
 ];
 
 /// The user's personal data was erased: their data key is destroyed (in the
@@ -190,16 +293,25 @@ pub enum UserEvent {
     UserDeleted(UserDeleted),
     EmailChanged(EmailChanged),
     UserErased(UserErased),
+    EmailVerificationRequested(EmailVerificationRequested),
+    EmailVerified(EmailVerified),
+    PasswordResetRequested(PasswordResetRequested),
+    PasswordResetRefused(PasswordResetRefused),
+    PasswordReset(PasswordReset),
+    EmailChangeRequested(EmailChangeRequested),
+    RegistrationAttempted(RegistrationAttempted),
 }
 
 impl UserEvent {
     /// Whether the event ends the user's sessions, or lets new ones start
-    /// again: a new password, a role taken, the account closed or reopened.
+    /// again: a new password (changed or reset), a role taken, the account
+    /// closed or reopened.
     /// The store ends them in the event's own transaction.
     pub fn changes_sessions(&self) -> bool {
         matches!(
             self,
             Self::PasswordChanged(_)
+                | Self::PasswordReset(_)
                 | Self::RoleRevoked(_)
                 | Self::UserDeactivated(_)
                 | Self::UserReactivated(_)
@@ -227,6 +339,13 @@ impl DomainEvent for UserEvent {
             Self::UserDeleted(_) => "UserDeleted",
             Self::EmailChanged(_) => "EmailChanged",
             Self::UserErased(_) => "UserErased",
+            Self::EmailVerificationRequested(_) => "EmailVerificationRequested",
+            Self::EmailVerified(_) => "EmailVerified",
+            Self::PasswordResetRequested(_) => "PasswordResetRequested",
+            Self::PasswordResetRefused(_) => "PasswordResetRefused",
+            Self::PasswordReset(_) => "PasswordReset",
+            Self::EmailChangeRequested(_) => "EmailChangeRequested",
+            Self::RegistrationAttempted(_) => "RegistrationAttempted",
         }
         .to_owned()
     }

@@ -26,3 +26,25 @@ impl Default for LockoutPolicy {
         }
     }
 }
+
+/// How often a user may cause mail (verification, reset, change of
+/// address, sign-up notices): one a minute, ten a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailPolicy {
+    pub min_interval: Duration,
+    pub per_window: usize,
+    pub window: Duration,
+}
+
+impl Default for MailPolicy {
+    fn default() -> Self {
+        Self {
+            min_interval: Duration::minutes(1),
+            per_window: 10,
+            window: Duration::days(1),
+        }
+    }
+}
+
+/// Wrong tries that void a password reset request.
+pub const MAX_RESET_FAILURES: u32 = 5;
