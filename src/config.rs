@@ -52,6 +52,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub audit: AuditConfig,
+
+    #[command(flatten)]
+    pub mail: MailConfig,
 }
 
 /// PostgreSQL: the event store and the read tables.
@@ -397,6 +400,91 @@ pub struct AuditConfig {
     pub checkpoint_secs: u64,
 }
 
+/// The mail the account flows send, and whether addresses must be verified.
+#[derive(Debug, Clone, Args)]
+pub struct MailConfig {
+    /// The SMTP server: `smtp://host:port` (STARTTLS when offered),
+    /// `smtp://host:port?tls=required`, `smtps://user:password@host`.
+    /// Without it, the mailer writes each message as an `.eml` file into
+    /// `ACCOUNTABLE_MAIL_DIR` (development only).
+    #[arg(
+        long = "smtp-url",
+        env = "ACCOUNTABLE_SMTP_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub smtp_url: Option<Secret>,
+
+    /// The sender of every mail.
+    #[arg(
+        long = "mail-from",
+        env = "ACCOUNTABLE_MAIL_FROM",
+        default_value = "Accountable <no-reply@accountable.localhost>",
+        global = true
+    )]
+    pub from: String,
+
+    /// The frontend's base URL, that the links in mails point to
+    /// (`/verify-email`, `/reset-password`, `/confirm-email`, each with
+    /// `?token=`).
+    #[arg(
+        long = "public-url",
+        env = "ACCOUNTABLE_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub public_url: String,
+
+    /// Where the mailer writes messages when no SMTP server is configured.
+    #[arg(
+        long = "mail-dir",
+        env = "ACCOUNTABLE_MAIL_DIR",
+        default_value = ".data/mail",
+        global = true
+    )]
+    pub mail_dir: std::path::PathBuf,
+
+    /// Whether only verified addresses may sign in: `true` or `false`;
+    /// on in production, off in development unless set.
+    #[arg(
+        long = "require-verified-email",
+        env = "ACCOUNTABLE_REQUIRE_VERIFIED_EMAIL",
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub require_verified_email: Option<bool>,
+
+    /// How often the mailer looks for events and due mail without being
+    /// told (milliseconds).
+    #[arg(
+        long = "mail-poll-ms",
+        env = "ACCOUNTABLE_MAIL_POLL_MS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub poll_ms: u64,
+
+    /// The wait before the first retry of a message the server refused or
+    /// did not take (milliseconds); it doubles with each, up to 5 minutes.
+    #[arg(
+        long = "mail-retry-ms",
+        env = "ACCOUNTABLE_MAIL_RETRY_MS",
+        default_value_t = 2_000,
+        global = true
+    )]
+    pub retry_ms: u64,
+
+    /// Attempts at a message before it is parked (retry with `accountable
+    /// mail retry`).
+    #[arg(
+        long = "mail-max-attempts",
+        env = "ACCOUNTABLE_MAIL_MAX_ATTEMPTS",
+        default_value_t = 12,
+        global = true
+    )]
+    pub max_attempts: i32,
+}
+
 /// Where development keeps the master key it makes for itself.
 const DEVELOPMENT_MASTER_KEY: &str = ".data/master.key";
 
@@ -405,6 +493,14 @@ impl Config {
     /// embedding program would take it.
     pub fn from_env() -> Self {
         Self::parse_from(["accountable"])
+    }
+
+    /// Whether only verified addresses may sign in: as configured, or on
+    /// in production and off in development.
+    pub fn require_verified_email(&self) -> bool {
+        self.mail
+            .require_verified_email
+            .unwrap_or(self.env == Environment::Production)
     }
 
     /// The configured master key. Without one, production refuses to start

@@ -25,7 +25,12 @@ pub fn public(event: &UserEvent) -> PublicEvent {
     let (cloud_type, data) = match event {
         UserEvent::UserRegistered(e) => (
             contract::REGISTERED_V1,
-            json!({"personal": e.personal, "roles": e.roles, "status": e.status}),
+            json!({
+                "personal": e.personal,
+                "roles": e.roles,
+                "status": e.status,
+                "email_verified": e.email_verified,
+            }),
         ),
         UserEvent::LoginAttempted(e) => (
             contract::LOGIN_ATTEMPTED_V1,
@@ -67,6 +72,29 @@ pub fn public(event: &UserEvent) -> PublicEvent {
                 "roles": e.roles,
             }),
         ),
+        // The mail flows: what was asked for and until when; the address,
+        // the token and its hash stay in the store.
+        UserEvent::EmailVerificationRequested(e) => (
+            contract::EMAIL_VERIFICATION_REQUESTED_V1,
+            json!({"at": e.at, "expires_at": e.issued.expires_at}),
+        ),
+        UserEvent::EmailVerified(e) => (contract::EMAIL_VERIFIED_V1, json!({"at": e.at})),
+        UserEvent::PasswordResetRequested(e) => (
+            contract::PASSWORD_RESET_REQUESTED_V1,
+            json!({"at": e.at, "expires_at": e.issued.expires_at}),
+        ),
+        UserEvent::PasswordResetRefused(e) => (
+            contract::PASSWORD_RESET_REFUSED_V1,
+            json!({"at": e.at, "failures": e.failures}),
+        ),
+        UserEvent::PasswordReset(e) => (contract::PASSWORD_RESET_V1, json!({"at": e.at})),
+        UserEvent::EmailChangeRequested(e) => (
+            contract::EMAIL_CHANGE_REQUESTED_V1,
+            json!({"at": e.at, "expires_at": e.issued.expires_at}),
+        ),
+        UserEvent::RegistrationAttempted(e) => {
+            (contract::REGISTRATION_ATTEMPTED_V1, json!({"at": e.at}))
+        }
     };
     PublicEvent { cloud_type, data }
 }

@@ -19,7 +19,7 @@ const PREPARE: &str = "
 DROP TABLE IF EXISTS users_rebuild;
 CREATE TABLE users_rebuild (LIKE users INCLUDING ALL);";
 const SELECT_REBUILT: &str = "
-SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+SELECT id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at
   FROM users_rebuild WHERE id = $1";
 const SWAP: &str = "
 ALTER TABLE users RENAME TO users_replaced;
@@ -149,7 +149,7 @@ async fn insert(conn: &mut PgConnection, rows: &[UserRow]) -> sqlx::Result<()> {
         return Ok(());
     }
     let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-        "INSERT INTO users_rebuild (id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at) ",
+        "INSERT INTO users_rebuild (id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at) ",
     );
     query.push_values(rows, |mut values, row| {
         values
@@ -160,6 +160,7 @@ async fn insert(conn: &mut PgConnection, rows: &[UserRow]) -> sqlx::Result<()> {
             .push_bind(row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>())
             .push_bind(row.locale.clone())
             .push_bind(row.time_zone.clone())
+            .push_bind(row.email_verified)
             .push_bind(row.version)
             .push_bind(row.created_at)
             .push_bind(row.updated_at);

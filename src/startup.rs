@@ -131,6 +131,7 @@ impl Application {
             hasher,
             policy: config.auth.lockout(),
             dummy_hash,
+            require_verified_email: config.require_verified_email(),
         });
         auth.sessions.follow_cutoffs(background);
         observe::recorder();

@@ -54,7 +54,7 @@ const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(hashtext('accountable.state'
 /// Answers on the session that holds the lead only while it lives.
 const STILL_LEADS: &str = "SELECT 1";
 const PENDING: &str = "
-SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+SELECT id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at
   FROM users WHERE state_version IS DISTINCT FROM version LIMIT 500";
 /// Marks a batch's states published, in one statement; a row that moved on
 /// meanwhile stays pending.
@@ -85,6 +85,7 @@ pub fn state_value(row: &UserRow) -> Option<serde_json::Value> {
         "display_name": row.display_name,
         "locale": row.locale,
         "time_zone": row.time_zone,
+        "email_verified": row.email_verified,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }))

@@ -403,15 +403,15 @@ async fn batched_upsert(pool: &PgPool, backlog: u64) -> anyhow::Result<Rate> {
     for _ in 0..batches {
         let mut tx = pool.begin().await?;
         sqlx::query(
-            "INSERT INTO users (id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at)
-             SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+            "INSERT INTO users (id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at)
+             SELECT id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at
                FROM jsonb_to_recordset($1) AS r(id uuid, email text, display_name text, status text,
-                    roles text[], locale text, time_zone text, version bigint,
+                    roles text[], locale text, time_zone text, email_verified boolean, version bigint,
                     created_at timestamptz, updated_at timestamptz)
              ON CONFLICT (id) DO UPDATE SET
                  email = EXCLUDED.email, display_name = EXCLUDED.display_name,
                  status = EXCLUDED.status, roles = EXCLUDED.roles, locale = EXCLUDED.locale,
-                 time_zone = EXCLUDED.time_zone, version = EXCLUDED.version,
+                 time_zone = EXCLUDED.time_zone, email_verified = EXCLUDED.email_verified, version = EXCLUDED.version,
                  updated_at = EXCLUDED.updated_at",
         )
         .bind(&rows)

@@ -100,6 +100,15 @@ impl Envelope {
             ROLE_REVOKED_V1 => serde_json::from_value(value).map(AccountEvent::RoleRevoked),
             PROFILE_UPDATED_V1 => serde_json::from_value(value).map(AccountEvent::ProfileUpdated),
             ERASED_V1 => serde_json::from_value(value).map(AccountEvent::Erased),
+            EMAIL_VERIFIED_V1 => serde_json::from_value(value).map(AccountEvent::EmailVerified),
+            PASSWORD_RESET_V1 => serde_json::from_value(value).map(AccountEvent::PasswordReset),
+            EMAIL_VERIFICATION_REQUESTED_V1
+            | PASSWORD_RESET_REQUESTED_V1
+            | PASSWORD_RESET_REFUSED_V1
+            | EMAIL_CHANGE_REQUESTED_V1
+            | REGISTRATION_ATTEMPTED_V1 => {
+                serde_json::from_value(value).map(AccountEvent::MailRequested)
+            }
             other => return Err(ContractError::UnknownType(other.to_owned())),
         }
         .map_err(data)
@@ -123,6 +132,13 @@ pub const ROLE_ASSIGNED_V1: &str = "accountable.user.role_assigned.v1";
 pub const ROLE_REVOKED_V1: &str = "accountable.user.role_revoked.v1";
 pub const PROFILE_UPDATED_V1: &str = "accountable.user.profile_updated.v1";
 pub const ERASED_V1: &str = "accountable.user.erased.v1";
+pub const EMAIL_VERIFICATION_REQUESTED_V1: &str = "accountable.user.email_verification_requested.v1";
+pub const EMAIL_VERIFIED_V1: &str = "accountable.user.email_verified.v1";
+pub const PASSWORD_RESET_REQUESTED_V1: &str = "accountable.user.password_reset_requested.v1";
+pub const PASSWORD_RESET_REFUSED_V1: &str = "accountable.user.password_reset_refused.v1";
+pub const PASSWORD_RESET_V1: &str = "accountable.user.password_reset.v1";
+pub const EMAIL_CHANGE_REQUESTED_V1: &str = "accountable.user.email_change_requested.v1";
+pub const REGISTRATION_ATTEMPTED_V1: &str = "accountable.user.registration_attempted.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountEvent {
@@ -148,6 +164,20 @@ pub enum AccountEvent {
     Deleted,
     /// The user's personal data is unreadable for good: read sides drop it.
     Erased(Erased),
+    /// The owner proved the current address.
+    EmailVerified(At),
+    /// The password was set through a mailed link; sessions ended.
+    PasswordReset(At),
+    /// A mail was asked for (verification, reset, change of address,
+    /// sign-up notice) or a reset link was refused: the account is as it
+    /// was. What the mail holds is never published.
+    MailRequested(At),
+}
+
+/// When something happened.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct At {
+    pub at: DateTime<Utc>,
 }
 
 /// Fields that identify a person. Published sealed (see
@@ -163,6 +193,14 @@ pub struct Registered {
     pub personal: Option<Personal>,
     pub roles: Vec<Role>,
     pub status: UserStatus,
+    /// Absent from registrations published before addresses were
+    /// verified, which count as verified.
+    #[serde(default = "verified_before_verification_existed")]
+    pub email_verified: bool,
+}
+
+fn verified_before_verification_existed() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -21,6 +21,8 @@ pub struct UserRow {
     pub roles: Vec<Role>,
     pub locale: Option<String>,
     pub time_zone: Option<String>,
+    /// Whether the owner proved the address.
+    pub email_verified: bool,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -36,6 +38,7 @@ struct StoredRow {
     roles: Vec<String>,
     locale: Option<String>,
     time_zone: Option<String>,
+    email_verified: bool,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -58,6 +61,7 @@ impl<'r> FromRow<'r, PgRow> for UserRow {
                 .map_err(unknown)?,
             locale: stored.locale,
             time_zone: stored.time_zone,
+            email_verified: stored.email_verified,
             version: stored.version,
             created_at: stored.created_at,
             updated_at: stored.updated_at,
@@ -96,6 +100,7 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
                 roles: sorted(e.roles.clone()),
                 locale: None,
                 time_zone: None,
+                email_verified: e.email_verified,
                 version: envelope.sequence,
                 created_at: envelope.time,
                 updated_at: envelope.time,
@@ -108,9 +113,16 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             | AccountEvent::Locked(_)
             | AccountEvent::Unlocked(_)
             | AccountEvent::PasswordRehashed
-            | AccountEvent::PasswordChanged,
+            | AccountEvent::PasswordChanged
+            | AccountEvent::PasswordReset(_)
+            | AccountEvent::MailRequested(_),
             Some(row),
         ) => row.version = envelope.sequence,
+        (AccountEvent::EmailVerified(_), Some(row)) => {
+            row.email_verified = true;
+            row.version = envelope.sequence;
+            row.updated_at = envelope.time;
+        }
         (AccountEvent::EmailChanged(e), Some(row)) => {
             if let Some(personal) = &e.personal {
                 row.email = Some(personal.email.clone());
@@ -178,17 +190,17 @@ fn set_status(row: &mut UserRow, status: UserStatus, envelope: &Envelope) {
 }
 
 const SELECT_FOR_UPDATE: &str = "
-SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+SELECT id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at
   FROM users WHERE id = ANY($1) FOR UPDATE";
 
 /// Writes rows, in one statement, each unless the table already holds the
 /// same or a later version of it, so that concurrent or repeated writers can
 /// never move a row backwards.
 const UPSERT: &str = "
-INSERT INTO users (id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at)
-SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+INSERT INTO users (id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at)
+SELECT id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at
   FROM jsonb_to_recordset($1) AS r(id uuid, email text, display_name text, status text,
-       roles text[], locale text, time_zone text, version bigint,
+       roles text[], locale text, time_zone text, email_verified boolean, version bigint,
        created_at timestamptz, updated_at timestamptz)
 ON CONFLICT (id) DO UPDATE SET
     email = EXCLUDED.email,
@@ -197,12 +209,13 @@ ON CONFLICT (id) DO UPDATE SET
     roles = EXCLUDED.roles,
     locale = EXCLUDED.locale,
     time_zone = EXCLUDED.time_zone,
+    email_verified = EXCLUDED.email_verified,
     version = EXCLUDED.version,
     updated_at = EXCLUDED.updated_at
 WHERE users.version < EXCLUDED.version";
 
 const SELECT_MANY: &str = "
-SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+SELECT id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at
   FROM users WHERE id = ANY($1)";
 
 pub async fn load_for_update(
@@ -241,7 +254,7 @@ pub struct ListFilter {
 /// `after`, at most `limit`; deleted and erased users only when asked for
 /// by status.
 const LIST: &str = "
-SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+SELECT id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at
   FROM users
  WHERE ($1::uuid IS NULL OR id > $1)
    AND (CASE WHEN $2::text IS NULL THEN status NOT IN ('DELETED', 'ERASED') ELSE status = $2 END)

@@ -12,4 +12,4 @@ pub mod sessions;
 pub mod tokens;
 
 pub use clock::Clock;
-pub use service::{Auth, AuthError, Caller, SignedIn};
+pub use service::{Auth, AuthError, Caller, Registered, SignedIn};

@@ -31,10 +31,21 @@ pub struct SignedIn {
     pub executed: Option<Executed>,
 }
 
+/// What `register` answers.
+pub enum Registered {
+    /// The account is open and signed in (addresses need not be verified
+    /// first).
+    SignedIn(SignedIn),
+    /// The answer is in the mail: a verification link for a new account,
+    /// a notice for the owner of a taken address. The same either way.
+    CheckMail,
+}
+
 /// What a password check found.
 enum Proof {
     Proven {
         roles: Vec<Role>,
+        email_verified: bool,
         /// The stored hash was made with other parameters than today's.
         outdated: bool,
         /// The success, recorded.
@@ -51,6 +62,10 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
+    /// The password was right, but the address is not verified yet (and
+    /// must be).
+    #[error("the email address is not verified yet")]
+    EmailNotVerified,
     /// A change that needs the current password was given another.
     #[error("that is not the current password")]
     WrongCurrentPassword,
@@ -81,17 +96,46 @@ pub struct Auth {
     /// A hash of nothing anyone knows, verified when the email is unknown
     /// so that such a login costs as much as a real one.
     pub dummy_hash: String,
+    /// Whether only verified addresses may sign in (and so `register`
+    /// answers the same for a new and a taken address).
+    pub require_verified_email: bool,
 }
 
 impl Auth {
+    /// Opens an account. Where addresses must be verified, the answer is
+    /// [`Registered::CheckMail`] whether or not the address had an account
+    /// (its owner gets a notice); otherwise a taken address is an error.
     pub async fn register(
         &self,
         input: Registration<'_>,
         ctx: &CommandContext,
-    ) -> Result<SignedIn, AuthError> {
-        let executed = self.users.register(input, ctx).await?;
+    ) -> Result<Registered, AuthError> {
+        let registered = self.users.register(input, self.clock.now(), ctx).await;
+        if self.require_verified_email {
+            return match registered {
+                Ok(_) | Err(CommandError::EmailTaken) => Ok(Registered::CheckMail),
+                Err(other) => Err(other.into()),
+            };
+        }
+        let executed = registered?;
         let roles = executed.account.as_ref().map(roles).unwrap_or_default();
-        self.sign_in(executed.user_id, roles, Some(executed)).await
+        let signed_in = self.sign_in(executed.user_id, roles, Some(executed)).await?;
+        Ok(Registered::SignedIn(signed_in))
+    }
+
+    /// Sets a new password through a mailed reset link; every session of
+    /// the account ends and a lock is lifted. Whoever follows the link
+    /// signs in afterwards with the new password.
+    pub async fn reset_password(
+        &self,
+        token: &str,
+        new_password: &str,
+        ctx: &CommandContext,
+    ) -> Result<Executed, AuthError> {
+        Ok(self
+            .users
+            .reset_password(token, new_password, self.clock.now(), ctx)
+            .await?)
     }
 
     pub async fn login(
@@ -120,12 +164,17 @@ impl Auth {
             .await?;
         let Proof::Proven {
             roles,
+            email_verified,
             outdated,
             mut executed,
         } = proof
         else {
             return Err(AuthError::InvalidCredentials);
         };
+        // Told only to whoever knows the password.
+        if self.require_verified_email && !email_verified {
+            return Err(AuthError::EmailNotVerified);
+        }
         if outdated {
             *executed = self.users.rehash(user_id, password, ctx).await?;
         }
@@ -177,6 +226,7 @@ impl Auth {
         let executed = self.users.complete_login(user_id, now, ctx).await?;
         Ok(Proof::Proven {
             roles: roles(&account),
+            email_verified: account.email_verified,
             outdated: verified.outdated,
             executed: Box::new(executed),
         })

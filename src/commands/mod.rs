@@ -8,6 +8,7 @@ mod context;
 mod emails;
 mod error;
 mod input;
+pub mod links;
 pub mod password;
 mod service;
 

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::context::CommandContext;
 use super::emails::Settle;
 use super::error::{infrastructure, CommandError};
+use super::links;
 use super::input::{parse_reason, ProfileChange, Reason, Registration, SELF_DELETED};
 use super::password::PasswordHasher;
 use crate::auth::cutoffs::Cutoffs;
@@ -32,6 +33,8 @@ pub struct Executed {
     /// The sequence of the last event of the user; what `minVersion` waits for.
     pub version: i64,
     pub account: Option<Account>,
+    /// What the command recorded (nothing, when it changed nothing).
+    pub events: Vec<UserEvent>,
 }
 
 type UserStore = PersistedEventStore<SealedRepository, User>;
@@ -86,9 +89,13 @@ impl Users {
         self
     }
 
+    /// Opens an account and asks for the mail that verifies its address.
+    /// An address that has an account already is `EmailTaken`, and its
+    /// owner is told that someone tried.
     pub async fn register(
         &self,
         input: Registration<'_>,
+        at: DateTime<Utc>,
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
         let email = Email::parse(input.email)?;
@@ -97,11 +104,18 @@ impl Users {
         let password_hash = PasswordHash::new(self.hasher.hash(password).await?);
         let user_id = Uuid::now_v7();
         let key = self.email_key(&email);
-        self.claim_email(&key, user_id).await?;
+        if let Err(error) = self.claim_email(&key, user_id).await {
+            if let CommandError::EmailTaken = error {
+                self.note_registration_attempt(&key, at, ctx).await?;
+            }
+            return Err(error);
+        }
         let command = UserCommand::Register(RegisterUser {
             email,
             display_name,
             password_hash,
+            verification: links::issue(user_id, at + links::VERIFICATION_TTL),
+            at,
         });
         let registered = self.execute(user_id, command, None, ctx).await;
         let settle = if registered.is_ok() {
@@ -204,52 +218,6 @@ impl Users {
         } else {
             self.execute(user_id, command, expected_version, ctx).await
         }
-    }
-
-    /// Moves the account to a new address: the new one is claimed first and
-    /// the old one freed once the change is committed.
-    pub async fn change_email(
-        &self,
-        user_id: Uuid,
-        email: &str,
-        expected_version: Option<i64>,
-        ctx: &CommandContext,
-    ) -> Result<Executed, CommandError> {
-        let email = Email::parse(email)?;
-        // Whatever the command would refuse on its own (another version, an
-        // erased or deleted account) is refused before the address is looked
-        // at, so that no such answer depends on whether it is taken.
-        self.would_accept(
-            user_id,
-            UserCommand::ChangeEmail {
-                email: email.clone(),
-            },
-            expected_version,
-        )
-        .await?;
-        let key = self.email_key(&email);
-        let claimed = self.holder_of(&key).await? != Some(user_id);
-        if claimed {
-            self.claim_email(&key, user_id).await?;
-        }
-        let changed = self
-            .execute(
-                user_id,
-                UserCommand::ChangeEmail { email },
-                expected_version,
-                ctx,
-            )
-            .await;
-        let settle = match (&changed, claimed) {
-            (Ok(_), _) => Settle::ReleaseOthers,
-            (Err(_), true) => Settle::Release,
-            (Err(_), false) => return changed,
-        };
-        self.settle_claim(settle, &key, user_id).await?;
-        if changed.is_ok() {
-            self.settle_claim(Settle::Confirm, &key, user_id).await?;
-        }
-        changed
     }
 
     /// Stops an account (admins); the last active admin stays.
@@ -373,7 +341,7 @@ impl Users {
 
     /// Runs the command again on a fresh state when a concurrent write to
     /// the same user won the race, so that no decision rests on old state.
-    async fn execute_retrying(
+    pub(super) async fn execute_retrying(
         &self,
         user_id: Uuid,
         command: impl Fn() -> UserCommand,
@@ -403,22 +371,6 @@ impl Users {
         Ok((context, current))
     }
 
-    /// Whether the user, as now, at `expected` version, would accept
-    /// `command` (nothing is written).
-    async fn would_accept(
-        &self,
-        user_id: Uuid,
-        command: UserCommand,
-        expected: Option<i64>,
-    ) -> Result<(), CommandError> {
-        let (mut context, _) = self.at_version(user_id, expected).await?;
-        context
-            .aggregate
-            .handle(command, &(), &EventSink::default())
-            .await
-            .map_err(CommandError::Rejected)
-    }
-
     /// Loads the user, decides, and appends the resulting events in one
     /// transaction; a concurrent append to the same user is a `Conflict`,
     /// and so is a user at another version than `expected`.
@@ -444,6 +396,7 @@ impl Users {
         let previous = context.current_sequence;
         let events = sink.collect().await;
         let sessions_changed = events.iter().any(UserEvent::changes_sessions);
+        let recorded = events.clone();
         let committed = self.store.commit(events, context, ctx.metadata()).await?;
         if let (true, Some(cutoffs)) = (sessions_changed, &self.cutoffs) {
             cutoffs.forget(user_id);
@@ -454,6 +407,7 @@ impl Users {
             user_id,
             version,
             account,
+            events: recorded,
         })
     }
 }

@@ -18,6 +18,11 @@ pub enum Code {
     RateLimited,
     Internal,
     Unavailable,
+    /// A mailed link's token that does not work (unknown, expired, used,
+    /// superseded or malformed): one answer for all.
+    InvalidToken,
+    /// The password was right, but the address must be verified first.
+    EmailNotVerified,
 }
 
 impl Code {
@@ -31,6 +36,8 @@ impl Code {
             Self::RateLimited => "RATE_LIMITED",
             Self::Internal => "INTERNAL",
             Self::Unavailable => "UNAVAILABLE",
+            Self::InvalidToken => "INVALID_TOKEN",
+            Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
         }
     }
 }
@@ -108,6 +115,10 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials | AuthError::InvalidToken(_) => {
                 Self::invalid_credentials()
             }
+            AuthError::EmailNotVerified => Self::new(
+                Code::EmailNotVerified,
+                "verify the email address first: follow the link mailed to it",
+            ),
             AuthError::WrongCurrentPassword => Self::new(
                 Code::BadUserInput,
                 "currentPassword: that is not the current password",
@@ -153,6 +164,12 @@ impl From<CommandError> for ApiError {
             }
             CommandError::Rejected(UserError::Deleted | UserError::Erased) => {
                 Self::new(Code::NotFound, "no such user")
+            }
+            CommandError::Rejected(UserError::InvalidToken) => {
+                Self::new(Code::InvalidToken, "this link does not work (any more)")
+            }
+            CommandError::Rejected(rejection @ UserError::TooManyRequests) => {
+                Self::new(Code::RateLimited, rejection.to_string()).with("retryAfter", 60)
             }
             CommandError::Rejected(rejection @ UserError::BaseRole) => {
                 Self::new(Code::BadUserInput, rejection.to_string()).with("field", "role")

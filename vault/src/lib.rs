@@ -30,9 +30,10 @@ use zeroize::Zeroizing;
 pub use master::MasterKey;
 
 /// The fields of an event object that are sealed: everything that
-/// identifies a person sits under `personal`; `password_hash` is a secret
-/// that is never published and goes with the person too.
-pub const SEALED_FIELDS: [&str; 2] = [PERSONAL, "password_hash"];
+/// identifies a person sits under `personal`; `password_hash` and `token`
+/// (a mailed one-time link's) are secrets that are never published and go
+/// with the person too.
+pub const SEALED_FIELDS: [&str; 3] = [PERSONAL, "password_hash", "token"];
 
 /// The field under which an aggregate snapshot is stored, sealed whole
 /// with its user's key and bound to the sequence it was taken at.
@@ -40,7 +41,12 @@ pub const SNAPSHOT: &str = "snapshot";
 
 /// Everything [`Vault::seal`] and [`Vault::unseal`] handle: the sealed
 /// fields of events and the snapshot of an aggregate.
-const SEALED: [&str; 3] = [SEALED_FIELDS[0], SEALED_FIELDS[1], SNAPSHOT];
+const SEALED: [&str; 4] = [
+    SEALED_FIELDS[0],
+    SEALED_FIELDS[1],
+    SEALED_FIELDS[2],
+    SNAPSHOT,
+];
 
 /// The one sealed field that is published.
 pub const PERSONAL: &str = "personal";

@@ -7,7 +7,7 @@ use super::*;
 /// A new account.
 #[derive(InputObject)]
 pub struct RegisterInput {
-    /// The sign-in address; at most 254 characters, not already taken.
+    /// The sign-in address; at most 254 characters.
     pub email: String,
     /// 15 to 256 characters, not a commonly used password; compared after
     /// NFKC normalisation.
@@ -46,10 +46,32 @@ pub struct UpdateProfileInput {
 pub struct ChangeEmailInput {
     /// Oneself, or anyone for an admin.
     pub id: ID,
-    /// The new address; it must not belong to another account.
+    /// The new address: it becomes the account's when the link mailed to
+    /// it comes back (`confirmEmailChange`).
     pub email: String,
     /// The version the change is based on (see `UpdateProfileInput`).
     pub expected_version: Option<i64>,
+}
+
+/// An address to mail.
+#[derive(InputObject)]
+pub struct EmailInput {
+    pub email: String,
+}
+
+/// The token of a mailed link (at most 128 characters).
+#[derive(InputObject)]
+pub struct TokenInput {
+    pub token: String,
+}
+
+/// A reset link's token and the password to set.
+#[derive(InputObject)]
+pub struct ResetPasswordInput {
+    /// The `token` of the link.
+    pub token: String,
+    /// As at registration: 15 to 256 characters, not a commonly used one.
+    pub new_password: String,
 }
 
 /// A user to act on, why, and from which version.

@@ -3,11 +3,13 @@
 //! account mutation; the helpers they share are here.
 
 mod inputs;
+mod links;
 mod mutations;
 mod queries;
 mod types;
 
 pub use inputs::*;
+pub use links::LinkMutation;
 pub use mutations::UserMutation;
 pub use queries::UserQuery;
 pub use types::*;

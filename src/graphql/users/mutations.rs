@@ -4,7 +4,7 @@
 use async_graphql::{Context, Object};
 
 use super::*;
-use crate::auth::Caller;
+use crate::auth::{Caller, Registered};
 use crate::commands::{Actor, ProfileChange, Reason, Registration};
 use crate::graphql::error::{ApiError, ApiResult, Code};
 use crate::graphql::guards::{caller, AnyRole, SelfOr, SignedIn};
@@ -15,15 +15,20 @@ pub struct UserMutation;
 
 #[Object]
 impl UserMutation {
-    /// Creates an account and signs it in. Answers `BAD_USER_INPUT` with the
-    /// offending `field` when the input is invalid, and writes nothing then.
+    /// Creates an account and mails its address a verification link.
+    /// Answers `BAD_USER_INPUT` with the offending `field` when the input is
+    /// invalid, and writes nothing then. Where addresses must be verified
+    /// before sign-in, the answer holds no tokens and is the same whether
+    /// or not the address had an account (its owner is told by mail);
+    /// otherwise the new account is signed in at once, and a taken address
+    /// answers `CONFLICT`.
     async fn register(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new account.")] input: RegisterInput,
-    ) -> ApiResult<AuthPayload> {
+    ) -> ApiResult<RegistrationPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
-        let signed_in = state
+        let registered = state
             .auth
             .register(
                 Registration {
@@ -34,16 +39,24 @@ impl UserMutation {
                 &command_ctx,
             )
             .await?;
+        let Registered::SignedIn(signed_in) = registered else {
+            return Ok(RegistrationPayload::check_mail());
+        };
         let written = match &signed_in.executed {
             Some(executed) => Some(registered_user(state, executed).await?),
             None => None,
         };
-        Ok(AuthPayload::new(signed_in, written))
+        Ok(RegistrationPayload::signed_in(AuthPayload::new(
+            signed_in, written,
+        )))
     }
 
     /// Signs in. Every failure (unknown email, wrong password, locked
     /// account) answers the same `UNAUTHENTICATED` error; ten failures in a
-    /// row lock the account for a while that grows with each lock.
+    /// row lock the account for a while that grows with each lock. Where
+    /// addresses must be verified, the right password to an unverified
+    /// address answers `EMAIL_NOT_VERIFIED` (`requestEmailVerification`
+    /// mails a new link).
     async fn login(
         &self,
         ctx: &Context<'_>,
@@ -94,12 +107,13 @@ impl UserMutation {
         Ok(executed.into())
     }
 
-    /// Moves an account to a new email address (the user themself, or an
-    /// admin). A taken address answers `CONFLICT`; the old one is free after.
-    /// Every other refusal (another `expectedVersion`, an account that
-    /// cannot change) comes before the address is looked up, and every try
-    /// counts against the client's rate limit, so that addresses cannot be
-    /// probed quickly.
+    /// Asks to move an account to a new email address (the user themself,
+    /// or an admin): a link goes to the new address (valid 24 hours) and a
+    /// notice to the current one, which stays the account's until the link
+    /// comes back (`confirmEmailChange`). The answer never depends on
+    /// whether the new address is taken. At most one a minute and ten a
+    /// day per account (`RATE_LIMITED`); every try counts against the
+    /// client's rate limit.
     #[graphql(guard = "SelfOr { id: &input.id, roles: ADMINS }")]
     async fn change_email(
         &self,
@@ -111,7 +125,13 @@ impl UserMutation {
         let executed = state
             .auth
             .users
-            .change_email(id, &input.email, input.expected_version, &command_ctx)
+            .change_email(
+                id,
+                &input.email,
+                input.expected_version,
+                state.auth.clock.now(),
+                &command_ctx,
+            )
             .await?;
         Ok(executed.into())
     }

@@ -61,6 +61,12 @@ impl User {
         self.0.email.as_deref()
     }
 
+    /// Whether the owner proved the address by following the link mailed
+    /// to it (accounts from before verification existed count as verified).
+    async fn email_verified(&self) -> bool {
+        self.0.email_verified
+    }
+
     /// How the user wants to be called: 1 to 100 characters; null once the
     /// user is erased.
     async fn display_name(&self) -> Option<&str> {
@@ -130,15 +136,74 @@ pub struct AuthPayload {
 impl AuthPayload {
     /// The signed-in account, at least at the version this operation wrote.
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
+        self.account(ctx).await
+    }
+}
+
+/// The answer to `register`: a signed-in session, or (where addresses must
+/// be verified first) nothing but the word to check the mail.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct RegistrationPayload {
+    /// True when the account can sign in only after its address is
+    /// verified: follow the link mailed to it. The other fields are then
+    /// null, whether or not the address had an account.
+    pub email_verification_required: bool,
+    #[graphql(skip)]
+    signed_in: Option<AuthPayload>,
+}
+
+#[ComplexObject]
+impl RegistrationPayload {
+    /// As in `AuthPayload`; null until the address is verified.
+    async fn access_token(&self) -> Option<&str> {
+        self.signed_in.as_ref().map(|s| s.access_token.as_str())
+    }
+
+    /// As in `AuthPayload`.
+    async fn expires_in(&self) -> Option<i64> {
+        self.signed_in.as_ref().map(|s| s.expires_in)
+    }
+
+    /// As in `AuthPayload`.
+    async fn refresh_token(&self) -> Option<&str> {
+        self.signed_in.as_ref().map(|s| s.refresh_token.as_str())
+    }
+
+    /// The new account, when it is signed in.
+    async fn user(&self, ctx: &Context<'_>) -> ApiResult<Option<User>> {
+        match &self.signed_in {
+            Some(signed_in) => signed_in.account(ctx).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RegistrationPayload {
+    pub(super) fn signed_in(payload: AuthPayload) -> Self {
+        Self {
+            email_verification_required: false,
+            signed_in: Some(payload),
+        }
+    }
+
+    pub(super) fn check_mail() -> Self {
+        Self {
+            email_verification_required: true,
+            signed_in: None,
+        }
+    }
+}
+
+impl AuthPayload {
+    async fn account(&self, ctx: &Context<'_>) -> ApiResult<User> {
         if let Some(row) = &self.written {
             return Ok(User(row.clone()));
         }
         let state = ctx.data::<ApiState>()?;
         read_at_least(state, self.user_id, self.version.unwrap_or(1)).await
     }
-}
 
-impl AuthPayload {
     pub(super) fn new(signed_in: crate::auth::SignedIn, written: Option<UserRow>) -> Self {
         Self {
             access_token: signed_in.access_token,
