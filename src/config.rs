@@ -13,6 +13,8 @@ use accountable_vault::MasterKey;
 use clap::{Args, Parser, ValueEnum};
 
 use crate::commands::password::HashCost;
+use crate::mail::messages::Letterhead;
+use crate::mail::{MailerConfig, Transport};
 use accountable_domain::values::Password;
 use accountable_domain::LockoutPolicy;
 
@@ -493,6 +495,38 @@ impl Config {
     /// embedding program would take it.
     pub fn from_env() -> Self {
         Self::parse_from(["accountable"])
+    }
+
+    /// Where the mailer sends, and what its messages are made with. Without
+    /// an SMTP server, development writes `.eml` files and production
+    /// refuses to start.
+    pub fn mailer(&self) -> anyhow::Result<(Transport, MailerConfig)> {
+        let from: lettre::message::Mailbox = self
+            .mail
+            .from
+            .parse()
+            .map_err(|_| anyhow::anyhow!("ACCOUNTABLE_MAIL_FROM is not a mail address"))?;
+        let transport = match (&self.mail.smtp_url, self.env) {
+            (Some(url), _) => Transport::smtp(url.expose())?,
+            (None, Environment::Development) => Transport::files(self.mail.mail_dir.clone())?,
+            (None, Environment::Production) => {
+                anyhow::bail!("production sends mail over SMTP: set ACCOUNTABLE_SMTP_URL")
+            }
+        };
+        let letterhead = Letterhead {
+            domain: from.email.domain().to_owned(),
+            from,
+            public_url: self.mail.public_url.trim_end_matches('/').to_owned(),
+        };
+        Ok((
+            transport,
+            MailerConfig {
+                letterhead,
+                poll_interval: std::time::Duration::from_millis(self.mail.poll_ms),
+                retry: std::time::Duration::from_millis(self.mail.retry_ms),
+                max_attempts: self.mail.max_attempts,
+            },
+        ))
     }
 
     /// Whether only verified addresses may sign in: as configured, or on

@@ -395,6 +395,9 @@ async fn healthz() -> &'static str {
 /// How long the oldest unpublished event may wait before the relay counts
 /// as degraded.
 const RELAY_LAG_DEGRADED: Duration = Duration::from_secs(10);
+/// Mail due this long (the mail server away, or no mailer running) degrades
+/// readiness.
+const MAIL_DUE_DEGRADED: Duration = Duration::from_secs(120);
 
 /// The Prometheus exposition of this process and of the pipeline.
 async fn metrics_text(State(state): State<HttpState>) -> Response {
@@ -411,13 +414,27 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// Ready when the database answers; the relay's lag is reported beside:
-/// commands are still taken while the broker is away (the event store is
-/// the outbox), so a lagging relay degrades the service without stopping it.
+/// Ready when the database answers; the relay's lag and the mail outbox
+/// are reported beside: commands are still taken while the broker or the
+/// mail server is away (the event store is the outbox), so either degrades
+/// the service without stopping it.
 async fn readyz(State(state): State<HttpState>) -> Response {
-    match observe::relay_lag(&state.pool, &state.events_topic).await {
-        Ok(lag) => {
+    let checked = async {
+        let lag = observe::relay_lag(&state.pool, &state.events_topic).await?;
+        let mail = observe::mail_states(&state.pool).await?;
+        let waiting = crate::mail::deliveries::oldest_due(&state.pool).await?;
+        sqlx::Result::Ok((lag, mail, waiting))
+    };
+    match checked.await {
+        Ok((lag, mail, waiting)) => {
             let relay = if lag > RELAY_LAG_DEGRADED.as_secs_f64() {
+                "degraded"
+            } else {
+                "up"
+            };
+            let count = |state: &str| mail.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
+            let parked = count("parked");
+            let mail_status = if parked > 0 || waiting > MAIL_DUE_DEGRADED.as_secs_f64() {
                 "degraded"
             } else {
                 "up"
@@ -427,6 +444,10 @@ async fn readyz(State(state): State<HttpState>) -> Response {
                 "database": "up",
                 "relay": relay,
                 "relay_lag_seconds": lag,
+                "mail": mail_status,
+                "mail_due": count("due"),
+                "mail_parked": parked,
+                "mail_oldest_due_seconds": waiting,
             }))
             .into_response()
         }

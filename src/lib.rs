@@ -39,6 +39,7 @@ pub mod graphiql;
 pub mod graphql;
 pub mod http;
 pub mod kafka;
+pub mod mail;
 pub mod observe;
 pub mod rebuild;
 pub mod relay;

@@ -5,7 +5,7 @@ use accountable::auth::Clock;
 use accountable::commands::password::PasswordHasher;
 use accountable::commands::CommandContext;
 use accountable::config::{Config, Environment};
-use accountable::{db, graphql, rebuild, relay, shredding, startup, telemetry};
+use accountable::{db, graphql, mail, rebuild, relay, shredding, startup, telemetry};
 use accountable_domain::values::Email;
 use accountable_domain::Role;
 use clap::{Parser, Subcommand};
@@ -32,7 +32,13 @@ enum Command {
     },
     /// Run the projection workers.
     Project,
-    /// serve, relay and project in one process, for development.
+    /// Send the mail that events call for (over SMTP; as `.eml` files in
+    /// development without `ACCOUNTABLE_SMTP_URL`).
+    Mailer {
+        #[command(subcommand)]
+        command: Option<MailerCommand>,
+    },
+    /// serve, relay, project and mailer in one process, for development.
     Dev,
     /// Create the database if needed and apply migrations.
     Migrate,
@@ -58,6 +64,13 @@ enum RelayCommand {
     /// fix that makes them readable); those it can read are published and
     /// leave `relay_parked_events`.
     Republish,
+}
+
+#[derive(Subcommand)]
+enum MailerCommand {
+    /// Make every parked message due again (after the mail server or its
+    /// configuration was fixed); the leading mailer sends them.
+    Retry,
 }
 
 #[derive(Subcommand)]
@@ -193,6 +206,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Project => startup::project(&config, pool, shutdown).await,
+        Command::Mailer { command: None } => startup::mailer(&config, pool, shutdown).await,
+        Command::Mailer {
+            command: Some(MailerCommand::Retry),
+        } => {
+            let retried = mail::deliveries::retry_parked(&pool).await?;
+            println!("{retried} parked messages to send again");
+            Ok(())
+        }
         Command::Dev => startup::dev(&config, pool, shutdown).await,
         Command::Migrate => {
             shredding::open_vault(&config, &pool).await?;

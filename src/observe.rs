@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
+use crate::mail::deliveries;
 use crate::store::backlog;
 
 /// The process's recorder, installed once.
@@ -69,6 +70,8 @@ pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
         .fetch_one(pool)
         .await?;
     let states: i64 = sqlx::query_scalar(STATES_PENDING).fetch_one(pool).await?;
+    let mail = mail_states(pool).await?;
+    let mail_waiting = deliveries::oldest_due(pool).await?;
     let generation: i64 = sqlx::query_scalar(GENERATION)
         .bind(events_topic)
         .fetch_one(pool)
@@ -111,11 +114,39 @@ pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
         &[(String::new(), generation.to_string())],
     );
     gauge(
+        "accountable_mail_messages",
+        "Messages of the mail outbox per state: due, sent, parked (failed every attempt; see `accountable mailer retry`), dropped (the recipient was erased, or the link expired unsent).",
+        &mail
+            .iter()
+            .map(|(state, count)| (format!("{{state=\"{state}\"}}"), count.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    gauge(
+        "accountable_mail_oldest_due_seconds",
+        "How long the oldest message still due has waited.",
+        &[(String::new(), format!("{mail_waiting}"))],
+    );
+    gauge(
         "accountable_state_topic_pending_users",
         "Users whose latest state the state topic does not have yet.",
         &[(String::new(), states.to_string())],
     );
     Ok(text)
+}
+
+/// Messages of the mail outbox in each state, every state present.
+pub async fn mail_states(pool: &PgPool) -> sqlx::Result<Vec<(&'static str, i64)>> {
+    let counts = deliveries::counts(pool).await?;
+    Ok(["due", "sent", "parked", "dropped"]
+        .into_iter()
+        .map(|state| {
+            let count = counts
+                .iter()
+                .find(|(name, _)| name == state)
+                .map_or(0, |(_, count)| *count);
+            (state, count)
+        })
+        .collect())
 }
 
 /// `{projection="…"}` samples; the label value is made safe to print.

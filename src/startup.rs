@@ -27,6 +27,7 @@ use crate::background::Background;
 use crate::commands::password::PasswordHasher;
 use crate::commands::Users;
 use crate::config::Config;
+use crate::mail::Mailer;
 use crate::graphql::feed::EventFeed;
 use crate::graphql::freshness::ProjectionWatch;
 use crate::graphql::loader::{self, LookupCount};
@@ -261,18 +262,31 @@ pub async fn project(
 }
 
 /// serve, relay and project in one process; if one fails, all stop.
+pub async fn mailer(
+    config: &Config,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (transport, mailer_config) = config.mailer()?;
+    let vault = shredding::open_vault(config, &pool).await?;
+    Mailer::new(pool, vault, transport, mailer_config)
+        .run(shutdown)
+        .await
+}
+
 pub async fn dev(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
     let stop_all = shutdown.clone();
     let guarded = |result: anyhow::Result<()>| {
         stop_all.cancel();
         result
     };
-    let (served, relayed, projected) = tokio::join!(
+    let (served, relayed, projected, mailed) = tokio::join!(
         async { guarded(serve(config, pool.clone(), shutdown.clone()).await) },
         async { guarded(relay(config, pool.clone(), shutdown.clone()).await) },
         async { guarded(project(config, pool.clone(), shutdown.clone()).await) },
+        async { guarded(mailer(config, pool.clone(), shutdown.clone()).await) },
     );
-    served.and(relayed).and(projected)
+    served.and(relayed).and(projected).and(mailed)
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
