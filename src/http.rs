@@ -423,7 +423,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         let lag = observe::relay_lag(&state.pool, &state.events_topic).await?;
         let mail = observe::mail_states(&state.pool).await?;
         let waiting = crate::mail::deliveries::oldest_due(&state.pool).await?;
-        sqlx::Result::Ok((lag, mail, waiting))
+        Ok::<_, sqlx::Error>((lag, mail, waiting))
     };
     match checked.await {
         Ok((lag, mail, waiting)) => {
