@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/stack.sh
+source scripts/python.sh
 # Each test makes a database of its own; drop those of earlier runs.
 if command -v psql >/dev/null 2>&1; then
   admin_url="${DATABASE_URL%/*}/postgres"

@@ -405,8 +405,9 @@ pub struct AuditConfig {
 /// The mail the account flows send, and whether addresses must be verified.
 #[derive(Debug, Clone, Args)]
 pub struct MailConfig {
-    /// The SMTP server: `smtp://host:port` (STARTTLS when offered),
-    /// `smtp://host:port?tls=required`, `smtps://user:password@host`.
+    /// The SMTP server: `smtps://user:password@host` (TLS),
+    /// `smtp://host:port?tls=required` (STARTTLS), or `smtp://host:port`
+    /// (no TLS: loopback and tests only).
     /// Without it, the mailer writes each message as an `.eml` file into
     /// `ACCOUNTABLE_MAIL_DIR` (development only).
     #[arg(

@@ -267,7 +267,10 @@ mod tests {
         AccountLocked, AccountUnlocked, DeletionPersonal, EmailChanged, EmailPersonal,
         LoginAttempted, LoginSucceeded, PasswordChanged, PasswordRehashed, PersonalData,
         ProfilePersonal, ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted,
-        UserErased, UserReactivated, UserRegistered, ERASED_FIELDS,
+        UserErased, UserReactivated, UserRegistered, ERASED_FIELDS, EmailChangePersonal,
+        EmailChangeRequested, EmailVerificationRequested, EmailVerified, IssuedToken,
+        PasswordReset, PasswordResetRefused, PasswordResetRequested, Recipient,
+        RegistrationAttempted,
     };
     use accountable_domain::values::{DisplayName, Email, Locale};
     use accountable_domain::{PasswordHash, Role, UserStatus};
@@ -285,6 +288,7 @@ mod tests {
                 roles: [Role::User].into(),
                 status: UserStatus::Active,
                 password_hash: Some(hash.clone()),
+                email_verified: false,
             }),
             UserEvent::LoginAttempted(LoginAttempted { at, failures: 1 }),
             UserEvent::LoginSucceeded(LoginSucceeded { at }),
@@ -335,7 +339,69 @@ mod tests {
                 status: UserStatus::Deleted,
                 roles: [Role::User].into(),
             }),
+            UserEvent::EmailVerificationRequested(EmailVerificationRequested {
+                at,
+                personal: Some(recipient()),
+                issued: issued(at),
+            }),
+            UserEvent::EmailVerified(EmailVerified { at }),
+            UserEvent::PasswordResetRequested(PasswordResetRequested {
+                at,
+                personal: Some(recipient()),
+                issued: issued(at),
+            }),
+            UserEvent::PasswordResetRefused(PasswordResetRefused { at, failures: 1 }),
+            UserEvent::PasswordReset(PasswordReset {
+                at,
+                password_hash: Some(PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())),
+            }),
+            UserEvent::EmailChangeRequested(EmailChangeRequested {
+                at,
+                personal: Some(EmailChangePersonal {
+                    email: Email::parse("ada@lovelace.example").unwrap(),
+                    previous_email: Email::parse("ada@example.com").unwrap(),
+                    display_name: DisplayName::parse("Ada").unwrap(),
+                }),
+                issued: issued(at),
+            }),
+            UserEvent::RegistrationAttempted(RegistrationAttempted {
+                at,
+                personal: Some(recipient()),
+            }),
         ]
+    }
+
+    fn recipient() -> Recipient {
+        Recipient {
+            email: Email::parse("ada@example.com").unwrap(),
+            display_name: DisplayName::parse("Ada").unwrap(),
+        }
+    }
+
+    fn issued(at: chrono::DateTime<Utc>) -> IssuedToken {
+        IssuedToken {
+            token_hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            token: Some(accountable_domain::MailToken::new("secret-token".into())),
+            expires_at: at,
+        }
+    }
+
+    /// A mail's secrets and its recipient stay in the store: the published
+    /// form of a mail event has neither the token, nor its hash, nor the
+    /// address.
+    #[test]
+    fn no_mail_event_publishes_its_token_its_hash_or_its_recipient() {
+        for (n, event) in every_event().into_iter().enumerate() {
+            let published = stored(n, stored_form(&event)).to_message(1).unwrap();
+            let text = String::from_utf8(published.value).unwrap();
+            for secret in ["secret-token", "9f86d081884c7d659a2feaa0c55ad015", "\"token\":", "token_hash"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            if !matches!(event, UserEvent::UserRegistered(_) | UserEvent::EmailChanged(_)
+                | UserEvent::UserDeleted(_) | UserEvent::ProfileUpdated(_)) {
+                assert!(!text.contains("\"personal\""), "{text}");
+            }
+        }
     }
 
     /// The contract test: every domain event, as the relay publishes it,
@@ -377,9 +443,16 @@ mod tests {
                 UserEvent::EmailChanged(_) => 12,
                 UserEvent::UserErased(_) => 13,
                 UserEvent::AccountUnlocked(_) => 14,
+                UserEvent::EmailVerificationRequested(_) => 15,
+                UserEvent::EmailVerified(_) => 16,
+                UserEvent::PasswordResetRequested(_) => 17,
+                UserEvent::PasswordResetRefused(_) => 18,
+                UserEvent::PasswordReset(_) => 19,
+                UserEvent::EmailChangeRequested(_) => 20,
+                UserEvent::RegistrationAttempted(_) => 21,
             })
             .collect();
-        assert_eq!(covered.len(), 15);
+        assert_eq!(covered.len(), 22);
     }
 
     /// A stand-in for the vault's seal (its cipher is tested in its crate):

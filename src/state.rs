@@ -250,6 +250,7 @@ mod tests {
             roles: vec![Role::User],
             locale: Some("en-GB".into()),
             time_zone: None,
+            email_verified: true,
             version: 3,
             created_at: Utc::now(),
             updated_at: Utc::now(),

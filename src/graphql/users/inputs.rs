@@ -56,12 +56,14 @@ pub struct ChangeEmailInput {
 /// An address to mail.
 #[derive(InputObject)]
 pub struct EmailInput {
+    /// The address, as the account signs in with it.
     pub email: String,
 }
 
 /// The token of a mailed link (at most 128 characters).
 #[derive(InputObject)]
 pub struct TokenInput {
+    /// The `token` parameter of the link.
     pub token: String,
 }
 
