@@ -507,7 +507,12 @@ impl Config {
             .from
             .parse()
             .map_err(|_| anyhow::anyhow!("ACCOUNTABLE_MAIL_FROM is not a mail address"))?;
-        let transport = match (&self.mail.smtp_url, self.env) {
+        let smtp_url = self
+            .mail
+            .smtp_url
+            .as_ref()
+            .filter(|url| !url.expose().is_empty());
+        let transport = match (smtp_url, self.env) {
             (Some(url), _) => Transport::smtp(url.expose())?,
             (None, Environment::Development) => Transport::files(self.mail.mail_dir.clone())?,
             (None, Environment::Production) => {

@@ -264,13 +264,13 @@ mod tests {
 
     use super::*;
     use accountable_domain::events::{
-        AccountLocked, AccountUnlocked, DeletionPersonal, EmailChanged, EmailPersonal,
-        LoginAttempted, LoginSucceeded, PasswordChanged, PasswordRehashed, PersonalData,
-        ProfilePersonal, ProfileUpdated, RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted,
-        UserErased, UserReactivated, UserRegistered, ERASED_FIELDS, EmailChangePersonal,
-        EmailChangeRequested, EmailVerificationRequested, EmailVerified, IssuedToken,
-        PasswordReset, PasswordResetRefused, PasswordResetRequested, Recipient,
-        RegistrationAttempted,
+        AccountLocked, AccountUnlocked, DeletionPersonal, EmailChangePersonal,
+        EmailChangeRequested, EmailChanged, EmailPersonal, EmailVerificationRequested,
+        EmailVerified, IssuedToken, LoginAttempted, LoginSucceeded, PasswordChanged,
+        PasswordRehashed, PasswordReset, PasswordResetRefused, PasswordResetRequested,
+        PersonalData, ProfilePersonal, ProfileUpdated, Recipient, RegistrationAttempted,
+        RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted, UserErased, UserReactivated,
+        UserRegistered, ERASED_FIELDS,
     };
     use accountable_domain::values::{DisplayName, Email, Locale};
     use accountable_domain::{PasswordHash, Role, UserStatus};
@@ -353,7 +353,9 @@ mod tests {
             UserEvent::PasswordResetRefused(PasswordResetRefused { at, failures: 1 }),
             UserEvent::PasswordReset(PasswordReset {
                 at,
-                password_hash: Some(PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())),
+                password_hash: Some(PasswordHash::new(
+                    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                )),
             }),
             UserEvent::EmailChangeRequested(EmailChangeRequested {
                 at,
@@ -394,11 +396,21 @@ mod tests {
         for (n, event) in every_event().into_iter().enumerate() {
             let published = stored(n, stored_form(&event)).to_message(1).unwrap();
             let text = String::from_utf8(published.value).unwrap();
-            for secret in ["secret-token", "9f86d081884c7d659a2feaa0c55ad015", "\"token\":", "token_hash"] {
+            for secret in [
+                "secret-token",
+                "9f86d081884c7d659a2feaa0c55ad015",
+                "\"token\":",
+                "token_hash",
+            ] {
                 assert!(!text.contains(secret), "{secret} in {text}");
             }
-            if !matches!(event, UserEvent::UserRegistered(_) | UserEvent::EmailChanged(_)
-                | UserEvent::UserDeleted(_) | UserEvent::ProfileUpdated(_)) {
+            if !matches!(
+                event,
+                UserEvent::UserRegistered(_)
+                    | UserEvent::EmailChanged(_)
+                    | UserEvent::UserDeleted(_)
+                    | UserEvent::ProfileUpdated(_)
+            ) {
                 assert!(!text.contains("\"personal\""), "{text}");
             }
         }

@@ -150,6 +150,22 @@ impl Pending {
     }
 }
 
+/// What a mail that was asked for is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailKind {
+    Verification,
+    Reset,
+    EmailChange,
+    RegistrationNotice,
+}
+
+/// A mail asked for, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailRequest {
+    pub at: DateTime<Utc>,
+    pub kind: MailKind,
+}
+
 /// An address the user asked to move to, waiting for its confirmation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingEmail {
@@ -189,9 +205,9 @@ pub struct Account {
     /// The address the user asked to move to, until confirmed.
     #[serde(default)]
     pub pending_email: Option<PendingEmail>,
-    /// When the mails of the last day were asked for, oldest first.
+    /// The mails of the last day that were asked for, oldest first.
     #[serde(default)]
-    pub mail_requests: Vec<DateTime<Utc>>,
+    pub mail_requests: Vec<MailRequest>,
 }
 
 fn verified_before_verification_existed() -> bool {
@@ -203,24 +219,26 @@ impl Account {
         self.locked_until.is_some_and(|until| until > at)
     }
 
-    /// Whether the policy lets the user ask for another mail at `at`.
-    pub fn may_request_mail(&self, at: DateTime<Utc>, policy: MailPolicy) -> bool {
-        let recent: Vec<_> = self
+    /// Whether the policy lets the user ask for another mail of `kind` at
+    /// `at`: a while after the last of the same kind, and not too many of
+    /// any kind in the window.
+    pub fn may_request_mail(&self, at: DateTime<Utc>, kind: MailKind, policy: MailPolicy) -> bool {
+        let recent = self
             .mail_requests
             .iter()
-            .filter(|&&requested| at - requested < policy.window)
-            .collect();
+            .filter(|request| at - request.at < policy.window);
         let spaced = recent
-            .last()
-            .is_none_or(|&&last| at - last >= policy.min_interval);
-        spaced && recent.len() < policy.per_window
+            .clone()
+            .filter(|request| request.kind == kind)
+            .all(|request| at - request.at >= policy.min_interval);
+        spaced && recent.count() < policy.per_window
     }
 
-    /// Remembers a mail asked for at `at`, forgetting those out of every
-    /// window.
-    pub(crate) fn note_mail_request(&mut self, at: DateTime<Utc>) {
+    /// Remembers a mail asked for at `at`, forgetting those older than a
+    /// day.
+    pub(crate) fn note_mail_request(&mut self, at: DateTime<Utc>, kind: MailKind) {
         let day = chrono::Duration::days(1);
-        self.mail_requests.retain(|&requested| at - requested < day);
-        self.mail_requests.push(at);
+        self.mail_requests.retain(|request| at - request.at < day);
+        self.mail_requests.push(MailRequest { at, kind });
     }
 }

@@ -7,7 +7,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Account, Pending, PendingEmail, Role, UserStatus};
+use crate::account::{Account, MailKind, Pending, PendingEmail, Role, UserStatus};
 use crate::commands::{LinkFlow, RegisterUser, UserCommand, UserError};
 use crate::events::*;
 use crate::policy::{LockoutPolicy, MAX_RESET_FAILURES};
@@ -225,7 +225,7 @@ impl Aggregate for User {
                 account.pending_email = None;
             }
             UserEvent::EmailVerificationRequested(e) => {
-                account.note_mail_request(e.at);
+                account.note_mail_request(e.at, MailKind::Verification);
                 account.pending_verification = Some(pending(&e.issued));
             }
             UserEvent::EmailVerified(_) => {
@@ -233,7 +233,7 @@ impl Aggregate for User {
                 account.pending_verification = None;
             }
             UserEvent::PasswordResetRequested(e) => {
-                account.note_mail_request(e.at);
+                account.note_mail_request(e.at, MailKind::Reset);
                 account.pending_reset = Some(pending(&e.issued));
             }
             UserEvent::PasswordResetRefused(e) => {
@@ -255,13 +255,15 @@ impl Aggregate for User {
                 account.locked_until = None;
             }
             UserEvent::EmailChangeRequested(e) => {
-                account.note_mail_request(e.at);
+                account.note_mail_request(e.at, MailKind::EmailChange);
                 account.pending_email = e.personal.map(|personal| PendingEmail {
                     email: personal.email,
                     token: pending(&e.issued),
                 });
             }
-            UserEvent::RegistrationAttempted(e) => account.note_mail_request(e.at),
+            UserEvent::RegistrationAttempted(e) => {
+                account.note_mail_request(e.at, MailKind::RegistrationNotice)
+            }
             UserEvent::UserDeactivated(_) => account.status = UserStatus::Deactivated,
             UserEvent::UserReactivated(_) => account.status = UserStatus::Active,
             UserEvent::UserDeleted(_) => account.status = UserStatus::Deleted,
@@ -351,7 +353,7 @@ fn link(flow: LinkFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, Use
             if account.email_verified {
                 return Ok(Vec::new());
             }
-            if !account.may_request_mail(at, policy) {
+            if !account.may_request_mail(at, MailKind::Verification, policy) {
                 return Err(UserError::TooManyRequests);
             }
             vec![UserEvent::EmailVerificationRequested(
@@ -375,7 +377,7 @@ fn link(flow: LinkFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, Use
         }
         LinkFlow::RequestPasswordReset { issued, at, policy } => {
             let (account, personal) = reachable(account)?;
-            if !account.may_request_mail(at, policy) {
+            if !account.may_request_mail(at, MailKind::Reset, policy) {
                 return Err(UserError::TooManyRequests);
             }
             vec![UserEvent::PasswordResetRequested(PasswordResetRequested {
@@ -419,7 +421,7 @@ fn link(flow: LinkFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, Use
             if personal.email == email {
                 return Ok(Vec::new());
             }
-            if !account.may_request_mail(at, policy) {
+            if !account.may_request_mail(at, MailKind::EmailChange, policy) {
                 return Err(UserError::TooManyRequests);
             }
             vec![UserEvent::EmailChangeRequested(EmailChangeRequested {
@@ -452,7 +454,7 @@ fn link(flow: LinkFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, Use
         }
         LinkFlow::NoteRegistrationAttempt { at, policy } => {
             let (account, personal) = reachable(account)?;
-            if !account.may_request_mail(at, policy) {
+            if !account.may_request_mail(at, MailKind::RegistrationNotice, policy) {
                 return Err(UserError::TooManyRequests);
             }
             vec![UserEvent::RegistrationAttempted(RegistrationAttempted {
@@ -1027,6 +1029,12 @@ mod tests {
             .given(vec![registered(), verification_requested()])
             .when(request_verification("v2", 0))
             .then_expect_error(UserError::TooManyRequests);
+        // The minute is per kind of mail: a change of address right after
+        // signing up goes through.
+        TestFramework::<User>::with(())
+            .given(vec![registered(), verification_requested()])
+            .when(change_to("ada@lovelace.example", 0))
+            .then_expect_events(vec![change_requested(0)]);
         let mut day = vec![registered()];
         for minute in 0..10 {
             day.push(UserEvent::EmailVerificationRequested(
@@ -1123,7 +1131,10 @@ mod tests {
                 .given(tried.clone())
                 .when(reset("wrong", 1))
                 .then_expect_events(vec![UserEvent::PasswordResetRefused(
-                    PasswordResetRefused { at: at(1), failures },
+                    PasswordResetRefused {
+                        at: at(1),
+                        failures,
+                    },
                 )]);
             tried.push(UserEvent::PasswordResetRefused(PasswordResetRefused {
                 at: at(1),
@@ -1161,7 +1172,11 @@ mod tests {
             }))
             .then_expect_error(UserError::Deactivated);
         TestFramework::<User>::with(())
-            .given(vec![registered(), reset_requested(0), erased(2, UserStatus::Active)])
+            .given(vec![
+                registered(),
+                reset_requested(0),
+                erased(2, UserStatus::Active),
+            ])
             .when(reset("r1", 1))
             .then_expect_error(UserError::InvalidToken);
     }

@@ -132,7 +132,8 @@ pub const ROLE_ASSIGNED_V1: &str = "accountable.user.role_assigned.v1";
 pub const ROLE_REVOKED_V1: &str = "accountable.user.role_revoked.v1";
 pub const PROFILE_UPDATED_V1: &str = "accountable.user.profile_updated.v1";
 pub const ERASED_V1: &str = "accountable.user.erased.v1";
-pub const EMAIL_VERIFICATION_REQUESTED_V1: &str = "accountable.user.email_verification_requested.v1";
+pub const EMAIL_VERIFICATION_REQUESTED_V1: &str =
+    "accountable.user.email_verification_requested.v1";
 pub const EMAIL_VERIFIED_V1: &str = "accountable.user.email_verified.v1";
 pub const PASSWORD_RESET_REQUESTED_V1: &str = "accountable.user.password_reset_requested.v1";
 pub const PASSWORD_RESET_REFUSED_V1: &str = "accountable.user.password_reset_refused.v1";

@@ -119,7 +119,9 @@ impl Auth {
         }
         let executed = registered?;
         let roles = executed.account.as_ref().map(roles).unwrap_or_default();
-        let signed_in = self.sign_in(executed.user_id, roles, Some(executed)).await?;
+        let signed_in = self
+            .sign_in(executed.user_id, roles, Some(executed))
+            .await?;
         Ok(Registered::SignedIn(signed_in))
     }
 

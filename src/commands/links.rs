@@ -6,11 +6,11 @@
 //! that asks for the mail (an erasure shreds it) and in clear only in the
 //! mail.
 
+use accountable_domain::events::IssuedToken;
 use accountable_domain::values::{Email, InvalidInput, Password};
 use accountable_domain::{
     LinkFlow, MailPolicy, MailToken, PasswordHash, UserCommand, UserError, UserEvent,
 };
-use accountable_domain::events::IssuedToken;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -46,8 +46,7 @@ impl PresentedToken {
     /// Reads a token; `None` for anything that is not one (too long, wrong
     /// shape), before any lookup.
     pub fn parse(token: &str) -> Option<Self> {
-        if token.len() > MAX_TOKEN_LEN || token.len() != ID_LEN + SECRET_LEN || !token.is_ascii()
-        {
+        if token.len() > MAX_TOKEN_LEN || token.len() != ID_LEN + SECRET_LEN || !token.is_ascii() {
             return None;
         }
         let (id, secret) = token.split_at(ID_LEN);
@@ -166,14 +165,16 @@ impl Users {
         ctx: &CommandContext,
     ) -> Result<Executed, CommandError> {
         let token = presented(token)?;
-        let password = Password::parse(new_password, self.password_min_len).map_err(|e| {
-            InvalidInput {
+        let password =
+            Password::parse(new_password, self.password_min_len).map_err(|e| InvalidInput {
                 field: "newPassword",
                 ..e
-            }
-        })?;
+            })?;
         // Only a link that could work is worth a hash.
-        let reset = self.load(token.user_id).await?.and_then(|a| a.pending_reset);
+        let reset = self
+            .load(token.user_id)
+            .await?
+            .and_then(|a| a.pending_reset);
         if reset.is_none_or(|reset| at >= reset.expires_at) {
             return Err(CommandError::Rejected(UserError::InvalidToken));
         }

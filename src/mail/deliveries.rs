@@ -148,7 +148,10 @@ pub async fn soonest(pool: &PgPool) -> sqlx::Result<Option<Duration>> {
 
 /// Makes every parked message due again, with its attempts from zero.
 pub async fn retry_parked(pool: &PgPool) -> sqlx::Result<u64> {
-    Ok(sqlx::query(RETRY_PARKED).execute(pool).await?.rows_affected())
+    Ok(sqlx::query(RETRY_PARKED)
+        .execute(pool)
+        .await?
+        .rows_affected())
 }
 
 /// Messages per state (`due`, `sent`, `parked`, `dropped`).

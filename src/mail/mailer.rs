@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use super::deliveries::{self, Due};
 use super::messages::{compose, Kind, Letterhead, Unsendable};
 use crate::relay::EVENTS_CHANNEL;
-use crate::store::{self, upcast, variant_fields, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS};
+use crate::store::{
+    self, upcast, variant_fields, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS,
+};
 
 /// The channel `mail_deliveries` signals on when a message is recorded.
 const MAIL_CHANNEL: &str = "accountable_mail";
@@ -92,7 +94,12 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(pool: PgPool, vault: Arc<Vault>, transport: Transport, config: MailerConfig) -> Self {
+    pub fn new(
+        pool: PgPool,
+        vault: Arc<Vault>,
+        transport: Transport,
+        config: MailerConfig,
+    ) -> Self {
         Self {
             pool,
             vault,
@@ -184,7 +191,12 @@ impl Mailer {
                 continue;
             }
             let user_id = uuid::Uuid::parse_str(&event.aggregate_id)?;
-            calling.push((user_id, event.sequence, event.event_type.as_str(), event.position));
+            calling.push((
+                user_id,
+                event.sequence,
+                event.event_type.as_str(),
+                event.position,
+            ));
         }
         let recorded = deliveries::record(&mut tx, &calling).await?;
         sqlx::query(ADVANCE_CURSOR)
@@ -217,14 +229,16 @@ impl Mailer {
             Ok(message) => message,
             Err(why) => {
                 tracing::info!(user = %due.user_id, sequence = due.sequence, kind = %due.kind, reason = %why, "mail not sent");
-                metrics::counter!("accountable_mail_dropped_total", "kind" => kind_label(due)).increment(1);
+                metrics::counter!("accountable_mail_dropped_total", "kind" => kind_label(due))
+                    .increment(1);
                 return Ok(deliveries::dropped(&self.pool, due, &why.to_string()).await?);
             }
         };
         match self.transport.send(message).await {
             Ok(()) => {
                 deliveries::sent(&self.pool, due).await?;
-                metrics::counter!("accountable_mail_sent_total", "kind" => kind_label(due)).increment(1);
+                metrics::counter!("accountable_mail_sent_total", "kind" => kind_label(due))
+                    .increment(1);
                 tracing::info!(user = %due.user_id, sequence = due.sequence, kind = %due.kind, "mail sent");
             }
             Err(error) => {
@@ -236,7 +250,8 @@ impl Mailer {
                     MAX_RETRY_WAIT,
                 )
                 .await?;
-                metrics::counter!("accountable_mail_failures_total", "kind" => kind_label(due)).increment(1);
+                metrics::counter!("accountable_mail_failures_total", "kind" => kind_label(due))
+                    .increment(1);
                 tracing::warn!(user = %due.user_id, sequence = due.sequence, kind = %due.kind, attempts = due.attempts, parked, error = %error, "the mail server did not take a message");
             }
         }

@@ -5,9 +5,9 @@
 use accountable_domain::events::{IssuedToken, Recipient};
 use accountable_domain::UserEvent;
 use chrono::{DateTime, Duration, Utc};
+use handlebars::Handlebars;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::Message;
-use handlebars::Handlebars;
 use serde_json::json;
 use std::sync::OnceLock;
 
@@ -113,7 +113,8 @@ fn templates() -> &'static Templates {
         text.register_escape_fn(handlebars::no_escape);
         let mut html = Handlebars::new();
         html.set_strict_mode(true);
-        let mut compiled = html.register_template_string(LAYOUT, include_str!("templates/layout.html"));
+        let mut compiled =
+            html.register_template_string(LAYOUT, include_str!("templates/layout.html"));
         for kind in Kind::ALL {
             let (plain, rich) = kind.templates();
             compiled = compiled
@@ -187,11 +188,19 @@ pub fn compose(
     let (to, name, link): (&str, &str, String) = match (kind, event) {
         (Kind::Verify, UserEvent::EmailVerificationRequested(e)) => {
             let to = recipient(e.personal.as_ref())?;
-            (to.email.as_str(), to.display_name.as_str(), link("verify-email", &e.issued)?)
+            (
+                to.email.as_str(),
+                to.display_name.as_str(),
+                link("verify-email", &e.issued)?,
+            )
         }
         (Kind::Reset, UserEvent::PasswordResetRequested(e)) => {
             let to = recipient(e.personal.as_ref())?;
-            (to.email.as_str(), to.display_name.as_str(), link("reset-password", &e.issued)?)
+            (
+                to.email.as_str(),
+                to.display_name.as_str(),
+                link("reset-password", &e.issued)?,
+            )
         }
         (Kind::ConfirmChange, UserEvent::EmailChangeRequested(e)) => {
             let change = e.personal.as_ref().ok_or(Unsendable::Erased)?;
@@ -202,7 +211,11 @@ pub fn compose(
             fresh()?;
             let change = e.personal.as_ref().ok_or(Unsendable::Erased)?;
             let link = format!("{base}/forgot-password");
-            (change.previous_email.as_str(), change.display_name.as_str(), link)
+            (
+                change.previous_email.as_str(),
+                change.display_name.as_str(),
+                link,
+            )
         }
         (Kind::SignupNotice, UserEvent::RegistrationAttempted(e)) => {
             fresh()?;
@@ -243,7 +256,11 @@ pub fn compose(
 /// The `Message-ID` of the message of `kind` that event `id` calls for:
 /// the same at every attempt, so a receiving server can drop a duplicate.
 pub fn message_id((user_id, sequence): (uuid::Uuid, i64), kind: Kind, domain: &str) -> String {
-    format!("<{}.{sequence}.{}@{domain}>", user_id.simple(), kind.as_str())
+    format!(
+        "<{}.{sequence}.{}@{domain}>",
+        user_id.simple(),
+        kind.as_str()
+    )
 }
 
 fn recipient(personal: Option<&Recipient>) -> Result<&Recipient, Unsendable> {
@@ -292,7 +309,10 @@ mod tests {
         let event = requested("Ada", now + Duration::hours(1));
         let message = compose(&letterhead(), Kind::Verify, &event, id, now, now).unwrap();
         let text = formatted(&message);
-        assert!(text.contains("https://app.example.test/verify-email?token=t0k3n"), "{text}");
+        assert!(
+            text.contains("https://app.example.test/verify-email?token=t0k3n"),
+            "{text}"
+        );
         assert!(text.contains(&format!(
             "Message-ID: {}",
             message_id(id, Kind::Verify, "example.test")
@@ -305,14 +325,30 @@ mod tests {
         let now = Utc::now();
         let name = "<b>Eve</b> & \"co\"";
         let event = requested(name, now + Duration::hours(1));
-        let message = compose(&letterhead(), Kind::Verify, &event, (uuid::Uuid::nil(), 2), now, now)
-            .unwrap();
+        let message = compose(
+            &letterhead(),
+            Kind::Verify,
+            &event,
+            (uuid::Uuid::nil(), 2),
+            now,
+            now,
+        )
+        .unwrap();
         let headers = message.headers().to_string();
         assert!(!headers.contains("Eve"), "{headers}");
         let values = json!({"name": name, "link": "https://x.test/?a=1&b=2"});
-        let html = templates().html.render(Kind::Verify.as_str(), &values).unwrap();
-        assert!(html.contains("https://x.test/?a&#x3D;1&amp;b&#x3D;2") || html.contains("a=1&amp;b"), "{html}");
-        assert!(html.contains("&lt;b&gt;Eve&lt;/b&gt; &amp; &quot;co&quot;"), "{html}");
+        let html = templates()
+            .html
+            .render(Kind::Verify.as_str(), &values)
+            .unwrap();
+        assert!(
+            html.contains("https://x.test/?a&#x3D;1&amp;b&#x3D;2") || html.contains("a=1&amp;b"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;b&gt;Eve&lt;/b&gt; &amp; &quot;co&quot;"),
+            "{html}"
+        );
         assert!(!html.contains("<b>Eve"), "{html}");
     }
 
@@ -340,12 +376,23 @@ mod tests {
         let now = Utc::now();
         for kind in Kind::ALL {
             let (text, html) = kind.templates();
-            assert!(text.contains("{{link}}") && html.contains("{{link}}"), "{kind:?}");
+            assert!(
+                text.contains("{{link}}") && html.contains("{{link}}"),
+                "{kind:?}"
+            );
             let values = json!({"name": "Ada", "link": "https://x.test/l", "subject": "s"});
             templates().text.render(kind.as_str(), &values).unwrap();
             templates().html.render(kind.as_str(), &values).unwrap();
         }
         let event = requested("Ada", now + Duration::hours(1));
-        compose(&letterhead(), Kind::Verify, &event, (uuid::Uuid::nil(), 2), now, now).unwrap();
+        compose(
+            &letterhead(),
+            Kind::Verify,
+            &event,
+            (uuid::Uuid::nil(), 2),
+            now,
+            now,
+        )
+        .unwrap();
     }
 }

@@ -10,6 +10,7 @@ mod helpers;
 mod hostile;
 mod live;
 mod load;
+mod mail;
 mod pipeline;
 mod projection;
 mod registration;

@@ -8,12 +8,14 @@
 mod api;
 mod convergence;
 mod kafka;
+mod mail;
 mod stack;
 mod wait;
 
 pub use api::*;
 pub use convergence::*;
 pub use kafka::*;
+pub use mail::*;
 pub use stack::*;
 pub use wait::*;
 

@@ -62,6 +62,9 @@ impl TestStack {
         // shedding test sets its own queue.
         config.auth.hash_queue = 1_000;
         config.vault.master_key = Some(Secret::new(MasterKey::generate().to_base64().to_string()));
+        config.mail.poll_ms = 100;
+        config.mail.retry_ms = 200;
+        config.mail.mail_dir = std::env::temp_dir().join(format!("accountable-test-mail-{id}"));
         adjust(&mut config);
         let pool = db::connect_and_migrate(
             config.database.url.expose(),
@@ -121,6 +124,13 @@ impl TestStack {
         self.spawn(
             |config, pool, shutdown| async move { startup::relay(&config, pool, shutdown).await },
         )
+    }
+
+    /// Starts a mailer in this process, until the stack is dropped.
+    pub fn mailer(&self) {
+        self.spawn(|config, pool, shutdown| async move {
+            startup::mailer(&config, pool, shutdown).await
+        })
     }
 
     /// Starts a projection worker in this process, until the stack is dropped.
@@ -388,6 +398,21 @@ fn command(config: &Config, subcommand: &str) -> tokio::process::Command {
             config.kafka.relay_poll_ms.to_string(),
         )
         .env("ACCOUNTABLE_DB_MAX_CONNECTIONS", "4")
+        .env("ACCOUNTABLE_MAIL_POLL_MS", config.mail.poll_ms.to_string())
+        .env(
+            "ACCOUNTABLE_MAIL_RETRY_MS",
+            config.mail.retry_ms.to_string(),
+        )
+        .env("ACCOUNTABLE_MAIL_DIR", &config.mail.mail_dir)
+        .env(
+            "ACCOUNTABLE_SMTP_URL",
+            config
+                .mail
+                .smtp_url
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or_default(),
+        )
         .env("ACCOUNTABLE_RATE_LIMIT", config.http.rate_limit.to_string())
         .env("ACCOUNTABLE_HASH_QUEUE", config.auth.hash_queue.to_string())
         .env(
