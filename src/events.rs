@@ -289,6 +289,7 @@ mod tests {
                 status: UserStatus::Active,
                 password_hash: Some(hash.clone()),
                 email_verified: false,
+                verification: Some(issued(at)),
             }),
             UserEvent::LoginAttempted(LoginAttempted { at, failures: 1 }),
             UserEvent::LoginSucceeded(LoginSucceeded { at }),

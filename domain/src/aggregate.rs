@@ -161,7 +161,7 @@ impl Aggregate for User {
                 status: e.status,
                 password_hash: e.password_hash,
                 email_verified: e.email_verified,
-                pending_verification: None,
+                pending_verification: e.verification.as_ref().map(pending),
                 pending_reset: None,
                 pending_email: None,
                 mail_requests: Vec::new(),
@@ -322,27 +322,19 @@ fn recipient(personal: &PersonalData) -> Option<Recipient> {
     })
 }
 
-/// A registration: the account, and the mail that verifies its address.
+/// A registration: the account, with the link that verifies its address.
 fn register(cmd: RegisterUser) -> Vec<UserEvent> {
-    let personal = PersonalData {
-        email: cmd.email,
-        display_name: cmd.display_name,
-    };
-    let verification = UserEvent::EmailVerificationRequested(EmailVerificationRequested {
-        at: cmd.at,
-        personal: recipient(&personal),
-        issued: cmd.verification,
-    });
-    vec![
-        UserEvent::UserRegistered(UserRegistered {
-            personal: Some(personal),
-            roles: BTreeSet::from([Role::User]),
-            status: UserStatus::Active,
-            password_hash: Some(cmd.password_hash),
-            email_verified: false,
+    vec![UserEvent::UserRegistered(UserRegistered {
+        personal: Some(PersonalData {
+            email: cmd.email,
+            display_name: cmd.display_name,
         }),
-        verification,
-    ]
+        roles: BTreeSet::from([Role::User]),
+        status: UserStatus::Active,
+        password_hash: Some(cmd.password_hash),
+        email_verified: false,
+        verification: Some(cmd.verification),
+    })]
 }
 
 /// The flows that mail a link and take it back.
@@ -515,7 +507,6 @@ mod tests {
             display_name: DisplayName::parse("Ada").unwrap(),
             password_hash: PasswordHash::new("$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA".into()),
             verification: issued("v1", at(0) + Duration::hours(24)),
-            at: at(0),
         }
     }
 
@@ -553,6 +544,7 @@ mod tests {
             status: UserStatus::Active,
             password_hash: Some(cmd.password_hash),
             email_verified: false,
+            verification: Some(cmd.verification),
         })
     }
 
@@ -561,7 +553,7 @@ mod tests {
         TestFramework::<User>::with(())
             .given_no_previous_events()
             .when(UserCommand::Register(register()))
-            .then_expect_events(vec![registered(), verification_requested()]);
+            .then_expect_events(vec![registered()]);
     }
 
     #[test]
@@ -986,6 +978,11 @@ mod tests {
 
     #[test]
     fn the_latest_verification_link_verifies_once_before_it_expires() {
+        // The registration's own link verifies.
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(verify("v1", 1))
+            .then_expect_events(vec![UserEvent::EmailVerified(EmailVerified { at: at(1) })]);
         let given = vec![registered(), verification_requested()];
         TestFramework::<User>::with(())
             .given(given.clone())

@@ -14,7 +14,6 @@ pub struct RegisterUser {
     pub password_hash: PasswordHash,
     /// The link that will verify the address.
     pub verification: IssuedToken,
-    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug)]

@@ -34,6 +34,10 @@ pub struct UserRegistered {
     /// under rules that did not ask, and must not be locked out.
     #[serde(default = "verified_before_verification_existed")]
     pub email_verified: bool,
+    /// The link mailed to verify the address (`None` in registrations
+    /// recorded before addresses were verified). The token is sealed.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<IssuedToken>,
 }
 
 fn verified_before_verification_existed() -> bool {
@@ -175,8 +179,9 @@ pub struct IssuedToken {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A verification mail is due: its link proves the address (the last one
-/// asked for; an earlier one no longer works).
+/// A new verification mail is due: its link proves the address (the last
+/// one asked for; an earlier one, that of the registration included, no
+/// longer works).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailVerificationRequested {
     pub at: DateTime<Utc>,

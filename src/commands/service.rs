@@ -115,7 +115,6 @@ impl Users {
             display_name,
             password_hash,
             verification: links::issue(user_id, at + links::VERIFICATION_TTL),
-            at,
         });
         let registered = self.execute(user_id, command, None, ctx).await;
         let settle = if registered.is_ok() {

@@ -52,7 +52,7 @@ impl Kind {
     /// The messages a stored event of `event_type` calls for.
     pub fn due_for(event_type: &str) -> &'static [Self] {
         match event_type {
-            "EmailVerificationRequested" => &[Self::Verify],
+            "UserRegistered" | "EmailVerificationRequested" => &[Self::Verify],
             "PasswordResetRequested" => &[Self::Reset],
             "EmailChangeRequested" => &[Self::ConfirmChange, Self::ChangeNotice],
             "RegistrationAttempted" => &[Self::SignupNotice],
@@ -186,6 +186,12 @@ pub fn compose(
         }
     };
     let (to, name, link): (&str, &str, String) = match (kind, event) {
+        (Kind::Verify, UserEvent::UserRegistered(e)) => {
+            let to = e.personal.as_ref().ok_or(Unsendable::Erased)?;
+            // Registrations from before verification carry no link.
+            let issued = e.verification.as_ref().ok_or(Unsendable::NotForThisEvent)?;
+            (to.email.as_str(), to.display_name.as_str(), link("verify-email", issued)?)
+        }
         (Kind::Verify, UserEvent::EmailVerificationRequested(e)) => {
             let to = recipient(e.personal.as_ref())?;
             (

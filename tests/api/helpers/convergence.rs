@@ -9,7 +9,7 @@ use super::*;
 /// Every row of the `users` read table, by id.
 pub async fn all_rows(stack: &TestStack) -> Vec<UserRow> {
     sqlx::query_as(
-        "SELECT id, email, display_name, status, roles, locale, time_zone, version, created_at, updated_at
+        "SELECT id, email, display_name, status, roles, locale, time_zone, email_verified, version, created_at, updated_at
            FROM users ORDER BY id",
     )
     .fetch_all(&stack.pool)
