@@ -190,7 +190,11 @@ pub fn compose(
             let to = e.personal.as_ref().ok_or(Unsendable::Erased)?;
             // Registrations from before verification carry no link.
             let issued = e.verification.as_ref().ok_or(Unsendable::NotForThisEvent)?;
-            (to.email.as_str(), to.display_name.as_str(), link("verify-email", issued)?)
+            (
+                to.email.as_str(),
+                to.display_name.as_str(),
+                link("verify-email", issued)?,
+            )
         }
         (Kind::Verify, UserEvent::EmailVerificationRequested(e)) => {
             let to = recipient(e.personal.as_ref())?;
