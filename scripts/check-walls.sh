@@ -5,7 +5,8 @@
 #   2. projections/ never depends on the accountable crate;
 #   3. only the store (src/store) reads or writes the events and snapshots
 #      tables (migrations, which define them, aside);
-#   4. the relay, the state publisher and the event store never import the
+#   4. the relay, the state publisher, the mailer and the event store never
+#      import the
 #      GraphQL or HTTP layers;
 #   5. GraphQL reaches Kafka only through its subscriptions' feed, which
 #      reads the store: nothing under src/graphql imports rdkafka.
@@ -31,8 +32,8 @@ if grep -rnE '\b(FROM|INTO|UPDATE|JOIN)\s+(events|snapshots)\b' src projections/
   fail "only src/store may read or write the events and snapshots tables"
 fi
 
-if grep -rnE 'crate::(graphql|http|graphiql)' src/relay.rs src/state.rs src/kafka.rs src/store src/commands src/events.rs; then
-  fail "the relay, state publisher, store or command service imports the GraphQL or HTTP layer"
+if grep -rnE 'crate::(graphql|http|graphiql)' src/relay.rs src/state.rs src/kafka.rs src/mail src/store src/commands src/events.rs; then
+  fail "the relay, state publisher, mailer, store or command service imports the GraphQL or HTTP layer"
 fi
 
 if grep -rnE 'rdkafka|crate::kafka' src/graphql; then

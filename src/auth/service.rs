@@ -35,7 +35,7 @@ pub struct SignedIn {
 pub enum Registered {
     /// The account is open and signed in (addresses need not be verified
     /// first).
-    SignedIn(SignedIn),
+    SignedIn(Box<SignedIn>),
     /// The answer is in the mail: a verification link for a new account,
     /// a notice for the owner of a taken address. The same either way.
     CheckMail,
@@ -122,7 +122,7 @@ impl Auth {
         let signed_in = self
             .sign_in(executed.user_id, roles, Some(executed))
             .await?;
-        Ok(Registered::SignedIn(signed_in))
+        Ok(Registered::SignedIn(Box::new(signed_in)))
     }
 
     /// Sets a new password through a mailed reset link; every session of

@@ -47,7 +47,7 @@ impl UserMutation {
             None => None,
         };
         Ok(RegistrationPayload::signed_in(AuthPayload::new(
-            signed_in, written,
+            *signed_in, written,
         )))
     }
 
