@@ -6,8 +6,7 @@
 #   3. only the store (src/store) reads or writes the events and snapshots
 #      tables (migrations, which define them, aside);
 #   4. the relay, the state publisher, the mailer and the event store never
-#      import the
-#      GraphQL or HTTP layers;
+#      import the GraphQL or HTTP layers;
 #   5. GraphQL reaches Kafka only through its subscriptions' feed, which
 #      reads the store: nothing under src/graphql imports rdkafka.
 set -euo pipefail

@@ -563,3 +563,82 @@ async fn an_erased_user_gets_no_mail_and_their_pending_link_dies_with_them() {
     );
     assert!(mail.messages().is_empty(), "no mail to an erased user");
 }
+
+#[tokio::test]
+async fn a_message_that_fails_every_attempt_is_parked_visible_and_sent_after_a_retry() {
+    let mut mail = MailServer::start().await;
+    let url = mail.url();
+    let stack = TestStack::with_config(|config| {
+        config.mail.smtp_url = Some(url);
+        config.mail.max_attempts = 2;
+    })
+    .await;
+    let api = stack.api().await;
+    mail.stop().await;
+    stack.mailer();
+    api.register("ada@example.com", "Ada").await;
+
+    eventually("the message parked", Duration::from_secs(30), || async {
+        let parked = stack
+            .count("SELECT count(*) FROM mail_deliveries WHERE state = 'parked' AND attempts = 2")
+            .await;
+        (parked == 1).then_some(())
+    })
+    .await;
+    let ready: Value = api
+        .client
+        .get(api.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["mail"], json!("degraded"), "{ready}");
+    assert_eq!(ready["mail_parked"], json!(1), "{ready}");
+    let metrics = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("accountable_mail_messages{state=\"parked\"} 1"),
+        "{metrics}"
+    );
+
+    mail.start_again().await;
+    let retried = stack.cli(&["mailer", "retry"]).await;
+    assert!(retried.status.success(), "{retried:?}");
+    assert!(String::from_utf8_lossy(&retried.stdout).contains("1 parked"));
+    mail.wait_for("ada@example.com", 1).await;
+}
+
+#[tokio::test]
+async fn two_mailers_send_each_message_once() {
+    let mail = MailServer::start().await;
+    let url = mail.url();
+    let stack = TestStack::with_config(|config| config.mail.smtp_url = Some(url)).await;
+    let api = stack.api().await;
+    let _first = stack.process("mailer");
+    let _second = stack.process("mailer");
+    for name in ["ada", "grace", "alan"] {
+        api.register(&format!("{name}@example.com"), name).await;
+    }
+    eventually("every message sent", Duration::from_secs(30), || async {
+        let sent = stack
+            .count("SELECT count(*) FROM mail_deliveries WHERE state = 'sent'")
+            .await;
+        (sent == 3).then_some(())
+    })
+    .await;
+    let mut to: Vec<_> = mail.messages().iter().map(Mail::to).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        ["ada@example.com", "alan@example.com", "grace@example.com"]
+    );
+}

@@ -42,7 +42,6 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     controller = Controller(Recorder(args.dir), hostname="127.0.0.1", port=args.port)
     controller.start()
-    print(f"listening on 127.0.0.1:{args.port}", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     controller.stop()
     sys.exit(0)
