@@ -6,7 +6,8 @@ use accountable_domain::events::{IssuedToken, Recipient};
 use accountable_domain::UserEvent;
 use chrono::{DateTime, Duration, Utc};
 use handlebars::Handlebars;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentTransferEncoding;
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 use serde_json::json;
 use std::sync::OnceLock;
@@ -259,8 +260,31 @@ pub fn compose(
         .to(to)
         .subject(kind.subject())
         .message_id(Some(message_id(id, kind, &letterhead.domain)))
-        .multipart(MultiPart::alternative_plain_html(text, html))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(SinglePart::plain(readable(text)))
+                .singlepart(SinglePart::html(readable(html))),
+        )
         .map_err(|error| Unsendable::BadAddress(error.to_string()))
+}
+
+/// A body as 7-bit text when it is one (ASCII, lines of at most 998
+/// characters: RFC 5322's limit, where lettre would wrap at 76), so that a
+/// link stays whole in the message as written (an `.eml` file read as
+/// text, in development); quoted-printable otherwise.
+fn readable(text: String) -> Body {
+    const MAX_LINE: usize = 998;
+    let lines = text.replace("\r\n", "\n");
+    let seven_bit = lines
+        .bytes()
+        .all(|b| b.is_ascii() && b != b'\0' && b != b'\r')
+        && lines.lines().all(|line| line.len() <= MAX_LINE);
+    if seven_bit {
+        let crlf = lines.replace('\n', "\r\n");
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
+    } else {
+        Body::new(text)
+    }
 }
 
 /// The `Message-ID` of the message of `kind` that event `id` calls for:
@@ -285,6 +309,10 @@ mod tests {
 
     use super::*;
 
+    /// As long as a real token: its link is longer than a QP line.
+    const TOKEN: &str =
+        "01a235a8e97b754d8a6358fb6a8755b94LvePFvrGleSOuyJedLF_1DBsvVN2GGac2NdpJ2Y13g";
+
     fn letterhead() -> Letterhead {
         Letterhead {
             from: "Accountable <no-reply@example.test>".parse().unwrap(),
@@ -302,7 +330,7 @@ mod tests {
             }),
             issued: IssuedToken {
                 token_hash: "h".into(),
-                token: Some(MailToken::new("t0k3n".into())),
+                token: Some(MailToken::new(TOKEN.into())),
                 expires_at,
             },
         })
@@ -319,8 +347,11 @@ mod tests {
         let event = requested("Ada", now + Duration::hours(1));
         let message = compose(&letterhead(), Kind::Verify, &event, id, now, now).unwrap();
         let text = formatted(&message);
+        // Whole, on one line, in the message as written.
         assert!(
-            text.contains("https://app.example.test/verify-email?token=t0k3n"),
+            text.contains(&format!(
+                "https://app.example.test/verify-email?token={TOKEN}\r\n"
+            )),
             "{text}"
         );
         assert!(text.contains(&format!(
