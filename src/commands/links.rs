@@ -34,6 +34,13 @@ pub const RESET_TTL: Duration = Duration::minutes(30);
 const ID_LEN: usize = 32;
 const SECRET_LEN: usize = 43;
 
+/// The links that are asked for by address, signed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestedLink {
+    Verification,
+    PasswordReset,
+}
+
 /// A token as it came back: whose it claims to be, and the hash of its
 /// secret part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,11 +103,13 @@ fn presented(token: &str) -> Result<PresentedToken, CommandError> {
 }
 
 impl Users {
-    /// Mails a new verification link to `email`'s account, if it has one
-    /// that is active and unverified and has not asked too often. Answers
-    /// the same in every case.
-    pub async fn request_email_verification(
+    /// Mails a link of `kind` to `email`'s account, if it has one that is
+    /// active (for a verification: and unverified) and has not asked too
+    /// often. Answers the same in every case, and writes nothing for an
+    /// address without an account.
+    pub async fn request_link(
         &self,
+        kind: RequestedLink,
         email: &str,
         at: DateTime<Utc>,
         ctx: &CommandContext,
@@ -108,12 +117,23 @@ impl Users {
         let Some(user_id) = self.holder_of_address(email).await? else {
             return Ok(());
         };
-        let command = UserCommand::Link(LinkFlow::RequestEmailVerification {
-            issued: issue(user_id, at + VERIFICATION_TTL),
-            at,
-            policy: MailPolicy::default(),
-        });
-        quietly(self.execute(user_id, command, None, ctx).await)
+        let policy = MailPolicy::default();
+        let flow = match kind {
+            RequestedLink::Verification => LinkFlow::RequestEmailVerification {
+                issued: issue(user_id, at + VERIFICATION_TTL),
+                at,
+                policy,
+            },
+            RequestedLink::PasswordReset => LinkFlow::RequestPasswordReset {
+                issued: issue(user_id, at + RESET_TTL),
+                at,
+                policy,
+            },
+        };
+        quietly(
+            self.execute(user_id, UserCommand::Link(flow), None, ctx)
+                .await,
+        )
     }
 
     /// Marks the address verified, if `token` is the latest verification
@@ -134,25 +154,6 @@ impl Users {
         self.execute_retrying(token.user_id, command, ctx)
             .await
             .map_err(invalid_token)
-    }
-
-    /// Mails a reset link to `email`'s account, if it has one that is
-    /// active and has not asked too often. Answers the same in every case.
-    pub async fn request_password_reset(
-        &self,
-        email: &str,
-        at: DateTime<Utc>,
-        ctx: &CommandContext,
-    ) -> Result<(), CommandError> {
-        let Some(user_id) = self.holder_of_address(email).await? else {
-            return Ok(());
-        };
-        let command = UserCommand::Link(LinkFlow::RequestPasswordReset {
-            issued: issue(user_id, at + RESET_TTL),
-            at,
-            policy: MailPolicy::default(),
-        });
-        quietly(self.execute(user_id, command, None, ctx).await)
     }
 
     /// Sets a new password through a reset link: every session ends and a

@@ -67,6 +67,30 @@ async fn register_checking_mail(api: &TestApi, email: &str, password: &str) -> V
     .await
 }
 
+async fn ask_to_move(api: &TestApi, who: &Session, email: &str) -> Value {
+    api.graphql_as(
+        Some(&who.access),
+        CHANGE_EMAIL,
+        json!({"id": who.id, "e": email}),
+    )
+    .await
+}
+
+/// Waits until `count` messages are recorded as sent.
+async fn until_sent(stack: &TestStack, count: i64) {
+    eventually(
+        "the deliveries recorded as sent",
+        Duration::from_secs(30),
+        || async {
+            let sent = stack
+                .count("SELECT count(*) FROM mail_deliveries WHERE state = 'sent'")
+                .await;
+            (sent == count).then_some(())
+        },
+    )
+    .await;
+}
+
 fn code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()
 }
@@ -219,26 +243,14 @@ async fn a_new_address_takes_over_only_when_its_link_comes_back() {
     let eve = api.register("eve@example.com", "Eve").await;
 
     // Whether the new address is taken changes nothing in the answer.
-    let to_taken = api
-        .graphql_as(
-            Some(&eve.access),
-            CHANGE_EMAIL,
-            json!({"id": eve.id, "e": "ada@example.com"}),
-        )
-        .await;
+    let to_taken = ask_to_move(&api, &eve, "ada@example.com").await;
     assert!(to_taken["errors"].is_null(), "{to_taken}");
     assert_eq!(
         to_taken["data"]["changeEmail"]["user"]["email"],
         json!("eve@example.com")
     );
 
-    let asked = api
-        .graphql_as(
-            Some(&ada.access),
-            CHANGE_EMAIL,
-            json!({"id": ada.id, "e": "ada@lovelace.example"}),
-        )
-        .await;
+    let asked = ask_to_move(&api, &ada, "ada@lovelace.example").await;
     assert!(asked["errors"].is_null(), "{asked}");
     assert_eq!(
         asked["data"]["changeEmail"]["user"]["email"],
@@ -455,17 +467,7 @@ async fn mail_due_while_the_server_is_down_arrives_once_when_it_is_back() {
 
     mail.start_again().await;
     mail.wait_for("ada@example.com", 1).await;
-    eventually(
-        "the delivery recorded as sent",
-        Duration::from_secs(30),
-        || async {
-            let sent = stack
-                .count("SELECT count(*) FROM mail_deliveries WHERE state = 'sent'")
-                .await;
-            (sent == 1).then_some(())
-        },
-    )
-    .await;
+    until_sent(&stack, 1).await;
     assert_eq!(mail.messages().len(), 1, "sent exactly once");
 }
 
@@ -487,17 +489,7 @@ async fn a_mailer_killed_between_sending_and_recording_sends_one_duplicate_with_
 
     let _mailer = stack.process("mailer");
     let copies = mail.wait_for("ada@example.com", 2).await;
-    eventually(
-        "the delivery recorded as sent",
-        Duration::from_secs(30),
-        || async {
-            let sent = stack
-                .count("SELECT count(*) FROM mail_deliveries WHERE state = 'sent'")
-                .await;
-            (sent == 1).then_some(())
-        },
-    )
-    .await;
+    until_sent(&stack, 1).await;
     let copies_now = mail.messages();
     assert_eq!(copies_now.len(), 2, "one duplicate at most");
     assert_eq!(copies[0].message_id(), copies[1].message_id());
@@ -628,13 +620,7 @@ async fn two_mailers_send_each_message_once() {
     for name in ["ada", "grace", "alan"] {
         api.register(&format!("{name}@example.com"), name).await;
     }
-    eventually("every message sent", Duration::from_secs(30), || async {
-        let sent = stack
-            .count("SELECT count(*) FROM mail_deliveries WHERE state = 'sent'")
-            .await;
-        (sent == 3).then_some(())
-    })
-    .await;
+    until_sent(&stack, 3).await;
     let mut to: Vec<_> = mail.messages().iter().map(Mail::to).collect();
     to.sort();
     assert_eq!(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_graphql::{Context, Object};
 
 use super::*;
+use crate::commands::links::RequestedLink;
 use crate::commands::Actor;
 
 /// The least time a request for mail takes to answer, so that one for an
@@ -29,15 +30,7 @@ impl LinkMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The address to verify.")] input: EmailInput,
     ) -> ApiResult<bool> {
-        let answer_at = tokio::time::Instant::now() + MAIL_REQUEST_ANSWER_TIME;
-        let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
-        state
-            .auth
-            .users
-            .request_email_verification(&input.email, state.auth.clock.now(), &command_ctx)
-            .await?;
-        tokio::time::sleep_until(answer_at).await;
-        Ok(true)
+        request_link(ctx, RequestedLink::Verification, &input.email).await
     }
 
     /// Marks the address verified, given the token of the latest
@@ -66,15 +59,7 @@ impl LinkMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The address of the account.")] input: EmailInput,
     ) -> ApiResult<bool> {
-        let answer_at = tokio::time::Instant::now() + MAIL_REQUEST_ANSWER_TIME;
-        let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
-        state
-            .auth
-            .users
-            .request_password_reset(&input.email, state.auth.clock.now(), &command_ctx)
-            .await?;
-        tokio::time::sleep_until(answer_at).await;
-        Ok(true)
+        request_link(ctx, RequestedLink::PasswordReset, &input.email).await
     }
 
     /// Sets a new password with the token of a reset link: every session of
@@ -112,4 +97,18 @@ impl LinkMutation {
             .await?;
         Ok(executed.into())
     }
+}
+
+/// A link asked for by address: `true`, in no less than
+/// [`MAIL_REQUEST_ANSWER_TIME`], whatever the address.
+async fn request_link(ctx: &Context<'_>, kind: RequestedLink, email: &str) -> ApiResult<bool> {
+    let answer_at = tokio::time::Instant::now() + MAIL_REQUEST_ANSWER_TIME;
+    let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
+    state
+        .auth
+        .users
+        .request_link(kind, email, state.auth.clock.now(), &command_ctx)
+        .await?;
+    tokio::time::sleep_until(answer_at).await;
+    Ok(true)
 }
