@@ -69,12 +69,43 @@ impl Transport {
         Ok(Self::Files(AsyncFileTransport::new(&dir), dir))
     }
 
-    async fn send(&self, message: Message) -> anyhow::Result<()> {
+    async fn send(&self, message: Message) -> Result<(), Failure> {
         match self {
-            Self::Smtp(smtp) => smtp.send(message).await.map(drop)?,
-            Self::Files(files, _) => files.send(message).await.map(drop)?,
+            Self::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|error| Failure {
+                permanent: error.is_permanent(),
+                reason: smtp_failure(&error),
+            }),
+            Self::Files(files, _) => files
+                .send(message)
+                .await
+                .map(drop)
+                .map_err(|error| Failure {
+                    permanent: false,
+                    reason: error.to_string(),
+                }),
         }
-        Ok(())
+    }
+}
+
+/// Why a message was not taken.
+struct Failure {
+    /// The server refused it for good (a 5xx answer): retrying cannot help.
+    permanent: bool,
+    reason: String,
+}
+
+/// What went wrong, without the server's own words: an answer may quote
+/// the recipient's address, which is personal data and must not stay in
+/// the outbox or the logs.
+fn smtp_failure(error: &lettre::transport::smtp::Error) -> String {
+    match error.status() {
+        Some(code) if error.is_permanent() => {
+            format!("the server refused the message for good ({code})")
+        }
+        Some(code) => format!("the server refused the message for now ({code})"),
+        None if error.is_timeout() => "the server did not answer in time".to_owned(),
+        None if error.is_tls() => format!("TLS with the server failed: {error}"),
+        None => format!("could not hand the message over: {error}"),
     }
 }
 
@@ -241,18 +272,24 @@ impl Mailer {
                     .increment(1);
                 tracing::info!(user = %due.user_id, sequence = due.sequence, kind = %due.kind, "mail sent");
             }
-            Err(error) => {
+            Err(failure) => {
+                // A permanent refusal parks the message at once.
+                let max_attempts = if failure.permanent {
+                    due.attempts
+                } else {
+                    self.config.max_attempts
+                };
                 let parked = deliveries::failed(
                     &self.pool,
                     due,
-                    &error.to_string(),
-                    self.config.max_attempts,
+                    &failure.reason,
+                    max_attempts,
                     MAX_RETRY_WAIT,
                 )
                 .await?;
                 metrics::counter!("accountable_mail_failures_total", "kind" => kind_label(due))
                     .increment(1);
-                tracing::warn!(user = %due.user_id, sequence = due.sequence, kind = %due.kind, attempts = due.attempts, parked, error = %error, "the mail server did not take a message");
+                tracing::warn!(user = %due.user_id, sequence = due.sequence, kind = %due.kind, attempts = due.attempts, parked, error = %failure.reason, "the mail server did not take a message");
             }
         }
         Ok(())

@@ -628,3 +628,22 @@ async fn two_mailers_send_each_message_once() {
         ["ada@example.com", "alan@example.com", "grace@example.com"]
     );
 }
+
+#[tokio::test]
+async fn a_message_refused_for_good_is_parked_at_once_without_the_servers_words() {
+    let mail = MailServer::start().await;
+    let (stack, api) = open_stack(&mail).await;
+    api.register("refused@example.com", "Ada").await;
+    let error: String = eventually("the message parked", Duration::from_secs(30), || async {
+        sqlx::query_scalar(
+            "SELECT last_error FROM mail_deliveries WHERE state = 'parked' AND attempts = 1",
+        )
+        .fetch_optional(&stack.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(error.contains("550"), "{error}");
+    assert!(!error.contains("refused@example.com"), "{error}");
+    assert!(mail.messages().is_empty());
+}

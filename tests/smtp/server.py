@@ -4,7 +4,9 @@ Every message it takes is written, as received, into DIR as `<n>.eml`
 (written under a temporary name first, then renamed, so that a reader never
 sees half a message). While a file named `hold` exists in DIR, the server
 writes the message and then waits before it answers `250`: a test can kill
-the sender between "sent" and "recorded".
+the sender between "sent" and "recorded". A recipient whose address starts
+with `refused` is refused for good (550, quoting the address, as real
+servers do).
 """
 
 import argparse
@@ -23,6 +25,12 @@ class Recorder:
     def __init__(self, folder: pathlib.Path):
         self.folder = folder
         self.numbers = itertools.count(1)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("refused"):
+            return f"550 5.1.1 <{address}>: no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         name = f"{time.time_ns()}-{os.getpid()}-{next(self.numbers)}"
