@@ -683,13 +683,39 @@ mod tests {
             "postgres://app:hunter2@db.internal/accountable",
             "--master-key",
             "c2VjcmV0LW1hc3Rlci1rZXk",
+            "--smtp-url",
+            "smtps://mailer:s3cr3t-smtp@smtp.example.com",
         ]);
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cr3t-smtp"), "{shown}");
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
         assert_eq!(
             config.database.url.expose(),
             "postgres://app:hunter2@db.internal/accountable"
         );
+    }
+
+    /// (In a runtime: lettre's connection pool lives on one.)
+    #[tokio::test]
+    async fn production_requires_verified_addresses_and_smtp_unless_told_otherwise() {
+        let parse = |args: &[&str]| Config::parse_from([&["accountable"], args].concat());
+        assert!(!parse(&[]).require_verified_email());
+        assert!(parse(&["--env", "production"]).require_verified_email());
+        assert!(
+            !parse(&["--env", "production", "--require-verified-email", "false"])
+                .require_verified_email()
+        );
+        assert!(parse(&["--require-verified-email", "true"]).require_verified_email());
+        let error = parse(&["--env", "production"])
+            .mailer()
+            .err()
+            .map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("ACCOUNTABLE_SMTP_URL")));
+        let (transport, mailer) = parse(&["--smtp-url", "smtp://127.0.0.1:2525"])
+            .mailer()
+            .unwrap();
+        assert!(matches!(transport, Transport::Smtp(_)));
+        assert_eq!(mailer.letterhead.domain, "accountable.localhost");
     }
 }
