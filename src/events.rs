@@ -95,6 +95,18 @@ pub fn public(event: &UserEvent) -> PublicEvent {
         UserEvent::RegistrationAttempted(e) => {
             (contract::REGISTRATION_ATTEMPTED_V1, json!({"at": e.at}))
         }
+        // The second factor: what happened and when; never a secret, a
+        // code, a hash or a time step.
+        UserEvent::TotpEnrollmentStarted(e) => {
+            (contract::TOTP_ENROLLMENT_STARTED_V1, json!({"at": e.at}))
+        }
+        UserEvent::TotpEnabled(e) => (contract::TOTP_ENABLED_V1, json!({"at": e.at})),
+        UserEvent::TotpDisabled(e) => (contract::TOTP_DISABLED_V1, json!({"at": e.at})),
+        UserEvent::TotpCodeAccepted(e) => (contract::TOTP_CODE_ACCEPTED_V1, json!({"at": e.at})),
+        UserEvent::RecoveryCodeUsed(e) => (
+            contract::RECOVERY_CODE_USED_V1,
+            json!({"at": e.at, "remaining": e.remaining}),
+        ),
     };
     PublicEvent { cloud_type, data }
 }
@@ -268,9 +280,10 @@ mod tests {
         EmailChangeRequested, EmailChanged, EmailPersonal, EmailVerificationRequested,
         EmailVerified, IssuedToken, LoginAttempted, LoginSucceeded, PasswordChanged,
         PasswordRehashed, PasswordReset, PasswordResetRefused, PasswordResetRequested,
-        PersonalData, ProfilePersonal, ProfileUpdated, Recipient, RegistrationAttempted,
-        RoleAssigned, RoleRevoked, UserDeactivated, UserDeleted, UserErased, UserReactivated,
-        UserRegistered, ERASED_FIELDS,
+        PersonalData, ProfilePersonal, ProfileUpdated, Recipient, RecoveryCodeUsed,
+        RegistrationAttempted, RoleAssigned, RoleRevoked, TotpCodeAccepted, TotpDisabled,
+        TotpEnabled, TotpEnrollmentStarted, UserDeactivated, UserDeleted, UserErased,
+        UserReactivated, UserRegistered, ERASED_FIELDS,
     };
     use accountable_domain::values::{DisplayName, Email, Locale};
     use accountable_domain::{PasswordHash, Role, UserStatus};
@@ -371,6 +384,25 @@ mod tests {
                 at,
                 personal: Some(recipient()),
             }),
+            UserEvent::TotpEnrollmentStarted(TotpEnrollmentStarted {
+                at,
+                secret: Some(accountable_domain::TotpSecret::new("secret-token".into())),
+            }),
+            UserEvent::TotpEnabled(TotpEnabled {
+                at,
+                step: 59_000_000,
+                recovery_codes: Some(vec!["9f86d081884c7d659a2feaa0c55ad015".into()]),
+            }),
+            UserEvent::TotpDisabled(TotpDisabled { at }),
+            UserEvent::TotpCodeAccepted(TotpCodeAccepted {
+                at,
+                step: 59_000_001,
+            }),
+            UserEvent::RecoveryCodeUsed(RecoveryCodeUsed {
+                at,
+                index: 0,
+                remaining: 9,
+            }),
         ]
     }
 
@@ -402,6 +434,10 @@ mod tests {
                 "9f86d081884c7d659a2feaa0c55ad015",
                 "\"token\":",
                 "token_hash",
+                "\"secret\":",
+                "\"recovery_codes\":",
+                "59000000",
+                "59000001",
             ] {
                 assert!(!text.contains(secret), "{secret} in {text}");
             }
@@ -463,9 +499,14 @@ mod tests {
                 UserEvent::PasswordReset(_) => 19,
                 UserEvent::EmailChangeRequested(_) => 20,
                 UserEvent::RegistrationAttempted(_) => 21,
+                UserEvent::TotpEnrollmentStarted(_) => 22,
+                UserEvent::TotpEnabled(_) => 23,
+                UserEvent::TotpDisabled(_) => 24,
+                UserEvent::TotpCodeAccepted(_) => 25,
+                UserEvent::RecoveryCodeUsed(_) => 26,
             })
             .collect();
-        assert_eq!(covered.len(), 22);
+        assert_eq!(covered.len(), 27);
     }
 
     /// A stand-in for the vault's seal (its cipher is tested in its crate):

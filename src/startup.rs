@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::challenges::Challenges;
 use crate::auth::clients::TrustedProxies;
 use crate::auth::cutoffs::Cutoffs;
 use crate::auth::keys::{self, KeyRing};
@@ -133,6 +134,7 @@ impl Application {
             policy: config.auth.lockout(),
             dummy_hash,
             require_verified_email: config.require_verified_email(),
+            challenges: Challenges::new(pool.clone()),
         });
         auth.sessions.follow_cutoffs(background);
         observe::recorder();

@@ -133,6 +133,49 @@ impl fmt::Debug for MailToken {
     }
 }
 
+/// A TOTP secret (RFC 6238), in base32. Never printed, never published; in
+/// events it is sealed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TotpSecret(String);
+
+impl TotpSecret {
+    pub fn new(base32: String) -> Self {
+        Self(base32)
+    }
+
+    /// The secret, to check a code with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TotpSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TotpSecret(***)")
+    }
+}
+
+/// The account's authenticator app (TOTP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totp {
+    /// `None` once erased.
+    pub secret: Option<TotpSecret>,
+    /// Whether a first code confirmed it: until then it is an enrollment.
+    pub enabled: bool,
+    /// The last time step accepted: a code is accepted once.
+    pub last_step: u64,
+    /// Hashes of the recovery codes not used yet.
+    pub recovery_codes: Vec<String>,
+}
+
+impl Totp {
+    /// Whether sign-in needs a second factor.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
 /// A token that was mailed and may still come back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
@@ -208,6 +251,9 @@ pub struct Account {
     /// The mails of the last day that were asked for, oldest first.
     #[serde(default)]
     pub mail_requests: Vec<MailRequest>,
+    /// The authenticator app, enrolled or enabled.
+    #[serde(default)]
+    pub totp: Option<Totp>,
 }
 
 fn verified_before_verification_existed() -> bool {
@@ -217,6 +263,11 @@ fn verified_before_verification_existed() -> bool {
 impl Account {
     pub fn is_locked(&self, at: DateTime<Utc>) -> bool {
         self.locked_until.is_some_and(|until| until > at)
+    }
+
+    /// Whether signing in needs a second factor after the password.
+    pub fn needs_second_factor(&self) -> bool {
+        self.totp.as_ref().is_some_and(Totp::is_enabled)
     }
 
     /// Whether the policy lets the user ask for another mail of `kind` at

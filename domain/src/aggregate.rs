@@ -7,8 +7,8 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Account, MailKind, Pending, PendingEmail, Role, UserStatus};
-use crate::commands::{LinkFlow, RegisterUser, UserCommand, UserError};
+use crate::account::{Account, MailKind, Pending, PendingEmail, Role, Totp, UserStatus};
+use crate::commands::{FactorFlow, LinkFlow, RegisterUser, UserCommand, UserError};
 use crate::events::*;
 use crate::policy::{LockoutPolicy, MAX_RESET_FAILURES};
 
@@ -44,6 +44,12 @@ impl Aggregate for User {
             }
             (UserCommand::Link(flow), account) => {
                 for event in link(flow, account.as_ref())? {
+                    sink.write(event, self).await;
+                }
+                return Ok(());
+            }
+            (UserCommand::Factor(flow), account) => {
+                for event in factor(flow, account.as_ref())? {
                     sink.write(event, self).await;
                 }
                 return Ok(());
@@ -165,6 +171,7 @@ impl Aggregate for User {
                 pending_reset: None,
                 pending_email: None,
                 mail_requests: Vec::new(),
+                totp: None,
                 failed_attempts: 0,
                 last_failure_at: None,
                 lockouts: 0,
@@ -223,6 +230,7 @@ impl Aggregate for User {
                 account.pending_verification = None;
                 account.pending_reset = None;
                 account.pending_email = None;
+                account.totp = None;
             }
             UserEvent::EmailVerificationRequested(e) => {
                 account.note_mail_request(e.at, MailKind::Verification);
@@ -260,6 +268,34 @@ impl Aggregate for User {
                     email: personal.email,
                     token: pending(&e.issued),
                 });
+            }
+            UserEvent::TotpEnrollmentStarted(e) => {
+                account.totp = Some(Totp {
+                    secret: e.secret,
+                    enabled: false,
+                    last_step: 0,
+                    recovery_codes: Vec::new(),
+                });
+            }
+            UserEvent::TotpEnabled(e) => {
+                if let Some(totp) = account.totp.as_mut() {
+                    totp.enabled = true;
+                    totp.last_step = e.step;
+                    totp.recovery_codes = e.recovery_codes.unwrap_or_default();
+                }
+            }
+            UserEvent::TotpDisabled(_) => account.totp = None,
+            UserEvent::TotpCodeAccepted(e) => {
+                if let Some(totp) = account.totp.as_mut() {
+                    totp.last_step = totp.last_step.max(e.step);
+                }
+            }
+            UserEvent::RecoveryCodeUsed(e) => {
+                if let Some(totp) = account.totp.as_mut() {
+                    if e.index < totp.recovery_codes.len() {
+                        totp.recovery_codes.remove(e.index);
+                    }
+                }
             }
             UserEvent::RegistrationAttempted(e) => {
                 account.note_mail_request(e.at, MailKind::RegistrationNotice)
@@ -452,6 +488,66 @@ fn link(flow: LinkFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, Use
             vec![UserEvent::RegistrationAttempted(RegistrationAttempted {
                 at,
                 personal: recipient(personal),
+            })]
+        }
+    };
+    Ok(events)
+}
+
+/// The second factor's commands, on an active account.
+fn factor(flow: FactorFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, UserError> {
+    let (account, _) = reachable(account)?;
+    let totp = account.totp.as_ref();
+    let enabled = totp.filter(|totp| totp.enabled);
+    let events = match flow {
+        FactorFlow::StartTotp { secret, at } => {
+            if enabled.is_some() {
+                return Err(UserError::TotpAlreadyEnabled);
+            }
+            vec![UserEvent::TotpEnrollmentStarted(TotpEnrollmentStarted {
+                at,
+                secret: Some(secret),
+            })]
+        }
+        FactorFlow::EnableTotp {
+            step,
+            recovery_codes,
+            at,
+        } => {
+            if enabled.is_some() {
+                return Err(UserError::TotpAlreadyEnabled);
+            }
+            if totp.is_none() {
+                return Err(UserError::NoTotpEnrollment);
+            }
+            vec![UserEvent::TotpEnabled(TotpEnabled {
+                at,
+                step,
+                recovery_codes: Some(recovery_codes),
+            })]
+        }
+        FactorFlow::DisableTotp { at } => match totp {
+            Some(_) => vec![UserEvent::TotpDisabled(TotpDisabled { at })],
+            None => Vec::new(),
+        },
+        FactorFlow::AcceptTotp { step, at } => {
+            let totp = enabled.ok_or(UserError::InvalidCode)?;
+            if step <= totp.last_step {
+                return Err(UserError::InvalidCode);
+            }
+            vec![UserEvent::TotpCodeAccepted(TotpCodeAccepted { at, step })]
+        }
+        FactorFlow::UseRecoveryCode { code_hash, at } => {
+            let totp = enabled.ok_or(UserError::InvalidCode)?;
+            let index = totp
+                .recovery_codes
+                .iter()
+                .position(|hash| *hash == code_hash)
+                .ok_or(UserError::InvalidCode)?;
+            vec![UserEvent::RecoveryCodeUsed(RecoveryCodeUsed {
+                at,
+                index,
+                remaining: totp.recovery_codes.len() - 1,
             })]
         }
     };
@@ -1253,5 +1349,109 @@ mod tests {
         assert_eq!(account.status, UserStatus::Erased);
         assert_eq!(account.personal, None);
         assert_eq!(account.password_hash, None);
+    }
+
+    fn totp_command(flow: FactorFlow) -> UserCommand {
+        UserCommand::Factor(flow)
+    }
+
+    fn enrolled() -> UserEvent {
+        UserEvent::TotpEnrollmentStarted(TotpEnrollmentStarted {
+            at: at(0),
+            secret: Some(crate::account::TotpSecret::new("JBSWY3DPEHPK3PXP".into())),
+        })
+    }
+
+    fn enabled(step: u64) -> UserEvent {
+        UserEvent::TotpEnabled(TotpEnabled {
+            at: at(1),
+            step,
+            recovery_codes: Some(vec!["r0".into(), "r1".into()]),
+        })
+    }
+
+    #[test]
+    fn an_app_is_enabled_by_a_first_code_and_then_sign_in_needs_it() {
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(totp_command(FactorFlow::EnableTotp {
+                step: 5,
+                recovery_codes: Vec::new(),
+                at: at(1),
+            }))
+            .then_expect_error(UserError::NoTotpEnrollment);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), enrolled()])
+            .when(totp_command(FactorFlow::EnableTotp {
+                step: 5,
+                recovery_codes: vec!["r0".into(), "r1".into()],
+                at: at(1),
+            }))
+            .then_expect_events(vec![enabled(5)]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), enrolled(), enabled(5)])
+            .when(totp_command(FactorFlow::StartTotp {
+                secret: crate::account::TotpSecret::new("X".into()),
+                at: at(2),
+            }))
+            .then_expect_error(UserError::TotpAlreadyEnabled);
+        let mut user = User::default();
+        for event in [registered(), enrolled()] {
+            user.apply(event);
+        }
+        assert!(!user.account.as_ref().unwrap().needs_second_factor());
+        user.apply(enabled(5));
+        assert!(user.account.unwrap().needs_second_factor());
+    }
+
+    #[test]
+    fn a_code_is_accepted_once_and_only_forward_in_time() {
+        let given = vec![registered(), enrolled(), enabled(5)];
+        for step in [4, 5] {
+            TestFramework::<User>::with(())
+                .given(given.clone())
+                .when(totp_command(FactorFlow::AcceptTotp { step, at: at(2) }))
+                .then_expect_error(UserError::InvalidCode);
+        }
+        TestFramework::<User>::with(())
+            .given(given)
+            .when(totp_command(FactorFlow::AcceptTotp { step: 6, at: at(2) }))
+            .then_expect_events(vec![UserEvent::TotpCodeAccepted(TotpCodeAccepted {
+                at: at(2),
+                step: 6,
+            })]);
+    }
+
+    #[test]
+    fn a_recovery_code_works_once_and_erasure_forgets_the_app() {
+        let used = UserEvent::RecoveryCodeUsed(RecoveryCodeUsed {
+            at: at(2),
+            index: 1,
+            remaining: 1,
+        });
+        TestFramework::<User>::with(())
+            .given(vec![registered(), enrolled(), enabled(5)])
+            .when(totp_command(FactorFlow::UseRecoveryCode {
+                code_hash: "r1".into(),
+                at: at(2),
+            }))
+            .then_expect_events(vec![used.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), enrolled(), enabled(5), used])
+            .when(totp_command(FactorFlow::UseRecoveryCode {
+                code_hash: "r1".into(),
+                at: at(3),
+            }))
+            .then_expect_error(UserError::InvalidCode);
+        let mut user = User::default();
+        for event in [
+            registered(),
+            enrolled(),
+            enabled(5),
+            erased(3, UserStatus::Active),
+        ] {
+            user.apply(event);
+        }
+        assert_eq!(user.account.unwrap().totp, None);
     }
 }

@@ -37,6 +37,8 @@ pub enum UserCommand {
     },
     /// A flow that mails a link, or takes one back.
     Link(LinkFlow),
+    /// The second factor: set up, used, removed.
+    Factor(FactorFlow),
     Deactivate {
         reason: String,
     },
@@ -115,6 +117,38 @@ pub enum LinkFlow {
     },
 }
 
+/// The commands of the second factor (an authenticator app, TOTP). Codes
+/// are checked by the service (it has the clock and the HMAC); the
+/// aggregate decides on the time step a code matched.
+#[derive(Debug)]
+pub enum FactorFlow {
+    /// Begin setting up an app with this secret (replaces an unconfirmed
+    /// enrollment; refused while one is enabled).
+    StartTotp {
+        secret: crate::account::TotpSecret,
+        at: DateTime<Utc>,
+    },
+    /// A first code (of time step `step`) confirms the enrollment.
+    EnableTotp {
+        step: u64,
+        recovery_codes: Vec<String>,
+        at: DateTime<Utc>,
+    },
+    DisableTotp {
+        at: DateTime<Utc>,
+    },
+    /// A code of time step `step` was given: accepted once.
+    AcceptTotp {
+        step: u64,
+        at: DateTime<Utc>,
+    },
+    /// A recovery code (its hash) was given: accepted once.
+    UseRecoveryCode {
+        code_hash: String,
+        at: DateTime<Utc>,
+    },
+}
+
 /// A command the aggregate refuses; each maps to one client-facing code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
@@ -137,4 +171,11 @@ pub enum UserError {
     InvalidToken,
     #[error("too many mails asked for")]
     TooManyRequests,
+    /// A wrong, replayed or unknown second-factor code: one answer for all.
+    #[error("invalid code")]
+    InvalidCode,
+    #[error("an authenticator app is enabled already")]
+    TotpAlreadyEnabled,
+    #[error("no authenticator app is being set up")]
+    NoTotpEnrollment,
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{MailToken, PasswordHash, Role, UserStatus};
+use crate::account::{MailToken, PasswordHash, Role, TotpSecret, UserStatus};
 use crate::values::{DisplayName, Email, Locale, TimeZone};
 
 /// The fields of an event that identify a person, kept apart from the rest
@@ -253,8 +253,50 @@ pub struct RegistrationAttempted {
     pub personal: Option<Recipient>,
 }
 
+/// An authenticator app is being set up: its secret, until a first code
+/// confirms it (a new enrollment replaces this one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpEnrollmentStarted {
+    pub at: DateTime<Utc>,
+    /// Secret: sealed, never published; `None` once erased.
+    pub secret: Option<TotpSecret>,
+}
+
+/// A first code confirmed the app: sign-in needs a second factor now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpEnabled {
+    pub at: DateTime<Utc>,
+    /// The time step of the confirming code (accepted once).
+    pub step: u64,
+    /// Secret: hashes of the ten recovery codes, sealed, never published;
+    /// `None` once erased.
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpDisabled {
+    pub at: DateTime<Utc>,
+}
+
+/// A code of the app was accepted (sign-in, re-authentication).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpCodeAccepted {
+    pub at: DateTime<Utc>,
+    pub step: u64,
+}
+
+/// A recovery code stood in for the app; it works no more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryCodeUsed {
+    pub at: DateTime<Utc>,
+    /// Its place among the codes not used before.
+    pub index: usize,
+    /// Codes left.
+    pub remaining: usize,
+}
+
 /// The personal fields every earlier event of the user holds.
-pub const ERASED_FIELDS: [&str; 7] = [
+pub const ERASED_FIELDS: [&str; 9] = [
     "email",
     "previous_email",
     "display_name",
@@ -262,6 +304,8 @@ pub const ERASED_FIELDS: [&str; 7] = [
     "time_zone",
     "password_hash",
     "token",
+    "secret",
+    "recovery_codes",
 ];
 
 /// The user's personal data was erased: their data key is destroyed (in the
@@ -305,6 +349,11 @@ pub enum UserEvent {
     PasswordReset(PasswordReset),
     EmailChangeRequested(EmailChangeRequested),
     RegistrationAttempted(RegistrationAttempted),
+    TotpEnrollmentStarted(TotpEnrollmentStarted),
+    TotpEnabled(TotpEnabled),
+    TotpDisabled(TotpDisabled),
+    TotpCodeAccepted(TotpCodeAccepted),
+    RecoveryCodeUsed(RecoveryCodeUsed),
 }
 
 impl UserEvent {
@@ -351,6 +400,11 @@ impl DomainEvent for UserEvent {
             Self::PasswordReset(_) => "PasswordReset",
             Self::EmailChangeRequested(_) => "EmailChangeRequested",
             Self::RegistrationAttempted(_) => "RegistrationAttempted",
+            Self::TotpEnrollmentStarted(_) => "TotpEnrollmentStarted",
+            Self::TotpEnabled(_) => "TotpEnabled",
+            Self::TotpDisabled(_) => "TotpDisabled",
+            Self::TotpCodeAccepted(_) => "TotpCodeAccepted",
+            Self::RecoveryCodeUsed(_) => "RecoveryCodeUsed",
         }
         .to_owned()
     }

@@ -14,8 +14,10 @@ pub mod events;
 pub mod policy;
 pub mod values;
 
-pub use account::{Account, MailToken, PasswordHash, Role, UnknownName, UserStatus};
+pub use account::{
+    Account, MailToken, PasswordHash, Role, Totp, TotpSecret, UnknownName, UserStatus,
+};
 pub use aggregate::User;
-pub use commands::{LinkFlow, RegisterUser, UserCommand, UserError};
+pub use commands::{FactorFlow, LinkFlow, RegisterUser, UserCommand, UserError};
 pub use events::UserEvent;
 pub use policy::{LockoutPolicy, MailPolicy};

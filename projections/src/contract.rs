@@ -109,6 +109,13 @@ impl Envelope {
             | REGISTRATION_ATTEMPTED_V1 => {
                 serde_json::from_value(value).map(AccountEvent::MailRequested)
             }
+            TOTP_ENROLLMENT_STARTED_V1
+            | TOTP_ENABLED_V1
+            | TOTP_DISABLED_V1
+            | TOTP_CODE_ACCEPTED_V1
+            | RECOVERY_CODE_USED_V1 => {
+                serde_json::from_value(value).map(AccountEvent::SecondFactor)
+            }
             other => return Err(ContractError::UnknownType(other.to_owned())),
         }
         .map_err(data)
@@ -140,6 +147,11 @@ pub const PASSWORD_RESET_REFUSED_V1: &str = "accountable.user.password_reset_ref
 pub const PASSWORD_RESET_V1: &str = "accountable.user.password_reset.v1";
 pub const EMAIL_CHANGE_REQUESTED_V1: &str = "accountable.user.email_change_requested.v1";
 pub const REGISTRATION_ATTEMPTED_V1: &str = "accountable.user.registration_attempted.v1";
+pub const TOTP_ENROLLMENT_STARTED_V1: &str = "accountable.user.totp_enrollment_started.v1";
+pub const TOTP_ENABLED_V1: &str = "accountable.user.totp_enabled.v1";
+pub const TOTP_DISABLED_V1: &str = "accountable.user.totp_disabled.v1";
+pub const TOTP_CODE_ACCEPTED_V1: &str = "accountable.user.totp_code_accepted.v1";
+pub const RECOVERY_CODE_USED_V1: &str = "accountable.user.recovery_code_used.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountEvent {
@@ -173,6 +185,9 @@ pub enum AccountEvent {
     /// sign-up notice) or a reset link was refused: the account is as it
     /// was. What the mail holds is never published.
     MailRequested(At),
+    /// The second factor was set up, enabled, removed or used; nothing of
+    /// it is published but when.
+    SecondFactor(At),
 }
 
 /// When something happened.

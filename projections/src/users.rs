@@ -115,7 +115,8 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             | AccountEvent::PasswordRehashed
             | AccountEvent::PasswordChanged
             | AccountEvent::PasswordReset(_)
-            | AccountEvent::MailRequested(_),
+            | AccountEvent::MailRequested(_)
+            | AccountEvent::SecondFactor(_),
             Some(row),
         ) => row.version = envelope.sequence,
         (AccountEvent::EmailVerified(_), Some(row)) => {

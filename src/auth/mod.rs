@@ -2,6 +2,7 @@
 //! login with lockout, EdDSA access tokens with a JWKS, rotating refresh
 //! tokens, and per-client rate limits.
 
+pub mod challenges;
 pub mod clients;
 pub mod clock;
 pub mod cutoffs;
@@ -12,4 +13,4 @@ pub mod sessions;
 pub mod tokens;
 
 pub use clock::Clock;
-pub use service::{Auth, AuthError, Caller, Registered, SignedIn};
+pub use service::{Auth, AuthError, Caller, LoggedIn, Registered, SignedIn};

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::challenges::Challenges;
 use super::clock::Clock;
 use super::sessions::{Refused, Sessions};
 use super::tokens::{AccessClaims, TokenError, Tokens};
+use crate::commands::factors::FactorProof;
 use crate::commands::password::{HashSlot, PasswordHasher};
 use crate::commands::{CommandContext, CommandError, Executed, Registration, Users};
 use accountable_domain::values::{Email, Password};
@@ -41,15 +43,26 @@ pub enum Registered {
     CheckMail,
 }
 
-/// What a password check found.
+/// What `login` answers.
+pub enum LoggedIn {
+    SignedIn(Box<SignedIn>),
+    /// The password checked out; the second step (`complete_login`) takes
+    /// this challenge and a second factor.
+    SecondFactorRequired {
+        challenge: Uuid,
+    },
+}
+
+/// What a password check found. A proven password is not yet a success of
+/// the sign-in: the attempt stays counted until the caller completes it
+/// (at once, or after the second factor).
 enum Proof {
     Proven {
         roles: Vec<Role>,
         email_verified: bool,
+        second_factor: bool,
         /// The stored hash was made with other parameters than today's.
         outdated: bool,
-        /// The success, recorded.
-        executed: Box<Executed>,
     },
     Refused,
 }
@@ -62,6 +75,10 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
+    /// A sign-in's second step with a challenge that is unknown, expired
+    /// or taken.
+    #[error("invalid sign-in challenge")]
+    InvalidChallenge,
     /// The password was right, but the address is not verified yet (and
     /// must be).
     #[error("the email address is not verified yet")]
@@ -99,6 +116,7 @@ pub struct Auth {
     /// Whether only verified addresses may sign in (and so `register`
     /// answers the same for a new and a taken address).
     pub require_verified_email: bool,
+    pub challenges: Challenges,
 }
 
 impl Auth {
@@ -140,12 +158,14 @@ impl Auth {
             .await?)
     }
 
+    /// Signs in with a password: at once, or, when the account has a second
+    /// factor, with a challenge for `complete_login`.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         ctx: &CommandContext,
-    ) -> Result<SignedIn, AuthError> {
+    ) -> Result<LoggedIn, AuthError> {
         // A password over the cap is refused before any hashing.
         let Ok(password) = Password::parse_existing(password) else {
             return Err(AuthError::InvalidCredentials);
@@ -167,8 +187,8 @@ impl Auth {
         let Proof::Proven {
             roles,
             email_verified,
+            second_factor,
             outdated,
-            mut executed,
         } = proof
         else {
             return Err(AuthError::InvalidCredentials);
@@ -178,9 +198,60 @@ impl Auth {
             return Err(AuthError::EmailNotVerified);
         }
         if outdated {
-            *executed = self.users.rehash(user_id, password, ctx).await?;
+            self.users.rehash(user_id, password, ctx).await?;
         }
-        self.sign_in(user_id, roles, Some(*executed)).await
+        if second_factor {
+            // The attempt stays counted until the second factor succeeds.
+            let challenge = self.challenges.create(user_id, self.clock.now()).await?;
+            return Ok(LoggedIn::SecondFactorRequired { challenge });
+        }
+        let executed = self
+            .users
+            .complete_login(user_id, self.clock.now(), ctx)
+            .await?;
+        let signed_in = self.sign_in(user_id, roles, Some(executed)).await?;
+        Ok(LoggedIn::SignedIn(Box::new(signed_in)))
+    }
+
+    /// The second step of a sign-in: the challenge `login` answered and a
+    /// second factor. A wrong code counts towards the lockout like a wrong
+    /// password; the challenge is taken once, by the first right code.
+    pub async fn complete_login(
+        &self,
+        challenge: &str,
+        proof: FactorProof<'_>,
+        ctx: &CommandContext,
+    ) -> Result<SignedIn, AuthError> {
+        let now = self.clock.now();
+        let challenge = Uuid::try_parse(challenge).map_err(|_| AuthError::InvalidChallenge)?;
+        let user_id = self
+            .challenges
+            .open(challenge, now)
+            .await?
+            .ok_or(AuthError::InvalidChallenge)?;
+        let attempt = match self
+            .users
+            .attempt_login(user_id, now, self.policy, ctx)
+            .await
+        {
+            Ok(attempt) => attempt,
+            Err(CommandError::Rejected(_)) => return Err(AuthError::InvalidCredentials),
+            Err(other) => return Err(other.into()),
+        };
+        let account = attempt
+            .account
+            .filter(|account| !account.is_locked(now))
+            .ok_or(AuthError::InvalidCredentials)?;
+        match self.users.use_second_factor(user_id, proof, now, ctx).await {
+            Ok(_) => {}
+            Err(CommandError::Rejected(_)) => return Err(AuthError::InvalidCredentials),
+            Err(other) => return Err(other.into()),
+        }
+        if self.challenges.take(challenge, now).await?.is_none() {
+            return Err(AuthError::InvalidChallenge);
+        }
+        let executed = self.users.complete_login(user_id, now, ctx).await?;
+        self.sign_in(user_id, roles(&account), Some(executed)).await
     }
 
     /// Checks `password` against the user's, as one attempt towards the
@@ -225,12 +296,11 @@ impl Auth {
         if !verified.matches {
             return Ok(Proof::Refused);
         }
-        let executed = self.users.complete_login(user_id, now, ctx).await?;
         Ok(Proof::Proven {
             roles: roles(&account),
             email_verified: account.email_verified,
+            second_factor: account.needs_second_factor(),
             outdated: verified.outdated,
-            executed: Box::new(executed),
         })
     }
 
@@ -278,10 +348,37 @@ impl Auth {
         if let Proof::Refused = self.prove_password(slot, user_id, current, ctx).await? {
             return Err(AuthError::WrongCurrentPassword);
         }
+        self.users
+            .complete_login(user_id, self.clock.now(), ctx)
+            .await?;
         Ok(self
             .users
             .change_password(user_id, new, expected_version, ctx)
             .await?)
+    }
+
+    /// Removes the authenticator app, given the current password and a
+    /// second factor (a code of the app, or a recovery code): whoever has
+    /// only the password cannot take the second factor away.
+    pub async fn disable_totp(
+        &self,
+        user_id: Uuid,
+        current: &str,
+        proof: FactorProof<'_>,
+        ctx: &CommandContext,
+    ) -> Result<Executed, AuthError> {
+        let current =
+            Password::parse_existing(current).map_err(|_| AuthError::WrongCurrentPassword)?;
+        let slot = self.hasher.reserve().map_err(CommandError::from)?;
+        if let Proof::Refused = self.prove_password(slot, user_id, current, ctx).await? {
+            return Err(AuthError::WrongCurrentPassword);
+        }
+        let now = self.clock.now();
+        self.users
+            .use_second_factor(user_id, proof, now, ctx)
+            .await?;
+        self.users.complete_login(user_id, now, ctx).await?;
+        Ok(self.users.disable_totp(user_id, now, ctx).await?)
     }
 
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
@@ -356,11 +453,11 @@ impl Auth {
         })
     }
 
-    async fn fail_like_a_real_check(
+    async fn fail_like_a_real_check<T>(
         &self,
         slot: HashSlot,
         password: Password,
-    ) -> Result<SignedIn, AuthError> {
+    ) -> Result<T, AuthError> {
         self.refuse_like_a_real_check(slot, password).await?;
         Err(AuthError::InvalidCredentials)
     }

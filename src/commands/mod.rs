@@ -7,6 +7,7 @@ mod admins;
 mod context;
 mod emails;
 mod error;
+pub mod factors;
 mod input;
 pub mod links;
 pub mod password;

@@ -115,6 +115,10 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials | AuthError::InvalidToken(_) => {
                 Self::invalid_credentials()
             }
+            AuthError::InvalidChallenge => Self::new(
+                Code::InvalidToken,
+                "this sign-in challenge does not work (any more): sign in again",
+            ),
             AuthError::EmailNotVerified => Self::new(
                 Code::EmailNotVerified,
                 "verify the email address first: follow the link mailed to it",
@@ -170,6 +174,15 @@ impl From<CommandError> for ApiError {
             }
             CommandError::Rejected(rejection @ UserError::TooManyRequests) => {
                 Self::new(Code::RateLimited, rejection.to_string()).with("retryAfter", 60)
+            }
+            CommandError::Rejected(UserError::InvalidCode) => {
+                Self::new(Code::Unauthenticated, "invalid code")
+            }
+            CommandError::Rejected(rejection @ UserError::TotpAlreadyEnabled) => {
+                Self::new(Code::Conflict, rejection.to_string())
+            }
+            CommandError::Rejected(rejection @ UserError::NoTotpEnrollment) => {
+                Self::new(Code::BadUserInput, rejection.to_string())
             }
             CommandError::Rejected(rejection @ UserError::BaseRole) => {
                 Self::new(Code::BadUserInput, rejection.to_string()).with("field", "role")

@@ -35,7 +35,11 @@ pub struct QueryRoot(users::UserQuery, audit::AuditQuery);
 /// `extensions.code`, and writes nothing when it fails.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(users::UserMutation, users::LinkMutation);
+pub struct MutationRoot(
+    users::UserMutation,
+    users::LinkMutation,
+    users::FactorMutation,
+);
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
 

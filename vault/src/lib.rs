@@ -30,10 +30,17 @@ use zeroize::Zeroizing;
 pub use master::MasterKey;
 
 /// The fields of an event object that are sealed: everything that
-/// identifies a person sits under `personal`; `password_hash` and `token`
-/// (a mailed one-time link's) are secrets that are never published and go
-/// with the person too.
-pub const SEALED_FIELDS: [&str; 3] = [PERSONAL, "password_hash", "token"];
+/// identifies a person sits under `personal`; `password_hash`, `token` (a
+/// mailed one-time link's), `secret` (an authenticator app's) and
+/// `recovery_codes` (their hashes) are secrets that are never published
+/// and go with the person too.
+pub const SEALED_FIELDS: [&str; 5] = [
+    PERSONAL,
+    "password_hash",
+    "token",
+    "secret",
+    "recovery_codes",
+];
 
 /// The field under which an aggregate snapshot is stored, sealed whole
 /// with its user's key and bound to the sequence it was taken at.
@@ -41,10 +48,12 @@ pub const SNAPSHOT: &str = "snapshot";
 
 /// Everything [`Vault::seal`] and [`Vault::unseal`] handle: the sealed
 /// fields of events and the snapshot of an aggregate.
-const SEALED: [&str; 4] = [
+const SEALED: [&str; 6] = [
     SEALED_FIELDS[0],
     SEALED_FIELDS[1],
     SEALED_FIELDS[2],
+    SEALED_FIELDS[3],
+    SEALED_FIELDS[4],
     SNAPSHOT,
 ];
 

@@ -2,12 +2,14 @@
 //! (`types`), what mutations take (`inputs`), the queries and every
 //! account mutation; the helpers they share are here.
 
+mod factors;
 mod inputs;
 mod links;
 mod mutations;
 mod queries;
 mod types;
 
+pub use factors::FactorMutation;
 pub use inputs::*;
 pub use links::LinkMutation;
 pub use mutations::UserMutation;

@@ -4,7 +4,7 @@
 use async_graphql::{Context, Object};
 
 use super::*;
-use crate::auth::{Caller, Registered};
+use crate::auth::{Caller, LoggedIn, Registered};
 use crate::commands::{Actor, ProfileChange, Reason, Registration};
 use crate::graphql::error::{ApiError, ApiResult, Code};
 use crate::graphql::guards::{caller, AnyRole, SelfOr, SignedIn};
@@ -26,7 +26,7 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new account.")] input: RegisterInput,
-    ) -> ApiResult<RegistrationPayload> {
+    ) -> ApiResult<SignInPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
         let registered = state
             .auth
@@ -40,13 +40,13 @@ impl UserMutation {
             )
             .await?;
         let Registered::SignedIn(signed_in) = registered else {
-            return Ok(RegistrationPayload::check_mail());
+            return Ok(SignInPayload::check_mail());
         };
         let written = match &signed_in.executed {
             Some(executed) => Some(registered_user(state, executed).await?),
             None => None,
         };
-        Ok(RegistrationPayload::signed_in(AuthPayload::new(
+        Ok(SignInPayload::signed_in(AuthPayload::new(
             *signed_in, written,
         )))
     }
@@ -56,18 +56,25 @@ impl UserMutation {
     /// row lock the account for a while that grows with each lock. Where
     /// addresses must be verified, the right password to an unverified
     /// address answers `EMAIL_NOT_VERIFIED` (`requestEmailVerification`
-    /// mails a new link).
+    /// mails a new link). An account with an authenticator app answers
+    /// `secondFactorRequired` and a `challenge` for `completeLogin` instead
+    /// of tokens.
     async fn login(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The credentials.")] input: LoginInput,
-    ) -> ApiResult<AuthPayload> {
+    ) -> ApiResult<SignInPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
-        let signed_in = state
+        let logged_in = state
             .auth
             .login(&input.email, &input.password, &command_ctx)
             .await?;
-        Ok(AuthPayload::new(signed_in, None))
+        Ok(match logged_in {
+            LoggedIn::SignedIn(signed_in) => {
+                SignInPayload::signed_in(AuthPayload::new(*signed_in, None))
+            }
+            LoggedIn::SecondFactorRequired { challenge } => SignInPayload::second_factor(challenge),
+        })
     }
 
     /// Trades a refresh token for a new access and refresh token. A refresh

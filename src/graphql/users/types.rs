@@ -140,22 +140,40 @@ impl AuthPayload {
     }
 }
 
-/// The answer to `register`: a signed-in session, or (where addresses must
-/// be verified first) nothing but the word to check the mail.
+/// The answer to `register` and `login`: a signed-in session, or what
+/// must happen first (the address verified, a second factor given).
 #[derive(SimpleObject)]
 #[graphql(complex)]
-pub struct RegistrationPayload {
+pub struct SignInPayload {
     /// True when the account can sign in only after its address is
-    /// verified: follow the link mailed to it. The other fields are then
+    /// verified: follow the link mailed to it. The session fields are then
     /// null, whether or not the address had an account.
     pub email_verification_required: bool,
+    /// True when the password checked out and a second factor must follow:
+    /// pass `challenge` and a code to `completeLogin` (within 5 minutes).
+    /// The session fields are then null.
+    pub second_factor_required: bool,
+    /// The second step's challenge, when a second factor is required.
+    pub challenge: Option<String>,
+    /// The second factors the account offers: `TOTP` (an authenticator
+    /// app's code) and `RECOVERY_CODE`.
+    pub factors: Vec<SecondFactorKind>,
     #[graphql(skip)]
     signed_in: Option<AuthPayload>,
 }
 
+/// A second factor a sign-in can be completed with.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum SecondFactorKind {
+    /// A code of the authenticator app.
+    Totp,
+    /// One of the recovery codes shown when the app was enabled.
+    RecoveryCode,
+}
+
 #[ComplexObject]
-impl RegistrationPayload {
-    /// As in `AuthPayload`; null until the address is verified.
+impl SignInPayload {
+    /// As in `AuthPayload`; null until signed in.
     async fn access_token(&self) -> Option<&str> {
         self.signed_in.as_ref().map(|s| s.access_token.as_str())
     }
@@ -170,7 +188,7 @@ impl RegistrationPayload {
         self.signed_in.as_ref().map(|s| s.refresh_token.as_str())
     }
 
-    /// The new account, when it is signed in.
+    /// The signed-in account.
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<Option<User>> {
         match &self.signed_in {
             Some(signed_in) => signed_in.account(ctx).await.map(Some),
@@ -179,10 +197,13 @@ impl RegistrationPayload {
     }
 }
 
-impl RegistrationPayload {
+impl SignInPayload {
     pub(super) fn signed_in(payload: AuthPayload) -> Self {
         Self {
             email_verification_required: false,
+            second_factor_required: false,
+            challenge: None,
+            factors: Vec::new(),
             signed_in: Some(payload),
         }
     }
@@ -190,6 +211,23 @@ impl RegistrationPayload {
     pub(super) fn check_mail() -> Self {
         Self {
             email_verification_required: true,
+            ..Self::second_step(None)
+        }
+    }
+
+    pub(super) fn second_factor(challenge: uuid::Uuid) -> Self {
+        Self::second_step(Some(challenge.to_string()))
+    }
+
+    fn second_step(challenge: Option<String>) -> Self {
+        Self {
+            email_verification_required: false,
+            second_factor_required: challenge.is_some(),
+            factors: match challenge {
+                Some(_) => vec![SecondFactorKind::Totp, SecondFactorKind::RecoveryCode],
+                None => Vec::new(),
+            },
+            challenge,
             signed_in: None,
         }
     }

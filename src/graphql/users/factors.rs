@@ -1,0 +1,169 @@
+//! The mutations of the second factor: setting up an authenticator app
+//! (TOTP), signing in with it, and removing it. Each acts on the caller's
+//! own account.
+
+use async_graphql::{Context, InputObject, Object, SimpleObject};
+
+use super::*;
+use crate::auth::Caller;
+use crate::commands::factors::FactorProof;
+use crate::commands::Actor;
+use crate::graphql::guards::SignedIn;
+
+#[derive(Default)]
+pub struct FactorMutation;
+
+/// What an authenticator app is set up with.
+#[derive(SimpleObject)]
+pub struct TotpEnrollmentPayload {
+    /// The secret in base32, to type into the app.
+    pub secret: String,
+    /// An `otpauth://totp/…` URI, to show as a QR code.
+    pub otpauth_uri: String,
+}
+
+/// The app is enabled: sign-in needs one of its codes from now on.
+#[derive(SimpleObject)]
+pub struct TotpEnabledPayload {
+    /// Ten single-use codes that stand in for the app when it is lost.
+    /// Shown this once; only their hashes are kept.
+    pub recovery_codes: Vec<String>,
+    /// The user's version after the change.
+    pub version: i64,
+}
+
+/// A code of the authenticator app.
+#[derive(InputObject)]
+pub struct TotpCodeInput {
+    /// Six digits.
+    pub code: String,
+}
+
+/// The second step of a sign-in.
+#[derive(InputObject)]
+pub struct CompleteLoginInput {
+    /// The `challenge` that `login` answered.
+    pub challenge: String,
+    /// A code of the authenticator app (six digits); or
+    pub totp_code: Option<String>,
+    /// one of the recovery codes (`xxxxx-xxxxx`).
+    pub recovery_code: Option<String>,
+}
+
+/// What removing the app takes.
+#[derive(InputObject)]
+pub struct DisableTotpInput {
+    /// The account's password now.
+    pub current_password: String,
+    /// A code of the app; or
+    pub totp_code: Option<String>,
+    /// one of the recovery codes.
+    pub recovery_code: Option<String>,
+}
+
+/// Exactly one of a code and a recovery code.
+fn proof<'a>(
+    totp_code: Option<&'a str>,
+    recovery_code: Option<&'a str>,
+) -> ApiResult<FactorProof<'a>> {
+    match (totp_code, recovery_code) {
+        (Some(code), None) => Ok(FactorProof::Totp(code)),
+        (None, Some(code)) => Ok(FactorProof::RecoveryCode(code)),
+        _ => Err(
+            ApiError::new(Code::BadUserInput, "give either totpCode or recoveryCode")
+                .with("field", "totpCode"),
+        ),
+    }
+}
+
+fn own_id(ctx: &Context<'_>) -> ApiResult<uuid::Uuid> {
+    match caller(ctx) {
+        Caller::User { id, .. } => Ok(*id),
+        Caller::Anonymous => Err(ApiError::new(Code::Unauthenticated, "sign in first")),
+    }
+}
+
+#[Object]
+impl FactorMutation {
+    /// Begins setting up an authenticator app for the signed-in user: a new
+    /// secret (an unconfirmed earlier one stops counting). Sign-in does not
+    /// need it until `confirmTotp`. `CONFLICT` while an app is enabled.
+    #[graphql(guard = "SignedIn")]
+    async fn start_totp_enrollment(&self, ctx: &Context<'_>) -> ApiResult<TotpEnrollmentPayload> {
+        let (state, _) = limited(ctx, Actor::SelfService)?;
+        let command_ctx = acting(ctx)?;
+        let enrollment = state
+            .auth
+            .users
+            .start_totp(own_id(ctx)?, state.auth.clock.now(), &command_ctx)
+            .await?;
+        Ok(TotpEnrollmentPayload {
+            secret: enrollment.secret,
+            otpauth_uri: enrollment.uri,
+        })
+    }
+
+    /// Enables the app being set up, given a code it shows now; answers
+    /// the recovery codes. A wrong code answers `UNAUTHENTICATED` and
+    /// changes nothing.
+    #[graphql(guard = "SignedIn")]
+    async fn confirm_totp(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A code the app shows now.")] input: TotpCodeInput,
+    ) -> ApiResult<TotpEnabledPayload> {
+        let (state, _) = limited(ctx, Actor::SelfService)?;
+        let command_ctx = acting(ctx)?;
+        let (executed, recovery_codes) = state
+            .auth
+            .users
+            .confirm_totp(
+                own_id(ctx)?,
+                &input.code,
+                state.auth.clock.now(),
+                &command_ctx,
+            )
+            .await?;
+        Ok(TotpEnabledPayload {
+            recovery_codes,
+            version: executed.version,
+        })
+    }
+
+    /// Removes the app, given the current password and a second factor.
+    /// Sign-in needs the password alone again.
+    #[graphql(guard = "SignedIn")]
+    async fn disable_totp(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The password and a second factor.")] input: DisableTotpInput,
+    ) -> ApiResult<UserPayload> {
+        let (state, _) = limited(ctx, Actor::SelfService)?;
+        let command_ctx = acting(ctx)?;
+        let proof = proof(input.totp_code.as_deref(), input.recovery_code.as_deref())?;
+        let executed = state
+            .auth
+            .disable_totp(own_id(ctx)?, &input.current_password, proof, &command_ctx)
+            .await?;
+        Ok(executed.into())
+    }
+
+    /// The second step of a sign-in: the `challenge` of `login` and a code
+    /// of the app (accepted once: a code already used answers
+    /// `UNAUTHENTICATED`) or a recovery code (used up). Wrong codes count
+    /// towards the account's lockout, as wrong passwords do; a challenge
+    /// that is unknown, expired or used answers `INVALID_TOKEN`.
+    async fn complete_login(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The challenge and a second factor.")] input: CompleteLoginInput,
+    ) -> ApiResult<AuthPayload> {
+        let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
+        let proof = proof(input.totp_code.as_deref(), input.recovery_code.as_deref())?;
+        let signed_in = state
+            .auth
+            .complete_login(&input.challenge, proof, &command_ctx)
+            .await?;
+        Ok(AuthPayload::new(signed_in, None))
+    }
+}
