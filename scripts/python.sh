@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The Python the end-to-end tests drive peers with (the SMTP server,
-# aiosmtpd), in a virtual environment of the project's own, installed from
-# PyPI at the versions pinned in tests/smtp/requirements.txt. Sourced by
+# The Python the end-to-end tests drive peers with (aiosmtpd as the SMTP
+# server, pyotp for TOTP codes), in a virtual environment of the project's own, installed from
+# PyPI at the versions pinned in tests/peers/requirements.txt. Sourced by
 # scripts/test.sh; exports ACCOUNTABLE_TEST_PYTHON.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.data/venv"
-REQUIREMENTS="$ROOT/tests/smtp/requirements.txt"
+REQUIREMENTS="$ROOT/tests/peers/requirements.txt"
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   printf '[python] creating %s\n' "$VENV" >&2

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod erasure;
+mod factors;
 mod faults;
 mod helpers;
 mod hostile;

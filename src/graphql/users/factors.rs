@@ -61,18 +61,28 @@ pub struct DisableTotpInput {
     pub recovery_code: Option<String>,
 }
 
-/// Exactly one of a code and a recovery code.
+/// The longest recovery code looked at.
+const MAX_RECOVERY_CODE_LEN: usize = 32;
+
+/// Exactly one of a code and a recovery code, each of its shape: anything
+/// else is refused before anything is written.
 fn proof<'a>(
     totp_code: Option<&'a str>,
     recovery_code: Option<&'a str>,
 ) -> ApiResult<FactorProof<'a>> {
+    let invalid = |field: &'static str, message: &str| {
+        ApiError::new(Code::BadUserInput, format!("{field}: {message}")).with("field", field)
+    };
     match (totp_code, recovery_code) {
-        (Some(code), None) => Ok(FactorProof::Totp(code)),
-        (None, Some(code)) => Ok(FactorProof::RecoveryCode(code)),
-        _ => Err(
-            ApiError::new(Code::BadUserInput, "give either totpCode or recoveryCode")
-                .with("field", "totpCode"),
-        ),
+        (Some(code), None) if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(FactorProof::Totp(code))
+        }
+        (Some(_), None) => Err(invalid("totpCode", "six digits")),
+        (None, Some(code)) if code.len() <= MAX_RECOVERY_CODE_LEN => {
+            Ok(FactorProof::RecoveryCode(code))
+        }
+        (None, Some(_)) => Err(invalid("recoveryCode", "not a recovery code")),
+        _ => Err(invalid("totpCode", "give either totpCode or recoveryCode")),
     }
 }
 

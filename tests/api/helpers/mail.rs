@@ -1,4 +1,4 @@
-//! A real SMTP server for a test (aiosmtpd, from `tests/smtp/server.py`),
+//! A real SMTP server for a test (aiosmtpd, from `tests/peers/smtp_server.py`),
 //! on a loopback port of its own, and the messages it received.
 
 use std::path::PathBuf;
@@ -41,10 +41,8 @@ impl MailServer {
 
     /// Starts the server (again) on its port, and waits until it answers.
     pub async fn start_again(&mut self) {
-        let python = std::env::var("ACCOUNTABLE_TEST_PYTHON").unwrap_or_else(|_| {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/.data/venv/bin/python").to_owned()
-        });
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/server.py");
+        let python = python();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_server.py");
         let child = tokio::process::Command::new(&python)
             .args([script, "--port", &self.port.to_string(), "--dir"])
             .arg(&self.dir)
@@ -122,6 +120,30 @@ impl MailServer {
         )
         .await
     }
+}
+
+/// The Python the peers run on (`scripts/python.sh` makes it).
+pub fn python() -> String {
+    std::env::var("ACCOUNTABLE_TEST_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.data/venv/bin/python").to_owned()
+    })
+}
+
+/// The code an authenticator app shows for `secret` (base32), `offset`
+/// seconds from now: computed by pyotp, an implementation not ours.
+pub async fn pyotp_code(secret: &str, offset: i64) -> String {
+    let output = tokio::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, time, pyotp; print(pyotp.TOTP(sys.argv[1]).at(time.time() + int(sys.argv[2])))",
+            secret,
+            &offset.to_string(),
+        ])
+        .output()
+        .await
+        .expect("pyotp runs (scripts/test.sh installs it)");
+    assert!(output.status.success(), "pyotp: {output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 impl Drop for MailServer {
