@@ -8,3 +8,11 @@ CREATE TABLE login_challenges (
     used_at    timestamptz
 );
 CREATE INDEX login_challenges_expiry ON login_challenges (expires_at);
+
+-- When and how the user of a session last proved who they are (`auth_time`
+-- and `amr` of its access tokens): carried from token to token of the
+-- family, moved by a re-authentication. Sessions from before count as
+-- never proven: a dangerous change asks them to re-authenticate.
+ALTER TABLE refresh_tokens
+    ADD COLUMN auth_time timestamptz,
+    ADD COLUMN amr text[] NOT NULL DEFAULT '{}';

@@ -342,6 +342,17 @@ pub struct AuthConfig {
     #[arg(long = "refresh-max-secs", env = "ACCOUNTABLE_REFRESH_MAX_SECS", default_value_t = 30 * 86_400, global = true)]
     pub refresh_max_secs: i64,
 
+    /// How recent a sign-in (or `reauthenticate`) the dangerous changes
+    /// need: `changeEmail`, `changePassword`, `deleteUser`, `eraseUser`,
+    /// `disableTotp`.
+    #[arg(
+        long = "step-up-max-age-secs",
+        env = "ACCOUNTABLE_STEP_UP_MAX_AGE_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub step_up_max_age_secs: i64,
+
     /// Failed logins in a row before the account locks.
     #[arg(
         long = "login-max-failures",

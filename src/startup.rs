@@ -135,6 +135,7 @@ impl Application {
             dummy_hash,
             require_verified_email: config.require_verified_email(),
             challenges: Challenges::new(pool.clone()),
+            step_up_max_age: chrono::Duration::seconds(config.auth.step_up_max_age_secs),
         });
         auth.sessions.follow_cutoffs(background);
         observe::recorder();

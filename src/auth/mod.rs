@@ -13,4 +13,4 @@ pub mod sessions;
 pub mod tokens;
 
 pub use clock::Clock;
-pub use service::{Auth, AuthError, Caller, LoggedIn, Registered, SignedIn};
+pub use service::{Auth, AuthError, Caller, LoggedIn, Registered, Reproof, SignedIn};

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::challenges::Challenges;
 use super::clock::Clock;
 use super::sessions::{Refused, Sessions};
-use super::tokens::{AccessClaims, TokenError, Tokens};
+use super::tokens::{AccessClaims, SignInFacts, TokenError, Tokens};
 use crate::commands::factors::FactorProof;
 use crate::commands::password::{HashSlot, PasswordHasher};
 use crate::commands::{CommandContext, CommandError, Executed, Registration, Users};
@@ -20,8 +20,27 @@ use accountable_domain::{Account, LockoutPolicy, Role, UserStatus};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Anonymous,
-    User { id: Uuid, roles: Vec<Role> },
+    User {
+        id: Uuid,
+        roles: Vec<Role>,
+        /// When the user last proved who they are in the token's session.
+        auth_time: Option<DateTime<Utc>>,
+        /// The token's session.
+        session: Option<Uuid>,
+    },
 }
+
+/// What a re-authentication is given.
+#[derive(Debug, Clone, Copy)]
+pub enum Reproof<'a> {
+    Password(&'a str),
+    Factor(FactorProof<'a>),
+}
+
+/// How each proof is named in `amr` (RFC 8176).
+const PASSWORD_ONLY: &[&str] = &["pwd"];
+const WITH_AN_APP: &[&str] = &["pwd", "otp", "mfa"];
+const WITH_A_RECOVERY_CODE: &[&str] = &["pwd", "mfa"];
 
 /// A signed-in session: what `register`, `login` and `refreshToken` answer.
 pub struct SignedIn {
@@ -117,6 +136,8 @@ pub struct Auth {
     /// answers the same for a new and a taken address).
     pub require_verified_email: bool,
     pub challenges: Challenges,
+    /// How recent a sign-in a dangerous change needs.
+    pub step_up_max_age: chrono::Duration,
 }
 
 impl Auth {
@@ -138,7 +159,7 @@ impl Auth {
         let executed = registered?;
         let roles = executed.account.as_ref().map(roles).unwrap_or_default();
         let signed_in = self
-            .sign_in(executed.user_id, roles, Some(executed))
+            .sign_in(executed.user_id, roles, Some(executed), PASSWORD_ONLY)
             .await?;
         Ok(Registered::SignedIn(Box::new(signed_in)))
     }
@@ -209,7 +230,9 @@ impl Auth {
             .users
             .complete_login(user_id, self.clock.now(), ctx)
             .await?;
-        let signed_in = self.sign_in(user_id, roles, Some(executed)).await?;
+        let signed_in = self
+            .sign_in(user_id, roles, Some(executed), PASSWORD_ONLY)
+            .await?;
         Ok(LoggedIn::SignedIn(Box::new(signed_in)))
     }
 
@@ -229,29 +252,17 @@ impl Auth {
             .open(challenge, now)
             .await?
             .ok_or(AuthError::InvalidChallenge)?;
-        let attempt = match self
-            .users
-            .attempt_login(user_id, now, self.policy, ctx)
-            .await
-        {
-            Ok(attempt) => attempt,
-            Err(CommandError::Rejected(_)) => return Err(AuthError::InvalidCredentials),
-            Err(other) => return Err(other.into()),
-        };
-        let account = attempt
-            .account
-            .filter(|account| !account.is_locked(now))
-            .ok_or(AuthError::InvalidCredentials)?;
-        match self.users.use_second_factor(user_id, proof, now, ctx).await {
-            Ok(_) => {}
-            Err(CommandError::Rejected(_)) => return Err(AuthError::InvalidCredentials),
-            Err(other) => return Err(other.into()),
-        }
+        let account = self.prove_second_factor(user_id, proof, now, ctx).await?;
         if self.challenges.take(challenge, now).await?.is_none() {
             return Err(AuthError::InvalidChallenge);
         }
         let executed = self.users.complete_login(user_id, now, ctx).await?;
-        self.sign_in(user_id, roles(&account), Some(executed)).await
+        let amr = match proof {
+            FactorProof::Totp(_) => WITH_AN_APP,
+            FactorProof::RecoveryCode(_) => WITH_A_RECOVERY_CODE,
+        };
+        self.sign_in(user_id, roles(&account), Some(executed), amr)
+            .await
     }
 
     /// Checks `password` against the user's, as one attempt towards the
@@ -319,9 +330,13 @@ impl Auth {
             .await?
             .filter(|account| account.status == UserStatus::Active)
             .ok_or(AuthError::InvalidCredentials)?;
-        let access = self
-            .tokens
-            .issue(rotated.user_id, roles(&account), rotated.family_id, now)?;
+        let access = self.tokens.issue(
+            rotated.user_id,
+            roles(&account),
+            rotated.family_id,
+            &rotated.facts,
+            now,
+        )?;
         Ok(SignedIn {
             user_id: rotated.user_id,
             access_token: access.token,
@@ -428,7 +443,96 @@ impl Auth {
         Ok(Caller::User {
             id,
             roles: claims.roles,
+            auth_time: claims
+                .auth_time
+                .and_then(|at| DateTime::from_timestamp(at, 0)),
+            session: claims
+                .sid
+                .as_deref()
+                .and_then(|sid| Uuid::parse_str(sid).ok()),
         })
+    }
+
+    /// Checks a second factor as one attempt towards the account's lockout
+    /// (counted before the check, refused while locked); answers the
+    /// account. The caller completes the attempt.
+    async fn prove_second_factor(
+        &self,
+        user_id: Uuid,
+        proof: FactorProof<'_>,
+        now: DateTime<Utc>,
+        ctx: &CommandContext,
+    ) -> Result<Account, AuthError> {
+        let attempt = match self
+            .users
+            .attempt_login(user_id, now, self.policy, ctx)
+            .await
+        {
+            Ok(attempt) => attempt,
+            Err(CommandError::Rejected(_)) => return Err(AuthError::InvalidCredentials),
+            Err(other) => return Err(other.into()),
+        };
+        let account = attempt
+            .account
+            .filter(|account| !account.is_locked(now))
+            .ok_or(AuthError::InvalidCredentials)?;
+        match self.users.use_second_factor(user_id, proof, now, ctx).await {
+            Ok(_) => Ok(account),
+            Err(CommandError::Rejected(_)) => Err(AuthError::InvalidCredentials),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Whether the caller proved who they are recently enough for a
+    /// dangerous change.
+    pub fn signed_in_recently(&self, caller: &Caller) -> bool {
+        match caller {
+            Caller::User {
+                auth_time: Some(at),
+                ..
+            } => self.clock.now() - *at <= self.step_up_max_age,
+            _ => false,
+        }
+    }
+
+    /// Proves again who the caller is, in their session: a password, or a
+    /// second factor (a wrong one counts towards the lockout). Answers a
+    /// new access token of the same session, signed in now; the session's
+    /// refreshes carry that on.
+    pub async fn reauthenticate(
+        &self,
+        user_id: Uuid,
+        session: Uuid,
+        proof: Reproof<'_>,
+        ctx: &CommandContext,
+    ) -> Result<(String, i64), AuthError> {
+        let now = self.clock.now();
+        let amr = match proof {
+            Reproof::Password(password) => {
+                let password = Password::parse_existing(password)
+                    .map_err(|_| AuthError::InvalidCredentials)?;
+                let slot = self.hasher.reserve().map_err(CommandError::from)?;
+                if let Proof::Refused = self.prove_password(slot, user_id, password, ctx).await? {
+                    return Err(AuthError::InvalidCredentials);
+                }
+                PASSWORD_ONLY
+            }
+            Reproof::Factor(factor) => {
+                self.prove_second_factor(user_id, factor, now, ctx).await?;
+                match factor {
+                    FactorProof::Totp(_) => WITH_AN_APP,
+                    FactorProof::RecoveryCode(_) => WITH_A_RECOVERY_CODE,
+                }
+            }
+        };
+        let executed = self.users.complete_login(user_id, now, ctx).await?;
+        let facts = facts(now, amr);
+        if !self.sessions.proven_again(session, user_id, &facts).await? {
+            return Err(AuthError::InvalidToken("session ended"));
+        }
+        let roles = executed.account.as_ref().map(roles).unwrap_or_default();
+        let access = self.tokens.issue(user_id, roles, session, &facts, now)?;
+        Ok((access.token, access.expires_in))
     }
 
     async fn sign_in(
@@ -436,14 +540,16 @@ impl Auth {
         user_id: Uuid,
         roles: Vec<Role>,
         executed: Option<Executed>,
+        amr: &[&str],
     ) -> Result<SignedIn, AuthError> {
         let now = self.clock.now();
+        let facts = facts(now, amr);
         let (refresh_token, session) = self
             .sessions
-            .start(user_id, now)
+            .start(user_id, &facts, now)
             .await?
             .ok_or(AuthError::InvalidCredentials)?;
-        let access = self.tokens.issue(user_id, roles, session, now)?;
+        let access = self.tokens.issue(user_id, roles, session, &facts, now)?;
         Ok(SignedIn {
             user_id,
             access_token: access.token,
@@ -471,6 +577,13 @@ impl Auth {
             .await
             .map_err(CommandError::from)?;
         Ok(Proof::Refused)
+    }
+}
+
+fn facts(now: DateTime<Utc>, amr: &[&str]) -> SignInFacts {
+    SignInFacts {
+        auth_time: Some(now),
+        amr: amr.iter().map(|method| (*method).to_owned()).collect(),
     }
 }
 

@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cutoffs::Cutoffs;
+use super::tokens::SignInFacts;
 use crate::background::Background;
 use crate::config::AuthConfig;
 
@@ -58,6 +59,8 @@ pub struct Rotated {
     pub token: String,
     /// The session (token family).
     pub family_id: Uuid,
+    /// When and how the session's user last proved who they are.
+    pub facts: SignInFacts,
 }
 
 #[derive(sqlx::FromRow)]
@@ -68,15 +71,23 @@ struct TokenRow {
     expires_at: DateTime<Utc>,
     replaced_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    auth_time: Option<DateTime<Utc>>,
+    amr: Vec<String>,
 }
 
 const INSERT_TOKEN: &str = "
-INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, idle_expires_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)";
+INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, idle_expires_at, expires_at, auth_time, amr)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 const SELECT_FOR_UPDATE: &str = "
-SELECT family_id, user_id, idle_expires_at, expires_at, replaced_at, revoked_at
+SELECT family_id, user_id, idle_expires_at, expires_at, replaced_at, revoked_at, auth_time, amr
   FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
+
+/// A re-authentication: the live token of the session carries it on.
+const PROVEN_AGAIN: &str = "
+UPDATE refresh_tokens SET auth_time = $3, amr = $4
+ WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL AND replaced_at IS NULL
+   AND expires_at > $3 AND idle_expires_at > $3";
 
 /// Takes the session lock of the user `$1`; answers whether the account is
 /// open.
@@ -113,6 +124,7 @@ impl Sessions {
     pub async fn start(
         &self,
         user_id: Uuid,
+        facts: &SignInFacts,
         now: DateTime<Utc>,
     ) -> sqlx::Result<Option<(String, Uuid)>> {
         let token = new_token();
@@ -135,6 +147,8 @@ impl Sessions {
             .bind(now)
             .bind((now + self.config.idle).min(expires_at))
             .bind(expires_at)
+            .bind(facts.auth_time)
+            .bind(&facts.amr)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -213,6 +227,8 @@ impl Sessions {
             .bind(now)
             .bind((now + self.config.idle).min(row.expires_at))
             .bind(row.expires_at)
+            .bind(row.auth_time)
+            .bind(&row.amr)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -220,7 +236,29 @@ impl Sessions {
             user_id: row.user_id,
             token: next,
             family_id: row.family_id,
+            facts: SignInFacts {
+                auth_time: row.auth_time,
+                amr: row.amr,
+            },
         }))
+    }
+
+    /// The user of the session `family_id` proved who they are again: its
+    /// refreshes carry that on. `false` when the session is not live.
+    pub async fn proven_again(
+        &self,
+        family_id: Uuid,
+        user_id: Uuid,
+        facts: &SignInFacts,
+    ) -> sqlx::Result<bool> {
+        let updated = sqlx::query(PROVEN_AGAIN)
+            .bind(family_id)
+            .bind(user_id)
+            .bind(facts.auth_time)
+            .bind(&facts.amr)
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() > 0)
     }
 
     /// Ends the session `token` belongs to. Whether it was a live token is

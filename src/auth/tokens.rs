@@ -33,6 +33,20 @@ pub struct AccessClaims {
     /// logout ends long-lived connections opened with the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// When the user last proved who they are in this session (OpenID
+    /// Connect's `auth_time`): a sign-in or a re-authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// How (RFC 8176): `pwd`, and `otp` and `mfa` with a second factor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+}
+
+/// When and how the user proved who they are, for the tokens of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInFacts {
+    pub auth_time: Option<DateTime<Utc>>,
+    pub amr: Vec<String>,
 }
 
 impl AccessClaims {
@@ -93,6 +107,7 @@ impl Tokens {
         user_id: Uuid,
         roles: Vec<Role>,
         session: Uuid,
+        facts: &SignInFacts,
         now: DateTime<Utc>,
     ) -> Result<AccessToken, TokenError> {
         let (kid, key) = self.keys.signing_key(now).ok_or(TokenError::NoSigningKey)?;
@@ -111,6 +126,8 @@ impl Tokens {
             .to_string(),
             roles,
             sid: Some(session.to_string()),
+            auth_time: facts.auth_time.map(|at| at.timestamp()),
+            amr: facts.amr.clone(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid);

@@ -313,7 +313,7 @@ impl AuditQuery {
         let user = id.as_ref().map(|id| parse_uuid(id, "id")).transpose()?;
         match caller(ctx) {
             Caller::Anonymous => return Err(ApiError::new(Code::Unauthenticated, "sign in first")),
-            Caller::User { id, roles } => {
+            Caller::User { id, roles, .. } => {
                 if !has_any(roles, READERS) && user != Some(*id) {
                     return Err(ApiError::new(Code::Forbidden, "not allowed"));
                 }

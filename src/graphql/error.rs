@@ -23,6 +23,8 @@ pub enum Code {
     InvalidToken,
     /// The password was right, but the address must be verified first.
     EmailNotVerified,
+    /// A dangerous change needs a recent sign-in: `reauthenticate` first.
+    ReauthenticationRequired,
 }
 
 impl Code {
@@ -38,6 +40,7 @@ impl Code {
             Self::Unavailable => "UNAVAILABLE",
             Self::InvalidToken => "INVALID_TOKEN",
             Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
+            Self::ReauthenticationRequired => "REAUTHENTICATION_REQUIRED",
         }
     }
 }

@@ -43,7 +43,7 @@ impl Scope {
 /// Whether `caller` may follow `scope`: their own events, or anyone's for
 /// auditors and admins.
 fn allowed(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
-    let Caller::User { id, roles } = caller else {
+    let Caller::User { id, roles, .. } = caller else {
         return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
     };
     match scope {
@@ -129,7 +129,7 @@ impl SubscriptionRoot {
         let caller = caller(ctx);
         let scope = match (&user_id, caller) {
             (Some(id), _) => Scope::One(parse_id_in(id, "userId")?),
-            (None, Caller::User { id, roles }) if !has_any(roles, READERS) => Scope::One(*id),
+            (None, Caller::User { id, roles, .. }) if !has_any(roles, READERS) => Scope::One(*id),
             (None, _) => Scope::Everyone,
         };
         allowed(caller, scope)?;

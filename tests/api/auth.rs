@@ -378,6 +378,8 @@ fn claims(sub: &str, now: i64) -> AccessClaims {
             accountable_domain::Role::Admin,
         ],
         sid: None,
+        auth_time: None,
+        amr: Vec::new(),
     }
 }
 

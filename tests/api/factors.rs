@@ -277,3 +277,98 @@ async fn removing_the_app_takes_the_password_and_a_second_factor() {
         .await;
     assert!(plain["data"]["login"]["accessToken"].is_string(), "{plain}");
 }
+
+#[tokio::test]
+async fn dangerous_changes_need_a_recent_sign_in_and_reauthenticate_gives_one() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    let stack = TestStack::new().await;
+    let clock = accountable::auth::Clock::default();
+    let api = stack.api_with_clock(clock.clone()).await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let claims = |token: &str| -> Value {
+        let part = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    assert_eq!(claims(&ada.access)["amr"], json!(["pwd"]));
+    let signed_in_at = claims(&ada.access)["auth_time"]
+        .as_i64()
+        .expect("auth_time");
+
+    // Ten minutes on, a refreshed token still carries the sign-in's time.
+    clock.advance(chrono::Duration::minutes(10));
+    let refreshed = api
+        .graphql(
+            "mutation($r: String!) { refreshToken(refreshToken: $r) { accessToken refreshToken } }",
+            json!({"r": ada.refresh}),
+        )
+        .await;
+    let access = refreshed["data"]["refreshToken"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{refreshed}"))
+        .to_owned();
+    assert_eq!(claims(&access)["auth_time"].as_i64(), Some(signed_in_at));
+    const DELETE: &str = "mutation($id: ID!) { deleteUser(input: {id: $id}) { version } }";
+    const REAUTH: &str = "mutation($p: String, $t: String) {
+      reauthenticate(input: {password: $p, totpCode: $t}) { accessToken expiresIn }
+    }";
+    let stale = api
+        .graphql_as(Some(&access), DELETE, json!({"id": ada.id}))
+        .await;
+    assert_eq!(code(&stale), Some("REAUTHENTICATION_REQUIRED"), "{stale}");
+    let wrong = api
+        .graphql_as(
+            Some(&access),
+            REAUTH,
+            json!({"p": "not the password at all"}),
+        )
+        .await;
+    assert_eq!(code(&wrong), Some("UNAUTHENTICATED"), "{wrong}");
+    let none = api.graphql_as(Some(&access), REAUTH, json!({})).await;
+    assert_eq!(code(&none), Some("BAD_USER_INPUT"), "{none}");
+
+    let fresh = api
+        .graphql_as(Some(&access), REAUTH, json!({"p": PASSWORD}))
+        .await;
+    let fresh = fresh["data"]["reauthenticate"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{fresh}"))
+        .to_owned();
+    assert_eq!(
+        claims(&fresh)["sid"],
+        claims(&access)["sid"],
+        "the same session"
+    );
+    assert!(claims(&fresh)["auth_time"].as_i64().unwrap() > signed_in_at);
+    let deleted = api
+        .graphql_as(Some(&fresh), DELETE, json!({"id": ada.id}))
+        .await;
+    assert!(deleted["errors"].is_null(), "{deleted}");
+}
+
+#[tokio::test]
+async fn a_code_of_the_app_reauthenticates_and_marks_the_token_multi_factor() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let (ada, secret, _) = ada_with_an_app(&api).await;
+    let body = api
+        .graphql_as(
+            Some(&ada.access),
+            "mutation($t: String) { reauthenticate(input: {totpCode: $t}) { accessToken } }",
+            json!({"t": pyotp_code(&secret, 30).await}),
+        )
+        .await;
+    let token = body["data"]["reauthenticate"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
+    let part = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]), "{claims}");
+}

@@ -5,7 +5,7 @@
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 
 use super::*;
-use crate::auth::Caller;
+use crate::auth::{Caller, Reproof};
 use crate::commands::factors::FactorProof;
 use crate::commands::Actor;
 use crate::graphql::guards::SignedIn;
@@ -48,6 +48,26 @@ pub struct CompleteLoginInput {
     pub totp_code: Option<String>,
     /// one of the recovery codes (`xxxxx-xxxxx`).
     pub recovery_code: Option<String>,
+}
+
+/// One proof of who the caller is.
+#[derive(InputObject)]
+pub struct ReauthenticateInput {
+    /// The account's password; or
+    pub password: Option<String>,
+    /// a code of the authenticator app; or
+    pub totp_code: Option<String>,
+    /// one of the recovery codes.
+    pub recovery_code: Option<String>,
+}
+
+/// A fresh access token of the same session.
+#[derive(SimpleObject)]
+pub struct ReauthenticationPayload {
+    /// A JWT whose `auth_time` is now.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
 }
 
 /// What removing the app takes.
@@ -149,6 +169,7 @@ impl FactorMutation {
         #[graphql(desc = "The password and a second factor.")] input: DisableTotpInput,
     ) -> ApiResult<UserPayload> {
         let (state, _) = limited(ctx, Actor::SelfService)?;
+        recently_signed_in(ctx)?;
         let command_ctx = acting(ctx)?;
         let proof = proof(input.totp_code.as_deref(), input.recovery_code.as_deref())?;
         let executed = state
@@ -156,6 +177,48 @@ impl FactorMutation {
             .disable_totp(own_id(ctx)?, &input.current_password, proof, &command_ctx)
             .await?;
         Ok(executed.into())
+    }
+
+    /// Proves again who the caller is, within their session: the password,
+    /// a code of the app, or a recovery code (exactly one; a wrong one
+    /// counts towards the lockout). Answers a new access token of the same
+    /// session, signed in now, for the changes that need a recent sign-in
+    /// (`REAUTHENTICATION_REQUIRED`); the session's refreshes carry it on.
+    #[graphql(guard = "SignedIn")]
+    async fn reauthenticate(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "One proof.")] input: ReauthenticateInput,
+    ) -> ApiResult<ReauthenticationPayload> {
+        let (state, _) = limited(ctx, Actor::SelfService)?;
+        let command_ctx = acting(ctx)?;
+        let Caller::User {
+            id,
+            session: Some(session),
+            ..
+        } = caller(ctx)
+        else {
+            return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
+        };
+        let proof = match (&input.password, &input.totp_code, &input.recovery_code) {
+            (Some(password), None, None) => Reproof::Password(password),
+            (None, totp, recovery) => Reproof::Factor(proof(totp.as_deref(), recovery.as_deref())?),
+            _ => {
+                return Err(ApiError::new(
+                    Code::BadUserInput,
+                    "password: give one of password, totpCode and recoveryCode",
+                )
+                .with("field", "password"))
+            }
+        };
+        let (access_token, expires_in) = state
+            .auth
+            .reauthenticate(*id, *session, proof, &command_ctx)
+            .await?;
+        Ok(ReauthenticationPayload {
+            access_token,
+            expires_in,
+        })
     }
 
     /// The second step of a sign-in: the `challenge` of `login` and a code

@@ -91,6 +91,20 @@ pub(super) fn within_limit(state: &ApiState, meta: &RequestMeta) -> ApiResult<()
     ))
 }
 
+/// The caller signed in (or re-authenticated) recently enough for a
+/// dangerous change; else `REAUTHENTICATION_REQUIRED`.
+pub(super) fn recently_signed_in(ctx: &Context<'_>) -> ApiResult<()> {
+    let state = ctx.data::<ApiState>()?;
+    if state.auth.signed_in_recently(caller(ctx)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::ReauthenticationRequired,
+        "this change needs a recent sign-in: reauthenticate first",
+    )
+    .with("maxAgeSeconds", state.auth.step_up_max_age.num_seconds()))
+}
+
 /// The read-side row of `id` at `min_version` or later, waiting briefly.
 pub(super) async fn read_at_least(state: &ApiState, id: Uuid, min_version: i64) -> ApiResult<User> {
     match state

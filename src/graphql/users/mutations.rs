@@ -128,6 +128,7 @@ impl UserMutation {
         #[graphql(desc = "The new address, for whom.")] input: ChangeEmailInput,
     ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
+        recently_signed_in(ctx)?;
         within_limit(state, ctx.data::<RequestMeta>()?)?;
         let executed = state
             .auth
@@ -155,6 +156,7 @@ impl UserMutation {
         #[graphql(desc = "The current and the new password.")] input: ChangePasswordInput,
     ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
+        recently_signed_in(ctx)?;
         within_limit(state, ctx.data::<RequestMeta>()?)?;
         let executed = state
             .auth
@@ -281,6 +283,7 @@ impl UserMutation {
         #[graphql(desc = "The user, and why.")] input: UserRefInput,
     ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
+        recently_signed_in(ctx)?;
         let reason = match &command_ctx.actor {
             Actor::User(actor) if *actor == id => Reason::Own(input.reason.as_deref()),
             _ => Reason::Staff(input.reason.as_deref().unwrap_or("deleted by an admin")),
@@ -309,6 +312,7 @@ impl UserMutation {
         #[graphql(desc = "The user, and why (kept in the receipt).")] input: UserRefInput,
     ) -> ApiResult<UserPayload> {
         let (state, command_ctx, id) = target(ctx, &input.id)?;
+        recently_signed_in(ctx)?;
         // The user's own words would be personal data erased with them: a
         // self-service erasure keeps a fixed reason instead.
         let reason = match &command_ctx.actor {
