@@ -357,12 +357,7 @@ impl Auth {
         expected_version: Option<i64>,
         ctx: &CommandContext,
     ) -> Result<Executed, AuthError> {
-        let current =
-            Password::parse_existing(current).map_err(|_| AuthError::WrongCurrentPassword)?;
-        let slot = self.hasher.reserve().map_err(CommandError::from)?;
-        if let Proof::Refused = self.prove_password(slot, user_id, current, ctx).await? {
-            return Err(AuthError::WrongCurrentPassword);
-        }
+        self.prove_current_password(user_id, current, ctx).await?;
         self.users
             .complete_login(user_id, self.clock.now(), ctx)
             .await?;
@@ -370,6 +365,23 @@ impl Auth {
             .users
             .change_password(user_id, new, expected_version, ctx)
             .await?)
+    }
+
+    /// The current password, checked as one attempt towards the lockout
+    /// (left counted: the caller completes it once all else checked out).
+    async fn prove_current_password(
+        &self,
+        user_id: Uuid,
+        current: &str,
+        ctx: &CommandContext,
+    ) -> Result<(), AuthError> {
+        let current =
+            Password::parse_existing(current).map_err(|_| AuthError::WrongCurrentPassword)?;
+        let slot = self.hasher.reserve().map_err(CommandError::from)?;
+        match self.prove_password(slot, user_id, current, ctx).await? {
+            Proof::Refused => Err(AuthError::WrongCurrentPassword),
+            Proof::Proven { .. } => Ok(()),
+        }
     }
 
     /// Removes the authenticator app, given the current password and a
@@ -382,12 +394,7 @@ impl Auth {
         proof: FactorProof<'_>,
         ctx: &CommandContext,
     ) -> Result<Executed, AuthError> {
-        let current =
-            Password::parse_existing(current).map_err(|_| AuthError::WrongCurrentPassword)?;
-        let slot = self.hasher.reserve().map_err(CommandError::from)?;
-        if let Proof::Refused = self.prove_password(slot, user_id, current, ctx).await? {
-            return Err(AuthError::WrongCurrentPassword);
-        }
+        self.prove_current_password(user_id, current, ctx).await?;
         let now = self.clock.now();
         self.users
             .use_second_factor(user_id, proof, now, ctx)
