@@ -257,11 +257,7 @@ impl Auth {
             return Err(AuthError::InvalidChallenge);
         }
         let executed = self.users.complete_login(user_id, now, ctx).await?;
-        let amr = match proof {
-            FactorProof::Totp(_) => WITH_AN_APP,
-            FactorProof::RecoveryCode(_) => WITH_A_RECOVERY_CODE,
-        };
-        self.sign_in(user_id, roles(&account), Some(executed), amr)
+        self.sign_in(user_id, roles(&account), Some(executed), amr_of(proof))
             .await
     }
 
@@ -516,20 +512,17 @@ impl Auth {
         let now = self.clock.now();
         let amr = match proof {
             Reproof::Password(password) => {
-                let password = Password::parse_existing(password)
-                    .map_err(|_| AuthError::InvalidCredentials)?;
-                let slot = self.hasher.reserve().map_err(CommandError::from)?;
-                if let Proof::Refused = self.prove_password(slot, user_id, password, ctx).await? {
-                    return Err(AuthError::InvalidCredentials);
+                match self.prove_current_password(user_id, password, ctx).await {
+                    Err(AuthError::WrongCurrentPassword) => {
+                        return Err(AuthError::InvalidCredentials)
+                    }
+                    proven => proven?,
                 }
                 PASSWORD_ONLY
             }
             Reproof::Factor(factor) => {
                 self.prove_second_factor(user_id, factor, now, ctx).await?;
-                match factor {
-                    FactorProof::Totp(_) => WITH_AN_APP,
-                    FactorProof::RecoveryCode(_) => WITH_A_RECOVERY_CODE,
-                }
+                amr_of(factor)
             }
         };
         let executed = self.users.complete_login(user_id, now, ctx).await?;
@@ -584,6 +577,14 @@ impl Auth {
             .await
             .map_err(CommandError::from)?;
         Ok(Proof::Refused)
+    }
+}
+
+/// How a second factor is named in `amr`.
+fn amr_of(proof: FactorProof<'_>) -> &'static [&'static str] {
+    match proof {
+        FactorProof::Totp(_) => WITH_AN_APP,
+        FactorProof::RecoveryCode(_) => WITH_A_RECOVERY_CODE,
     }
 }
 

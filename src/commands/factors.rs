@@ -53,10 +53,18 @@ fn app(secret: Vec<u8>, account_name: &str) -> Result<TOTP, CommandError> {
     .map_err(|error| infrastructure(std::io::Error::other(error.to_string())))
 }
 
+/// The longest recovery code looked at.
+pub const MAX_RECOVERY_CODE_LEN: usize = 32;
+
+/// Whether `code` has the shape of an app's code: six digits.
+pub fn is_totp_shaped(code: &str) -> bool {
+    code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The time step of `at` (±1) whose code `code` is, if any. Anything but
 /// six digits is no code.
 pub fn matching_step(secret: &TotpSecret, code: &str, at: DateTime<Utc>) -> Option<u64> {
-    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_totp_shaped(code) {
         return None;
     }
     let bytes = Secret::Encoded(secret.expose().to_owned())
@@ -191,10 +199,12 @@ impl Users {
                 let step = matching_step(&secret, code, at).ok_or_else(invalid_code)?;
                 FactorFlow::AcceptTotp { step, at }
             }
-            FactorProof::RecoveryCode(code) if code.len() <= 32 => FactorFlow::UseRecoveryCode {
-                code_hash: recovery_code_hash(code),
-                at,
-            },
+            FactorProof::RecoveryCode(code) if code.len() <= MAX_RECOVERY_CODE_LEN => {
+                FactorFlow::UseRecoveryCode {
+                    code_hash: recovery_code_hash(code),
+                    at,
+                }
+            }
             FactorProof::RecoveryCode(_) => return Err(invalid_code()),
         };
         self.execute(user_id, UserCommand::Factor(flow), None, ctx)

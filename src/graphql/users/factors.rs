@@ -6,7 +6,7 @@ use async_graphql::{Context, InputObject, Object, SimpleObject};
 
 use super::*;
 use crate::auth::{Caller, Reproof};
-use crate::commands::factors::FactorProof;
+use crate::commands::factors::{is_totp_shaped, FactorProof, MAX_RECOVERY_CODE_LEN};
 use crate::commands::Actor;
 use crate::graphql::guards::SignedIn;
 
@@ -81,9 +81,6 @@ pub struct DisableTotpInput {
     pub recovery_code: Option<String>,
 }
 
-/// The longest recovery code looked at.
-const MAX_RECOVERY_CODE_LEN: usize = 32;
-
 /// Exactly one of a code and a recovery code, each of its shape: anything
 /// else is refused before anything is written.
 fn proof<'a>(
@@ -94,9 +91,7 @@ fn proof<'a>(
         ApiError::new(Code::BadUserInput, format!("{field}: {message}")).with("field", field)
     };
     match (totp_code, recovery_code) {
-        (Some(code), None) if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) => {
-            Ok(FactorProof::Totp(code))
-        }
+        (Some(code), None) if is_totp_shaped(code) => Ok(FactorProof::Totp(code)),
         (Some(_), None) => Err(invalid("totpCode", "six digits")),
         (None, Some(code)) if code.len() <= MAX_RECOVERY_CODE_LEN => {
             Ok(FactorProof::RecoveryCode(code))
