@@ -480,6 +480,10 @@ fn request_meta(headers: &HeaderMap, client: IpAddr) -> RequestMeta {
         correlation_id,
         traceparent,
         client,
+        user_agent: headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     }
 }
 

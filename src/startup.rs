@@ -106,7 +106,10 @@ impl Application {
             config.auth.hash_queue,
         )?;
         let vault = shredding::open_vault(config, &pool).await?;
-        let cutoffs = Cutoffs::new(pool.clone());
+        let cutoffs = Cutoffs::new(
+            pool.clone(),
+            Duration::from_secs(u64::try_from(config.auth.access_token_ttl_secs).unwrap_or(0)),
+        );
         let users = Arc::new(
             users(config, pool.clone(), hasher.clone(), vault.clone())
                 .forgetting_cutoffs(cutoffs.clone()),

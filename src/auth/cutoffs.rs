@@ -1,5 +1,7 @@
 //! The users' token cutoffs, remembered by the API process so that checking
-//! an access token costs no query. The process that ends a user's sessions
+//! an access token costs no query: the time before which the user's access
+//! tokens are refused, and the sessions of theirs that ended on their own
+//! (whose access tokens are refused whenever they were issued). The process that ends a user's sessions
 //! forgets that user's cutoff at once; a trigger announces every change on
 //! [`CHANNEL`], and every other process forgets it when the notice arrives
 //! (milliseconds after the commit). Whenever a process is not listening it
@@ -19,11 +21,37 @@ pub const CHANNEL: &str = "token_cutoffs";
 /// Users remembered at most; past it the memory starts again empty.
 const CAPACITY: usize = 100_000;
 
-const SELECT: &str = "SELECT not_before FROM user_token_cutoffs WHERE user_id = $1";
+/// The user's cutoff, and the sessions of theirs that ended on their own
+/// within the life of an access token (`$2` seconds): older ones' access
+/// tokens have expired.
+const SELECT: &str = "
+SELECT (SELECT not_before FROM user_token_cutoffs WHERE user_id = $1),
+       ARRAY(SELECT DISTINCT family_id FROM refresh_tokens
+              WHERE user_id = $1 AND revoked_reason IN ('logout', 'ended', 'reuse')
+                AND revoked_at > now() - make_interval(secs => $2))";
+
+/// Which access tokens of a user are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cutoff {
+    /// Those issued before this.
+    pub not_before: Option<DateTime<Utc>>,
+    /// Those of these sessions (ended by a logout, `endSession`, or a reused
+    /// refresh token).
+    pub ended_sessions: Vec<Uuid>,
+}
+
+impl Cutoff {
+    /// Whether the access tokens of `session` are refused.
+    pub fn ended(&self, session: Uuid) -> bool {
+        self.ended_sessions.contains(&session)
+    }
+}
 
 #[derive(Clone)]
 pub struct Cutoffs {
     pool: PgPool,
+    /// How long an access token lives.
+    access_ttl: Duration,
     memory: Arc<Mutex<Memory>>,
 }
 
@@ -34,7 +62,7 @@ struct Memory {
     /// Moves with every announcement and every (re)connection: a cutoff
     /// read before a move may be stale and is not remembered.
     generation: u64,
-    known: HashMap<Uuid, Option<DateTime<Utc>>>,
+    known: HashMap<Uuid, Cutoff>,
 }
 
 impl Memory {
@@ -47,9 +75,10 @@ impl Memory {
 
 impl Cutoffs {
     /// Reads every cutoff from the database until [`Cutoffs::follow`] runs.
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, access_ttl: Duration) -> Self {
         Self {
             pool,
+            access_ttl,
             memory: Arc::default(),
         }
     }
@@ -58,25 +87,31 @@ impl Cutoffs {
         self.memory.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Access tokens of the user issued before this are refused.
-    pub async fn get(&self, user_id: Uuid) -> sqlx::Result<Option<DateTime<Utc>>> {
+    /// Which access tokens of the user are refused.
+    pub async fn get(&self, user_id: Uuid) -> sqlx::Result<Cutoff> {
         let generation = {
             let memory = self.memory();
             if let Some(known) = memory.known.get(&user_id) {
-                return Ok(*known);
+                return Ok(known.clone());
             }
             memory.listening.then_some(memory.generation)
         };
-        let cutoff = sqlx::query_scalar(SELECT)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let (not_before, ended_sessions): (Option<DateTime<Utc>>, Vec<Uuid>) =
+            sqlx::query_as(SELECT)
+                .bind(user_id)
+                .bind(self.access_ttl.as_secs_f64())
+                .fetch_one(&self.pool)
+                .await?;
+        let cutoff = Cutoff {
+            not_before,
+            ended_sessions,
+        };
         let mut memory = self.memory();
         if generation.is_some_and(|g| memory.listening && memory.generation == g) {
             if memory.known.len() >= CAPACITY {
                 memory.known.clear();
             }
-            memory.known.insert(user_id, cutoff);
+            memory.known.insert(user_id, cutoff.clone());
         }
         Ok(cutoff)
     }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::challenges::Challenges;
 use super::clock::Clock;
-use super::sessions::{Refused, Sessions};
+use super::sessions::{Refused, SessionView, Sessions};
 use super::tokens::{AccessClaims, SignInFacts, TokenError, Tokens};
 use crate::commands::factors::FactorProof;
 use crate::commands::password::{HashSlot, PasswordHasher};
@@ -159,7 +159,7 @@ impl Auth {
         let executed = registered?;
         let roles = executed.account.as_ref().map(roles).unwrap_or_default();
         let signed_in = self
-            .sign_in(executed.user_id, roles, Some(executed), PASSWORD_ONLY)
+            .sign_in(executed.user_id, roles, Some(executed), PASSWORD_ONLY, ctx)
             .await?;
         Ok(Registered::SignedIn(Box::new(signed_in)))
     }
@@ -231,7 +231,7 @@ impl Auth {
             .complete_login(user_id, self.clock.now(), ctx)
             .await?;
         let signed_in = self
-            .sign_in(user_id, roles, Some(executed), PASSWORD_ONLY)
+            .sign_in(user_id, roles, Some(executed), PASSWORD_ONLY, ctx)
             .await?;
         Ok(LoggedIn::SignedIn(Box::new(signed_in)))
     }
@@ -257,7 +257,7 @@ impl Auth {
             return Err(AuthError::InvalidChallenge);
         }
         let executed = self.users.complete_login(user_id, now, ctx).await?;
-        self.sign_in(user_id, roles(&account), Some(executed), amr_of(proof))
+        self.sign_in(user_id, roles(&account), Some(executed), amr_of(proof), ctx)
             .await
     }
 
@@ -410,6 +410,25 @@ impl Auth {
             .await?)
     }
 
+    /// The user's live sessions, the most recently used first.
+    pub async fn sessions_of(&self, user_id: Uuid) -> Result<Vec<SessionView>, AuthError> {
+        Ok(self.sessions.list(user_id, self.clock.now()).await?)
+    }
+
+    /// The user whose live session `session` is.
+    pub async fn session_owner(&self, session: Uuid) -> Result<Option<Uuid>, AuthError> {
+        Ok(self.sessions.owner(session, self.clock.now()).await?)
+    }
+
+    /// Ends the live session `session` of `user_id`, and its access tokens
+    /// at once; `false` when the user has no such session.
+    pub async fn end_session(&self, session: Uuid, user_id: Uuid) -> Result<bool, AuthError> {
+        Ok(self
+            .sessions
+            .end_one(session, user_id, self.clock.now())
+            .await?)
+    }
+
     /// The caller a bearer token stands for. A token that does not verify,
     /// or was issued before the user's sessions ended, is an error, never
     /// anonymous.
@@ -428,17 +447,20 @@ impl Auth {
         let now = self.clock.now();
         let claims = self.tokens.verify(bearer, now).await?;
         let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::InvalidToken("subject"))?;
-        if let Some(cutoff) = self.sessions.cutoff(id).await? {
-            if issued_before(&claims, cutoff) {
-                return Err(AuthError::InvalidToken("session ended"));
-            }
+        let sid = claims
+            .sid
+            .as_deref()
+            .and_then(|sid| Uuid::parse_str(sid).ok());
+        let cutoff = self.sessions.cutoff(id).await?;
+        let refused = cutoff
+            .not_before
+            .is_some_and(|not_before| issued_before(&claims, not_before))
+            || sid.is_some_and(|sid| cutoff.ended(sid));
+        if refused {
+            return Err(AuthError::InvalidToken("session ended"));
         }
         if session {
-            let family = claims
-                .sid
-                .as_deref()
-                .and_then(|sid| Uuid::parse_str(sid).ok())
-                .ok_or(AuthError::InvalidToken("no session"))?;
+            let family = sid.ok_or(AuthError::InvalidToken("no session"))?;
             if !self.sessions.is_live(family, now).await? {
                 return Err(AuthError::InvalidToken("session ended"));
             }
@@ -449,10 +471,7 @@ impl Auth {
             auth_time: claims
                 .auth_time
                 .and_then(|at| DateTime::from_timestamp(at, 0)),
-            session: claims
-                .sid
-                .as_deref()
-                .and_then(|sid| Uuid::parse_str(sid).ok()),
+            session: sid,
         })
     }
 
@@ -541,12 +560,13 @@ impl Auth {
         roles: Vec<Role>,
         executed: Option<Executed>,
         amr: &[&str],
+        ctx: &CommandContext,
     ) -> Result<SignedIn, AuthError> {
         let now = self.clock.now();
         let facts = facts(now, amr);
         let (refresh_token, session) = self
             .sessions
-            .start(user_id, &facts, now)
+            .start(user_id, &facts, &ctx.origin, now)
             .await?
             .ok_or(AuthError::InvalidCredentials)?;
         let access = self.tokens.issue(user_id, roles, session, &facts, now)?;

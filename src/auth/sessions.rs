@@ -8,6 +8,11 @@
 //! end of its sessions either commits first, and its new token is revoked
 //! with the rest, or comes after, and finds its token revoked or the
 //! account closed. No session starts or refreshes on a closed account.
+//!
+//! A user sees their live sessions (where and when each began, when it was
+//! last refreshed, how they signed in) and may end any one of them: its
+//! refresh token is revoked and its access tokens are refused at once
+//! (the cut-off's ended sessions, [`super::cutoffs`]).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -17,15 +22,18 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::cutoffs::Cutoffs;
+use super::cutoffs::{Cutoff, Cutoffs};
 use super::tokens::SignInFacts;
 use crate::background::Background;
+use crate::commands::Origin;
 use crate::config::AuthConfig;
 
 /// A refresh token is 256 random bits, 43 characters in base64url.
 const TOKEN_BYTES: usize = 32;
 /// Longest string looked up as a refresh token.
 const MAX_TOKEN_LEN: usize = 64;
+/// Most sessions listed for one user, the most recently used first.
+pub const MAX_LISTED: i64 = 100;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SessionConfig {
@@ -54,6 +62,20 @@ pub enum Refused {
     Reused,
 }
 
+/// A live session, as its user sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+    /// When its refresh token was last used (or the session began).
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub client_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub auth_time: Option<DateTime<Utc>>,
+    pub amr: Vec<String>,
+}
+
 pub struct Rotated {
     pub user_id: Uuid,
     pub token: String,
@@ -73,15 +95,36 @@ struct TokenRow {
     revoked_at: Option<DateTime<Utc>>,
     auth_time: Option<DateTime<Utc>>,
     amr: Vec<String>,
+    started_at: Option<DateTime<Utc>>,
+    client_address: Option<String>,
+    user_agent: Option<String>,
 }
 
 const INSERT_TOKEN: &str = "
-INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, idle_expires_at, expires_at, auth_time, amr)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, idle_expires_at, expires_at,
+                            auth_time, amr, started_at, client_address, user_agent)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 const SELECT_FOR_UPDATE: &str = "
-SELECT family_id, user_id, idle_expires_at, expires_at, replaced_at, revoked_at, auth_time, amr
+SELECT family_id, user_id, idle_expires_at, expires_at, replaced_at, revoked_at, auth_time, amr,
+       started_at, client_address, user_agent
   FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
+
+/// The live sessions of the user `$1` at `$2`, the most recently used first.
+const LIST_LIVE: &str = "
+SELECT family_id AS id, coalesce(started_at, created_at) AS started_at, created_at AS last_used_at,
+       expires_at, client_address, user_agent, auth_time, amr
+  FROM refresh_tokens
+ WHERE user_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL
+   AND expires_at > $2 AND idle_expires_at > $2
+ ORDER BY created_at DESC
+ LIMIT $3";
+
+/// Ends the session `$1` of the user `$2`, if it is live.
+const END_ONE: &str = "
+UPDATE refresh_tokens SET revoked_at = $3, revoked_reason = 'ended'
+ WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL AND replaced_at IS NULL
+   AND expires_at > $3 AND idle_expires_at > $3";
 
 /// A re-authentication: the live token of the session carries it on.
 const PROVEN_AGAIN: &str = "
@@ -125,6 +168,7 @@ impl Sessions {
         &self,
         user_id: Uuid,
         facts: &SignInFacts,
+        origin: &Origin,
         now: DateTime<Utc>,
     ) -> sqlx::Result<Option<(String, Uuid)>> {
         let token = new_token();
@@ -149,6 +193,9 @@ impl Sessions {
             .bind(expires_at)
             .bind(facts.auth_time)
             .bind(&facts.amr)
+            .bind(now)
+            .bind(&origin.client_address)
+            .bind(&origin.user_agent)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -207,6 +254,7 @@ impl Sessions {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            self.forget_cutoff(row.user_id);
             tracing::warn!(user = %row.user_id, family = %row.family_id, "refresh token reused; family revoked");
             return Ok(Err(Refused::Reused));
         }
@@ -229,6 +277,9 @@ impl Sessions {
             .bind(row.expires_at)
             .bind(row.auth_time)
             .bind(&row.amr)
+            .bind(row.started_at)
+            .bind(&row.client_address)
+            .bind(&row.user_agent)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -261,8 +312,8 @@ impl Sessions {
         Ok(updated.rows_affected() > 0)
     }
 
-    /// Ends the session `token` belongs to. Whether it was a live token is
-    /// not revealed.
+    /// Ends the session `token` belongs to, and its access tokens with it.
+    /// Whether it was a live token is not revealed.
     pub async fn end(&self, token: &str, now: DateTime<Utc>) -> sqlx::Result<()> {
         if token.len() > MAX_TOKEN_LEN {
             return Ok(());
@@ -273,16 +324,71 @@ impl Sessions {
             .bind(hash(token))
             .fetch_optional(&mut *tx)
             .await?;
-        sqlx::query(
+        let ended: Option<Uuid> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = 'logout'
               WHERE revoked_at IS NULL
-                AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+                AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+             RETURNING user_id",
         )
         .bind(hash(token))
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        if let Some(user_id) = ended {
+            self.forget_cutoff(user_id);
+        }
+        Ok(())
+    }
+
+    /// The live sessions of the user, the most recently used first (at
+    /// most [`MAX_LISTED`]).
+    pub async fn list(&self, user_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<Vec<SessionView>> {
+        sqlx::query_as(LIST_LIVE)
+            .bind(user_id)
+            .bind(now)
+            .bind(MAX_LISTED)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The user whose session `family_id` is, if it is live.
+    pub async fn owner(&self, family_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<Option<Uuid>> {
+        sqlx::query_scalar(
+            "SELECT user_id FROM refresh_tokens
+              WHERE family_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL
+                AND expires_at > $2 AND idle_expires_at > $2",
+        )
+        .bind(family_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Ends the session `family_id` of the user: its refresh token is
+    /// revoked and its access tokens are refused from now on. `false` when
+    /// the user has no such live session.
+    pub async fn end_one(
+        &self,
+        family_id: Uuid,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let mut connection = crate::db::for_transaction(&self.pool).await?;
+        let mut tx = connection.begin().await?;
+        sqlx::query(LOCK_USER)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let ended = sqlx::query(END_ONE)
+            .bind(family_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.forget_cutoff(user_id);
+        Ok(ended.rows_affected() > 0)
     }
 
     /// Ends every session of the user: refresh tokens revoked, and access
@@ -309,8 +415,8 @@ impl Sessions {
         self.cutoffs.forget(user_id);
     }
 
-    /// Access tokens of the user issued before this are refused.
-    pub async fn cutoff(&self, user_id: Uuid) -> sqlx::Result<Option<DateTime<Utc>>> {
+    /// Which access tokens of the user are refused.
+    pub async fn cutoff(&self, user_id: Uuid) -> sqlx::Result<Cutoff> {
         self.cutoffs.get(user_id).await
     }
 

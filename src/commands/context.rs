@@ -25,6 +25,37 @@ impl Actor {
     }
 }
 
+/// Longest user agent kept, in characters.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Where a request came from: kept with the session it starts, shown to
+/// its user, never written to an event.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub client_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Origin {
+    /// The client's address and the first [`MAX_USER_AGENT_CHARS`]
+    /// printable characters of its user agent.
+    pub fn new(client: std::net::IpAddr, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent
+            .map(|agent| {
+                agent
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_USER_AGENT_CHARS)
+                    .collect::<String>()
+            })
+            .filter(|agent| !agent.trim().is_empty());
+        Self {
+            client_address: Some(client.to_string()),
+            user_agent,
+        }
+    }
+}
+
 /// Why and on whose behalf a command runs.
 #[derive(Debug, Clone)]
 pub struct CommandContext {
@@ -37,6 +68,8 @@ pub struct CommandContext {
     pub request_id: String,
     /// The W3C trace context of that request.
     pub traceparent: String,
+    /// Where that request came from.
+    pub origin: Origin,
 }
 
 impl CommandContext {
@@ -49,6 +82,7 @@ impl CommandContext {
             causation_id: id.clone(),
             request_id: id,
             traceparent: crate::telemetry::new_traceparent(),
+            origin: Origin::default(),
         }
     }
 

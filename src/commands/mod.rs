@@ -13,7 +13,7 @@ pub mod links;
 pub mod password;
 mod service;
 
-pub use context::{Actor, CommandContext};
+pub use context::{Actor, CommandContext, Origin};
 pub use error::CommandError;
 pub use input::{ProfileChange, Reason, Registration};
 pub use service::{Executed, Users};

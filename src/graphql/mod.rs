@@ -29,7 +29,7 @@ use freshness::ProjectionWatch;
 /// auditors, everyone's, at any moment, with the history's verification.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(users::UserQuery, audit::AuditQuery);
+pub struct QueryRoot(users::UserQuery, users::SessionQuery, audit::AuditQuery);
 
 /// Every change to accounts and sessions. Each answers its errors with
 /// `extensions.code`, and writes nothing when it fails.
@@ -39,6 +39,7 @@ pub struct MutationRoot(
     users::UserMutation,
     users::LinkMutation,
     users::FactorMutation,
+    users::SessionMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
@@ -68,6 +69,15 @@ pub struct RequestMeta {
     /// The client: the connection's peer, or the address a trusted proxy
     /// names.
     pub client: IpAddr,
+    /// Its `User-Agent`, shown with the sessions it starts.
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    /// Where the request came from, for the sessions it starts.
+    pub fn origin(&self) -> crate::commands::Origin {
+        crate::commands::Origin::new(self.client, self.user_agent.as_deref())
+    }
 }
 
 /// The schema with its validation limits, before any data is attached.

@@ -18,4 +18,5 @@ mod registration;
 mod relay;
 mod schema;
 mod servers;
+mod sessions;
 mod snapshots;

@@ -7,6 +7,7 @@ mod inputs;
 mod links;
 mod mutations;
 mod queries;
+mod sessions;
 mod types;
 
 pub use factors::FactorMutation;
@@ -14,6 +15,7 @@ pub use inputs::*;
 pub use links::LinkMutation;
 pub use mutations::UserMutation;
 pub use queries::UserQuery;
+pub use sessions::{Session, SessionMutation, SessionQuery};
 pub use types::*;
 
 use async_graphql::{Context, ID};
@@ -55,6 +57,7 @@ pub(super) fn acting(ctx: &Context<'_>) -> ApiResult<CommandContext> {
         causation_id: meta.request_id.clone(),
         request_id: meta.request_id.clone(),
         traceparent: meta.traceparent.clone(),
+        origin: meta.origin(),
     })
 }
 
@@ -75,6 +78,7 @@ pub(super) fn limited<'a>(
             causation_id: meta.request_id.clone(),
             request_id: meta.request_id.clone(),
             traceparent: meta.traceparent.clone(),
+            origin: meta.origin(),
         },
     ))
 }

@@ -1,0 +1,233 @@
+//! The sessions a user sees and ends: where and when each began, how its
+//! user signed in; ending one stops its refresh token and, at once, its
+//! access tokens, in every API process, and leaves the others alone.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{error_code, eventually, login, Session, TestApi, TestStack, PASSWORD};
+
+const MY_SESSIONS: &str = "{ mySessions {
+  id startedAt lastUsedAt expiresAt clientAddress userAgent authenticatedAt factors current
+} }";
+const USER_SESSIONS: &str = "query($u: ID!) { userSessions(userId: $u) { id current } }";
+const END_SESSION: &str = "mutation($id: ID!) { endSession(id: $id) }";
+const REFRESH: &str =
+    "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken } }";
+const LOGOUT: &str = "mutation($t: String!) { logout(refreshToken: $t) }";
+
+/// Signs in from a browser that names itself `agent`.
+async fn login_with_agent(api: &TestApi, email: &str, agent: &str) -> Session {
+    let body: Value = api
+        .client
+        .post(api.url("/graphql"))
+        .header("user-agent", agent)
+        .json(&json!({
+            "query": "mutation($e: String!, $p: String!) {
+                        login(input: {email: $e, password: $p}) { accessToken refreshToken } }",
+            "variables": {"e": email, "p": PASSWORD},
+        }))
+        .send()
+        .await
+        .expect("the API answers")
+        .json()
+        .await
+        .expect("a JSON body");
+    assert!(body["errors"].is_null(), "{body}");
+    Session::from(&body["data"]["login"])
+}
+
+async fn sessions(api: &TestApi, token: &str) -> Vec<Value> {
+    let body = api.graphql_as(Some(token), MY_SESSIONS, json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    body["data"]["mySessions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether an access token is accepted (the question needs no read side).
+async fn works(api: &TestApi, token: &str) -> bool {
+    api.graphql_as(Some(token), "{ mySessions { id } }", json!({}))
+        .await["errors"]
+        .is_null()
+}
+
+async fn refreshes(api: &TestApi, refresh: &str) -> bool {
+    api.graphql(REFRESH, json!({"t": refresh})).await["errors"].is_null()
+}
+
+/// The session (token family) behind an access token: its `sid` claim.
+fn sid(session: &Session) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let claims = session.access.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64url"))
+        .expect("JSON claims");
+    claims["sid"].as_str().expect("a session id").to_owned()
+}
+
+#[tokio::test]
+async fn a_user_sees_each_session_with_where_it_began_and_ends_one_of_them_at_once() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    api.register("ada@example.com", "Ada").await;
+    let phone = login_with_agent(&api, "ada@example.com", "Phone/1.0\t").await;
+    let laptop = login_with_agent(&api, "ada@example.com", &"Laptop".repeat(100)).await;
+
+    let listed = sessions(&api, &laptop.access).await;
+    // The registration's session, the phone's, the laptop's: newest first.
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let laptop_row = &listed[0];
+    assert_eq!(laptop_row["id"], sid(&laptop).as_str());
+    assert_eq!(laptop_row["current"], true);
+    assert_eq!(laptop_row["clientAddress"], "127.0.0.1");
+    assert_eq!(laptop_row["factors"], json!(["pwd"]));
+    assert!(laptop_row["authenticatedAt"].is_string(), "{laptop_row}");
+    // A user agent is kept to 256 characters, without control characters.
+    assert_eq!(
+        laptop_row["userAgent"].as_str().map(str::len),
+        Some(256),
+        "{laptop_row}"
+    );
+    let phone_row = &listed[1];
+    assert_eq!(phone_row["id"], sid(&phone).as_str());
+    assert_eq!(phone_row["current"], false);
+    assert_eq!(phone_row["userAgent"], "Phone/1.0");
+
+    // A refresh keeps the session, and moves its last use.
+    let body = api.graphql(REFRESH, json!({"t": phone.refresh})).await;
+    let phone = Session::from(&body["data"]["refreshToken"]);
+    let listed = sessions(&api, &laptop.access).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0]["id"], sid(&phone).as_str(), "{listed:?}");
+    assert_eq!(listed[0]["startedAt"], phone_row["startedAt"]);
+    assert_eq!(listed[0]["userAgent"], "Phone/1.0");
+
+    // The laptop ends the phone's session: its access token is refused at
+    // once, not when it expires, and its refresh token too.
+    assert!(works(&api, &phone.access).await);
+    let body = api
+        .graphql_as(
+            Some(&laptop.access),
+            END_SESSION,
+            json!({"id": sid(&phone)}),
+        )
+        .await;
+    assert_eq!(body["data"]["endSession"], true, "{body}");
+    let refused = api
+        .graphql_as(Some(&phone.access), "{ mySessions { id } }", json!({}))
+        .await;
+    assert_eq!(error_code(&refused), "UNAUTHENTICATED", "{refused}");
+    assert!(!refreshes(&api, &phone.refresh).await);
+    // The laptop's session is untouched.
+    assert!(works(&api, &laptop.access).await);
+    let listed = sessions(&api, &laptop.access).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|s| s["id"] != sid(&phone).as_str()));
+
+    // Ending it again, or a session that is not hers, or no session at all:
+    // NOT_FOUND, and nothing changes.
+    let bob = api.register("bob@example.com", "Bob").await;
+    for id in [sid(&phone), sid(&bob), uuid::Uuid::now_v7().to_string()] {
+        let body = api
+            .graphql_as(Some(&laptop.access), END_SESSION, json!({"id": id}))
+            .await;
+        assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+    }
+    assert!(works(&api, &bob.access).await);
+    assert!(refreshes(&api, &bob.refresh).await);
+    let body = api
+        .graphql_as(
+            Some(&laptop.access),
+            END_SESSION,
+            json!({"id": "not an id"}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    let body = api.graphql(END_SESSION, json!({"id": sid(&laptop)})).await;
+    assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
+    assert!(works(&api, &laptop.access).await);
+}
+
+#[tokio::test]
+async fn logging_out_refuses_the_sessions_access_tokens_at_once() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let other = login(&api, "ada@example.com").await;
+    assert!(works(&api, &ada.access).await);
+
+    let body = api.graphql(LOGOUT, json!({"t": ada.refresh})).await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    assert!(!works(&api, &ada.access).await);
+    assert!(works(&api, &other.access).await);
+}
+
+#[tokio::test]
+async fn a_session_ended_through_one_api_is_refused_by_another_that_remembered_the_user() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let other = stack.api().await;
+    api.register("ada@example.com", "Ada").await;
+    let phone = login(&api, "ada@example.com").await;
+    let laptop = login(&api, "ada@example.com").await;
+    for instance in [&api, &other] {
+        assert!(works(instance, &phone.access).await);
+    }
+    let body = api
+        .graphql_as(
+            Some(&laptop.access),
+            END_SESSION,
+            json!({"id": sid(&phone)}),
+        )
+        .await;
+    assert_eq!(body["data"]["endSession"], true, "{body}");
+    eventually(
+        "the end of the session to reach the other API",
+        Duration::from_secs(5),
+        || async { (!works(&other, &phone.access).await).then_some(()) },
+    )
+    .await;
+    assert!(works(&other, &laptop.access).await);
+}
+
+#[tokio::test]
+async fn an_admin_sees_and_ends_the_sessions_of_another_user_and_no_one_else_does() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    api.register("root@example.com", "Root").await;
+    stack.grant("root@example.com", "ADMIN").await;
+    let admin = login(&api, "root@example.com").await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let bob = api.register("bob@example.com", "Bob").await;
+
+    let body = api
+        .graphql_as(Some(&bob.access), USER_SESSIONS, json!({"u": ada.id}))
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    let body = api
+        .graphql_as(Some(&admin.access), USER_SESSIONS, json!({"u": ada.id}))
+        .await;
+    let listed = body["data"]["userSessions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{body}");
+    assert_eq!(listed[0]["id"], sid(&ada).as_str());
+    assert_eq!(listed[0]["current"], false);
+
+    let body = api
+        .graphql_as(Some(&bob.access), END_SESSION, json!({"id": sid(&ada)}))
+        .await;
+    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+    assert!(works(&api, &ada.access).await);
+    let body = api
+        .graphql_as(Some(&admin.access), END_SESSION, json!({"id": sid(&ada)}))
+        .await;
+    assert_eq!(body["data"]["endSession"], true, "{body}");
+    assert!(!works(&api, &ada.access).await);
+    assert!(!refreshes(&api, &ada.refresh).await);
+    assert!(works(&api, &bob.access).await);
+}
