@@ -29,3 +29,22 @@ CREATE TRIGGER refresh_tokens_ended_notify
     WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL
           AND NEW.revoked_reason IN ('logout', 'ended', 'reuse'))
     EXECUTE FUNCTION notify_token_cutoff();
+
+-- An erasure wipes where the user's sessions came from (personal data kept
+-- outside the events, so the shredded key does not cover it), in the
+-- event's own transaction.
+CREATE FUNCTION events_forget_session_origins() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE refresh_tokens SET client_address = NULL, user_agent = NULL
+     WHERE user_id = NEW.aggregate_id::uuid
+       AND (client_address IS NOT NULL OR user_agent IS NOT NULL);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER events_forget_session_origins
+    AFTER INSERT ON events
+    FOR EACH ROW
+    WHEN (NEW.aggregate_type = 'User' AND NEW.event_type = 'UserErased')
+    EXECUTE FUNCTION events_forget_session_origins();

@@ -231,3 +231,35 @@ async fn an_admin_sees_and_ends_the_sessions_of_another_user_and_no_one_else_doe
     assert!(!refreshes(&api, &ada.refresh).await);
     assert!(works(&api, &bob.access).await);
 }
+
+#[tokio::test]
+async fn erasing_an_account_wipes_where_its_sessions_came_from() {
+    let stack = TestStack::new().await;
+    let api = stack.api().await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    login_with_agent(&api, "ada@example.com", "Ada's browser").await;
+    let kept = |stack: &TestStack, id: String| {
+        let pool = stack.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM refresh_tokens
+                  WHERE user_id = $1 AND (client_address IS NOT NULL OR user_agent IS NOT NULL)",
+            )
+            .bind(uuid::Uuid::parse_str(&id).expect("a user id"))
+            .fetch_one(&pool)
+            .await
+            .expect("a count")
+        }
+    };
+    assert_eq!(kept(&stack, ada.id.clone()).await, 2);
+
+    let body = api
+        .graphql_as(
+            Some(&ada.access),
+            "mutation($id: ID!) { eraseUser(input: {id: $id}) { version } }",
+            json!({"id": ada.id}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(kept(&stack, ada.id.clone()).await, 0);
+}
