@@ -29,7 +29,12 @@ use freshness::ProjectionWatch;
 /// auditors, everyone's, at any moment, with the history's verification.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(users::UserQuery, users::SessionQuery, audit::AuditQuery);
+pub struct QueryRoot(
+    users::UserQuery,
+    users::SessionQuery,
+    users::FactorQuery,
+    audit::AuditQuery,
+);
 
 /// Every change to accounts and sessions. Each answers its errors with
 /// `extensions.code`, and writes nothing when it fails.

@@ -23,7 +23,9 @@ fn code(body: &Value) -> Option<&str> {
 /// Ada, registered, with an app enabled: her secret and recovery codes.
 async fn ada_with_an_app(api: &TestApi) -> (Session, String, Vec<String>) {
     let ada = api.register("ada@example.com", "Ada").await;
+    assert_eq!(factors(&api, &ada.access).await, (false, false, 0));
     let started = api.graphql_as(Some(&ada.access), START, json!({})).await;
+    assert_eq!(factors(&api, &ada.access).await, (false, true, 0));
     let secret = started["data"]["startTotpEnrollment"]["secret"]
         .as_str()
         .unwrap_or_else(|| panic!("{started}"))
@@ -42,6 +44,29 @@ async fn ada_with_an_app(api: &TestApi) -> (Session, String, Vec<String>) {
         .map(|c| c.as_str().unwrap().to_owned())
         .collect();
     (ada, secret, codes)
+}
+
+/// `mySecondFactors` as the holder of `token`: enabled, pending, codes left.
+async fn factors(api: &TestApi, token: &str) -> (bool, bool, i64) {
+    let body = api
+        .graphql_as(
+            Some(token),
+            "{ mySecondFactors { totpEnabled totpPending recoveryCodesLeft } }",
+            json!({}),
+        )
+        .await;
+    let factors = &body["data"]["mySecondFactors"];
+    (
+        factors["totpEnabled"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{body}")),
+        factors["totpPending"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{body}")),
+        factors["recoveryCodesLeft"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{body}")),
+    )
 }
 
 async fn challenge(api: &TestApi, email: &str) -> String {
@@ -91,6 +116,7 @@ async fn an_app_set_up_with_pyotp_codes_makes_sign_in_take_a_second_step() {
         .as_array()
         .unwrap();
     assert_eq!(codes.len(), 10, "{confirmed}");
+    assert_eq!(factors(&api, &ada.access).await, (true, false, 10));
 
     let first = challenge(&api, "ada@example.com").await;
     // The code that confirmed the app was accepted once already.
@@ -134,7 +160,7 @@ async fn an_app_set_up_with_pyotp_codes_makes_sign_in_take_a_second_step() {
 async fn a_recovery_code_stands_in_for_the_app_once() {
     let stack = TestStack::new().await;
     let api = stack.api().await;
-    let (_, _, codes) = ada_with_an_app(&api).await;
+    let (ada, _, codes) = ada_with_an_app(&api).await;
     let first = challenge(&api, "ada@example.com").await;
     let used = api
         .graphql(COMPLETE, json!({"ch": first, "r": codes[0].to_uppercase()}))
@@ -143,6 +169,7 @@ async fn a_recovery_code_stands_in_for_the_app_once() {
         used["data"]["completeLogin"]["accessToken"].is_string(),
         "{used}"
     );
+    assert_eq!(factors(&api, &ada.access).await, (true, false, 9));
     let second = challenge(&api, "ada@example.com").await;
     let reused = api
         .graphql(COMPLETE, json!({"ch": second, "r": codes[0]}))
@@ -272,6 +299,7 @@ async fn removing_the_app_takes_the_password_and_a_second_factor() {
         )
         .await;
     assert!(removed["errors"].is_null(), "{removed}");
+    assert_eq!(factors(&api, &ada.access).await, (false, false, 0));
     let plain = api
         .graphql(LOGIN, json!({"e": "ada@example.com", "p": PASSWORD}))
         .await;

@@ -13,6 +13,39 @@ use crate::graphql::guards::SignedIn;
 #[derive(Default)]
 pub struct FactorMutation;
 
+#[derive(Default)]
+pub struct FactorQuery;
+
+/// The second factors of an account, as its owner sees them.
+#[derive(SimpleObject)]
+pub struct SecondFactors {
+    /// Whether sign-in needs a code of an authenticator app.
+    pub totp_enabled: bool,
+    /// Whether an app is being set up (`confirmTotp` not yet given).
+    pub totp_pending: bool,
+    /// Recovery codes not used yet.
+    pub recovery_codes_left: usize,
+}
+
+#[Object]
+impl FactorQuery {
+    /// The signed-in user's second factors, from their history (no read
+    /// model lags behind a change).
+    #[graphql(guard = "SignedIn")]
+    async fn my_second_factors(&self, ctx: &Context<'_>) -> ApiResult<SecondFactors> {
+        let state = ctx.data::<ApiState>()?;
+        let account = state.auth.users.load(own_id(ctx)?).await?;
+        let totp = account.as_ref().and_then(|account| account.totp.as_ref());
+        Ok(SecondFactors {
+            totp_enabled: totp.is_some_and(|totp| totp.is_enabled()),
+            totp_pending: totp.is_some_and(|totp| !totp.is_enabled()),
+            recovery_codes_left: totp
+                .filter(|totp| totp.is_enabled())
+                .map_or(0, |totp| totp.recovery_codes.len()),
+        })
+    }
+}
+
 /// What an authenticator app is set up with.
 #[derive(SimpleObject)]
 pub struct TotpEnrollmentPayload {

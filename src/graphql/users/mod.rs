@@ -10,7 +10,7 @@ mod queries;
 mod sessions;
 mod types;
 
-pub use factors::FactorMutation;
+pub use factors::{FactorMutation, FactorQuery, SecondFactors};
 pub use inputs::*;
 pub use links::LinkMutation;
 pub use mutations::UserMutation;
