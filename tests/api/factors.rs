@@ -23,9 +23,9 @@ fn code(body: &Value) -> Option<&str> {
 /// Ada, registered, with an app enabled: her secret and recovery codes.
 async fn ada_with_an_app(api: &TestApi) -> (Session, String, Vec<String>) {
     let ada = api.register("ada@example.com", "Ada").await;
-    assert_eq!(factors(&api, &ada.access).await, (false, false, 0));
+    assert_eq!(factors(api, &ada.access).await, (false, false, 0));
     let started = api.graphql_as(Some(&ada.access), START, json!({})).await;
-    assert_eq!(factors(&api, &ada.access).await, (false, true, 0));
+    assert_eq!(factors(api, &ada.access).await, (false, true, 0));
     let secret = started["data"]["startTotpEnrollment"]["secret"]
         .as_str()
         .unwrap_or_else(|| panic!("{started}"))
