@@ -16,4 +16,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-walls.sh
-cargo test --workspace --locked
+# A failing test's message, not a backtrace of the runtime, ends its report.
+RUST_BACKTRACE=0 cargo test --workspace --locked

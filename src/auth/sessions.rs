@@ -120,6 +120,16 @@ SELECT family_id AS id, coalesce(started_at, created_at) AS started_at, created_
  ORDER BY created_at DESC
  LIMIT $3";
 
+/// Forgets up to `$2` tokens of sessions that ended over a day before `$1`:
+/// a replaced token is kept while its family lives, to catch its reuse,
+/// and an ended session's access tokens have long expired by then.
+const FORGET_OLD: &str = "
+DELETE FROM refresh_tokens
+ WHERE id IN (SELECT id FROM refresh_tokens WHERE expires_at < $1 - interval '1 day' LIMIT $2)";
+/// Tokens forgotten at most per sign-in: each sign-in clears more than the
+/// rows a session leaves, and no sign-in waits on a long delete.
+const FORGET_AT_ONCE: i64 = 500;
+
 /// Ends the session `$1` of the user `$2`, if it is live.
 const END_ONE: &str = "
 UPDATE refresh_tokens SET revoked_at = $3, revoked_reason = 'ended'
@@ -163,7 +173,8 @@ impl Sessions {
     }
 
     /// A new session: its refresh token and its id (the token family);
-    /// `None` when the account is closed.
+    /// `None` when the account is closed. Tokens of sessions long over are
+    /// forgotten on the way, so the table does not grow without end.
     pub async fn start(
         &self,
         user_id: Uuid,
@@ -174,6 +185,11 @@ impl Sessions {
         let token = new_token();
         let family_id = Uuid::now_v7();
         let expires_at = now + self.config.absolute;
+        sqlx::query(FORGET_OLD)
+            .bind(now)
+            .bind(FORGET_AT_ONCE)
+            .execute(&self.pool)
+            .await?;
         let mut connection = crate::db::for_transaction(&self.pool).await?;
         let mut tx = connection.begin().await?;
         let open: bool = sqlx::query_scalar(LOCK_USER)

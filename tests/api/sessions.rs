@@ -263,3 +263,35 @@ async fn erasing_an_account_wipes_where_its_sessions_came_from() {
     assert!(body["errors"].is_null(), "{body}");
     assert_eq!(kept(&stack, ada.id.clone()).await, 0);
 }
+
+#[tokio::test]
+async fn the_tokens_of_sessions_long_over_are_forgotten_at_a_later_sign_in() {
+    let stack = TestStack::with_config(|c| c.auth.refresh_max_secs = 1000).await;
+    let clock = accountable::auth::Clock::default();
+    let api = stack.api_with_clock(clock.clone()).await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let body = api.graphql(REFRESH, json!({"t": ada.refresh})).await;
+    let renewed = Session::from(&body["data"]["refreshToken"]);
+    let rows = |stack: &TestStack| {
+        let pool = stack.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM refresh_tokens")
+                .fetch_one(&pool)
+                .await
+                .expect("a count")
+        }
+    };
+    assert_eq!(rows(&stack).await, 2);
+
+    // Within a day of its end the session's tokens stay: a replaced one
+    // still tells a reuse.
+    clock.advance(chrono::Duration::seconds(1000 + 3600));
+    login(&api, "ada@example.com").await;
+    assert_eq!(rows(&stack).await, 3);
+    clock.advance(chrono::Duration::days(1));
+    let last = login(&api, "ada@example.com").await;
+    // Both tokens of the first session are gone; the two later ones stay.
+    assert_eq!(rows(&stack).await, 2);
+    assert!(!refreshes(&api, &renewed.refresh).await);
+    assert!(refreshes(&api, &last.refresh).await);
+}
