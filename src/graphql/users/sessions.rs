@@ -18,6 +18,7 @@ pub struct SessionMutation;
 /// logs out, is ended, or expires.
 #[derive(SimpleObject)]
 pub struct Session {
+    /// Its id: the `sid` claim of its access tokens.
     pub id: ID,
     /// When it signed in.
     pub started_at: DateTime<Utc>,
