@@ -47,6 +47,12 @@ async fn sessions(api: &TestApi, token: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// `endSession(id)` as the holder of `token`.
+async fn end_session(api: &TestApi, token: &str, id: impl Into<Value>) -> Value {
+    api.graphql_as(Some(token), END_SESSION, json!({"id": id.into()}))
+        .await
+}
+
 /// Whether an access token is accepted (the question needs no read side).
 async fn works(api: &TestApi, token: &str) -> bool {
     api.graphql_as(Some(token), "{ mySessions { id } }", json!({}))
@@ -108,13 +114,7 @@ async fn a_user_sees_each_session_with_where_it_began_and_ends_one_of_them_at_on
     // The laptop ends the phone's session: its access token is refused at
     // once, not when it expires, and its refresh token too.
     assert!(works(&api, &phone.access).await);
-    let body = api
-        .graphql_as(
-            Some(&laptop.access),
-            END_SESSION,
-            json!({"id": sid(&phone)}),
-        )
-        .await;
+    let body = end_session(&api, &laptop.access, sid(&phone)).await;
     assert_eq!(body["data"]["endSession"], true, "{body}");
     let refused = api
         .graphql_as(Some(&phone.access), "{ mySessions { id } }", json!({}))
@@ -131,20 +131,12 @@ async fn a_user_sees_each_session_with_where_it_began_and_ends_one_of_them_at_on
     // NOT_FOUND, and nothing changes.
     let bob = api.register("bob@example.com", "Bob").await;
     for id in [sid(&phone), sid(&bob), uuid::Uuid::now_v7().to_string()] {
-        let body = api
-            .graphql_as(Some(&laptop.access), END_SESSION, json!({"id": id}))
-            .await;
+        let body = end_session(&api, &laptop.access, id).await;
         assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
     }
     assert!(works(&api, &bob.access).await);
     assert!(refreshes(&api, &bob.refresh).await);
-    let body = api
-        .graphql_as(
-            Some(&laptop.access),
-            END_SESSION,
-            json!({"id": "not an id"}),
-        )
-        .await;
+    let body = end_session(&api, &laptop.access, "not an id").await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     let body = api.graphql(END_SESSION, json!({"id": sid(&laptop)})).await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
@@ -176,13 +168,7 @@ async fn a_session_ended_through_one_api_is_refused_by_another_that_remembered_t
     for instance in [&api, &other] {
         assert!(works(instance, &phone.access).await);
     }
-    let body = api
-        .graphql_as(
-            Some(&laptop.access),
-            END_SESSION,
-            json!({"id": sid(&phone)}),
-        )
-        .await;
+    let body = end_session(&api, &laptop.access, sid(&phone)).await;
     assert_eq!(body["data"]["endSession"], true, "{body}");
     eventually(
         "the end of the session to reach the other API",
@@ -218,14 +204,10 @@ async fn an_admin_sees_and_ends_the_sessions_of_another_user_and_no_one_else_doe
     assert_eq!(listed[0]["id"], sid(&ada).as_str());
     assert_eq!(listed[0]["current"], false);
 
-    let body = api
-        .graphql_as(Some(&bob.access), END_SESSION, json!({"id": sid(&ada)}))
-        .await;
+    let body = end_session(&api, &bob.access, sid(&ada)).await;
     assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
     assert!(works(&api, &ada.access).await);
-    let body = api
-        .graphql_as(Some(&admin.access), END_SESSION, json!({"id": sid(&ada)}))
-        .await;
+    let body = end_session(&api, &admin.access, sid(&ada)).await;
     assert_eq!(body["data"]["endSession"], true, "{body}");
     assert!(!works(&api, &ada.access).await);
     assert!(!refreshes(&api, &ada.refresh).await);
