@@ -277,3 +277,49 @@ async fn the_tokens_of_sessions_long_over_are_forgotten_at_a_later_sign_in() {
     assert!(!refreshes(&api, &renewed.refresh).await);
     assert!(refreshes(&api, &last.refresh).await);
 }
+
+#[tokio::test]
+async fn a_fresh_sign_in_counts_for_its_own_session_only_and_an_ended_one_cannot_reauthenticate() {
+    let stack = TestStack::new().await;
+    let clock = accountable::auth::Clock::default();
+    let api = stack.api_with_clock(clock.clone()).await;
+    let phone = api.register("ada@example.com", "Ada").await;
+    let laptop = login(&api, "ada@example.com").await;
+    const REAUTH: &str =
+        "mutation($p: String) { reauthenticate(input: {password: $p}) { accessToken } }";
+    const DELETE: &str = "mutation($id: ID!) { deleteUser(input: {id: $id}) { version } }";
+
+    clock.advance(chrono::Duration::minutes(10));
+    let renew = |session: Session| {
+        let api = api.clone();
+        async move {
+            let body = api.graphql(REFRESH, json!({"t": session.refresh})).await;
+            Session::from(&body["data"]["refreshToken"])
+        }
+    };
+    let phone = renew(phone).await;
+    let laptop = renew(laptop).await;
+    let body = api
+        .graphql_as(Some(&laptop.access), REAUTH, json!({"p": PASSWORD}))
+        .await;
+    assert!(
+        body["data"]["reauthenticate"]["accessToken"].is_string(),
+        "{body}"
+    );
+
+    // The phone's session was not proven again: its token, refreshed after
+    // the laptop's re-authentication, is still too old for a deletion.
+    let phone = renew(phone).await;
+    let stale = api
+        .graphql_as(Some(&phone.access), DELETE, json!({"id": phone.id}))
+        .await;
+    assert_eq!(error_code(&stale), "REAUTHENTICATION_REQUIRED", "{stale}");
+
+    // An ended session cannot prove itself again.
+    let body = end_session(&api, &laptop.access, sid(&phone)).await;
+    assert_eq!(body["data"]["endSession"], true, "{body}");
+    let body = api
+        .graphql_as(Some(&phone.access), REAUTH, json!({"p": PASSWORD}))
+        .await;
+    assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
+}
