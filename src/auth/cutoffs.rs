@@ -23,7 +23,8 @@ const CAPACITY: usize = 100_000;
 
 /// The user's cutoff, and the sessions of theirs that ended on their own
 /// within the life of an access token (`$2` seconds): older ones' access
-/// tokens have expired.
+/// tokens have expired. (The reasons are those of migration 18's index and
+/// notice.)
 const SELECT: &str = "
 SELECT (SELECT not_before FROM user_token_cutoffs WHERE user_id = $1),
        ARRAY(SELECT DISTINCT family_id FROM refresh_tokens

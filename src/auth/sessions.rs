@@ -100,6 +100,19 @@ struct TokenRow {
     user_agent: Option<String>,
 }
 
+/// The condition on a token of being its session's live one at `$at`: not
+/// revoked, not replaced, not expired.
+macro_rules! live_at {
+    ($at:literal) => {
+        concat!(
+            "revoked_at IS NULL AND replaced_at IS NULL AND expires_at > ",
+            $at,
+            " AND idle_expires_at > ",
+            $at
+        )
+    };
+}
+
 const INSERT_TOKEN: &str = "
 INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, idle_expires_at, expires_at,
                             auth_time, amr, started_at, client_address, user_agent)
@@ -111,14 +124,20 @@ SELECT family_id, user_id, idle_expires_at, expires_at, replaced_at, revoked_at,
   FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
 
 /// The live sessions of the user `$1` at `$2`, the most recently used first.
-const LIST_LIVE: &str = "
-SELECT family_id AS id, coalesce(started_at, created_at) AS started_at, created_at AS last_used_at,
-       expires_at, client_address, user_agent, auth_time, amr
-  FROM refresh_tokens
- WHERE user_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL
-   AND expires_at > $2 AND idle_expires_at > $2
- ORDER BY created_at DESC
- LIMIT $3";
+const LIST_LIVE: &str = concat!(
+    "SELECT family_id AS id, coalesce(started_at, created_at) AS started_at, created_at AS last_used_at,
+            expires_at, client_address, user_agent, auth_time, amr
+       FROM refresh_tokens
+      WHERE user_id = $1 AND ",
+    live_at!("$2"),
+    " ORDER BY created_at DESC LIMIT $3"
+);
+
+/// The user whose session `$1` is, if it is live at `$2`.
+const OWNER: &str = concat!(
+    "SELECT user_id FROM refresh_tokens WHERE family_id = $1 AND ",
+    live_at!("$2")
+);
 
 /// Forgets up to `$2` tokens of sessions that ended over a day before `$1`:
 /// a replaced token is kept while its family lives, to catch its reuse,
@@ -131,16 +150,17 @@ DELETE FROM refresh_tokens
 const FORGET_AT_ONCE: i64 = 500;
 
 /// Ends the session `$1` of the user `$2`, if it is live.
-const END_ONE: &str = "
-UPDATE refresh_tokens SET revoked_at = $3, revoked_reason = 'ended'
- WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL AND replaced_at IS NULL
-   AND expires_at > $3 AND idle_expires_at > $3";
+const END_ONE: &str = concat!(
+    "UPDATE refresh_tokens SET revoked_at = $3, revoked_reason = 'ended'
+      WHERE family_id = $1 AND user_id = $2 AND ",
+    live_at!("$3")
+);
 
 /// A re-authentication: the live token of the session carries it on.
-const PROVEN_AGAIN: &str = "
-UPDATE refresh_tokens SET auth_time = $3, amr = $4
- WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL AND replaced_at IS NULL
-   AND expires_at > $3 AND idle_expires_at > $3";
+const PROVEN_AGAIN: &str = concat!(
+    "UPDATE refresh_tokens SET auth_time = $3, amr = $4 WHERE family_id = $1 AND user_id = $2 AND ",
+    live_at!("$3")
+);
 
 /// Takes the session lock of the user `$1`; answers whether the account is
 /// open.
@@ -221,15 +241,7 @@ impl Sessions {
     /// Whether the session still has a live refresh token (not logged out,
     /// revoked or expired).
     pub async fn is_live(&self, family_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<bool> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM refresh_tokens
-                             WHERE family_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL
-                               AND expires_at > $2 AND idle_expires_at > $2)",
-        )
-        .bind(family_id)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
+        Ok(self.owner(family_id, now).await?.is_some())
     }
 
     /// Replaces `token` by a new one of its family. Of two concurrent uses
@@ -370,15 +382,11 @@ impl Sessions {
 
     /// The user whose session `family_id` is, if it is live.
     pub async fn owner(&self, family_id: Uuid, now: DateTime<Utc>) -> sqlx::Result<Option<Uuid>> {
-        sqlx::query_scalar(
-            "SELECT user_id FROM refresh_tokens
-              WHERE family_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL
-                AND expires_at > $2 AND idle_expires_at > $2",
-        )
-        .bind(family_id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
+        sqlx::query_scalar(OWNER)
+            .bind(family_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Ends the session `family_id` of the user: its refresh token is
@@ -403,8 +411,11 @@ impl Sessions {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.forget_cutoff(user_id);
-        Ok(ended.rows_affected() > 0)
+        let ended = ended.rows_affected() > 0;
+        if ended {
+            self.forget_cutoff(user_id);
+        }
+        Ok(ended)
     }
 
     /// Ends every session of the user: refresh tokens revoked, and access

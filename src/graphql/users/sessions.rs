@@ -61,15 +61,10 @@ impl SessionQuery {
     /// (at most 100).
     #[graphql(guard = "SignedIn")]
     async fn my_sessions(&self, ctx: &Context<'_>) -> ApiResult<Vec<Session>> {
-        let state = ctx.data::<ApiState>()?;
-        let Caller::User { id, session, .. } = caller(ctx) else {
+        let Caller::User { id, .. } = caller(ctx) else {
             return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
         };
-        let sessions = state.auth.sessions_of(*id).await?;
-        Ok(sessions
-            .into_iter()
-            .map(|view| Session::new(view, *session))
-            .collect())
+        listed(ctx, *id).await
     }
 
     /// A user's live sessions, the most recently used first (at most 100;
@@ -80,18 +75,22 @@ impl SessionQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The user whose sessions to list.")] user_id: ID,
     ) -> ApiResult<Vec<Session>> {
-        let state = ctx.data::<ApiState>()?;
-        let user_id = parse_id_in(&user_id, "userId")?;
-        let current = match caller(ctx) {
-            Caller::User { session, .. } => *session,
-            _ => None,
-        };
-        let sessions = state.auth.sessions_of(user_id).await?;
-        Ok(sessions
-            .into_iter()
-            .map(|view| Session::new(view, current))
-            .collect())
+        listed(ctx, parse_id_in(&user_id, "userId")?).await
     }
+}
+
+/// The live sessions of `user_id`, the caller's own marked `current`.
+async fn listed(ctx: &Context<'_>, user_id: uuid::Uuid) -> ApiResult<Vec<Session>> {
+    let state = ctx.data::<ApiState>()?;
+    let current = match caller(ctx) {
+        Caller::User { session, .. } => *session,
+        _ => None,
+    };
+    let sessions = state.auth.sessions_of(user_id).await?;
+    Ok(sessions
+        .into_iter()
+        .map(|view| Session::new(view, current))
+        .collect())
 }
 
 #[Object]
