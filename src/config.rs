@@ -353,6 +353,29 @@ pub struct AuthConfig {
     )]
     pub step_up_max_age_secs: i64,
 
+    /// The WebAuthn relying party id passkeys are bound to: the site's
+    /// registrable domain (`example.com`), or `localhost` in development.
+    /// An IP address is none. Changing it orphans every passkey.
+    #[arg(
+        long = "webauthn-rp-id",
+        env = "ACCOUNTABLE_WEBAUTHN_RP_ID",
+        default_value = "localhost",
+        global = true
+    )]
+    pub webauthn_rp_id: String,
+
+    /// The origins of the pages that use passkeys, comma-separated: each
+    /// `https://` on the relying party id or below it, or
+    /// `http://localhost:…`.
+    #[arg(
+        long = "webauthn-origins",
+        env = "ACCOUNTABLE_WEBAUTHN_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:8080",
+        global = true
+    )]
+    pub webauthn_origins: Vec<String>,
+
     /// Failed logins in a row before the account locks.
     #[arg(
         long = "login-max-failures",

@@ -107,6 +107,28 @@ pub fn public(event: &UserEvent) -> PublicEvent {
             contract::RECOVERY_CODE_USED_V1,
             json!({"at": e.at, "remaining": e.remaining}),
         ),
+        // A passkey: which one and when; never its name, its credential
+        // or its counter but the one a refusal was measured against.
+        UserEvent::PasskeyRegistered(e) => (
+            contract::PASSKEY_REGISTERED_V1,
+            json!({"at": e.at, "passkey_id": e.passkey_id}),
+        ),
+        UserEvent::PasskeyRenamed(e) => (
+            contract::PASSKEY_RENAMED_V1,
+            json!({"at": e.at, "passkey_id": e.passkey_id}),
+        ),
+        UserEvent::PasskeyRemoved(e) => (
+            contract::PASSKEY_REMOVED_V1,
+            json!({"at": e.at, "passkey_id": e.passkey_id}),
+        ),
+        UserEvent::PasskeyUsed(e) => (
+            contract::PASSKEY_USED_V1,
+            json!({"at": e.at, "passkey_id": e.passkey_id}),
+        ),
+        UserEvent::PasskeyCounterRegressed(e) => (
+            contract::PASSKEY_COUNTER_REGRESSED_V1,
+            json!({"at": e.at, "passkey_id": e.passkey_id, "stored_counter": e.stored_counter}),
+        ),
     };
     PublicEvent { cloud_type, data }
 }
@@ -285,8 +307,11 @@ mod tests {
         TotpEnabled, TotpEnrollmentStarted, UserDeactivated, UserDeleted, UserErased,
         UserReactivated, UserRegistered, ERASED_FIELDS,
     };
-    use accountable_domain::values::{DisplayName, Email, Locale};
-    use accountable_domain::{PasswordHash, Role, UserStatus};
+    use accountable_domain::events::{
+        PasskeyCounterRegressed, PasskeyRegistered, PasskeyRemoved, PasskeyRenamed, PasskeyUsed,
+    };
+    use accountable_domain::values::{DisplayName, Email, Locale, PasskeyName};
+    use accountable_domain::{PasskeyCredential, PasswordHash, Role, UserStatus};
 
     /// One event of every type the domain can emit.
     fn every_event() -> Vec<UserEvent> {
@@ -403,8 +428,36 @@ mod tests {
                 index: 0,
                 remaining: 9,
             }),
+            UserEvent::PasskeyRegistered(PasskeyRegistered {
+                at,
+                passkey_id: PASSKEY,
+                passkey_name: Some(PasskeyName::parse("Ada's laptop").unwrap()),
+                credential: Some(PasskeyCredential::new(r#"{"cred":"secret-token"}"#.into())),
+            }),
+            UserEvent::PasskeyRenamed(PasskeyRenamed {
+                at,
+                passkey_id: PASSKEY,
+                passkey_name: Some(PasskeyName::parse("Ada's phone").unwrap()),
+            }),
+            UserEvent::PasskeyUsed(PasskeyUsed {
+                at,
+                passkey_id: PASSKEY,
+                counter: 59_000_000,
+                credential: Some(PasskeyCredential::new(r#"{"cred":"secret-token"}"#.into())),
+            }),
+            UserEvent::PasskeyCounterRegressed(PasskeyCounterRegressed {
+                at,
+                passkey_id: PASSKEY,
+                stored_counter: 7,
+            }),
+            UserEvent::PasskeyRemoved(PasskeyRemoved {
+                at,
+                passkey_id: PASSKEY,
+            }),
         ]
     }
+
+    const PASSKEY: uuid::Uuid = uuid::Uuid::from_u128(0x0190_a3c2_0000_7000_8000_0000_0000_00aa);
 
     fn recipient() -> Recipient {
         Recipient {
@@ -436,6 +489,9 @@ mod tests {
                 "token_hash",
                 "\"secret\":",
                 "\"recovery_codes\":",
+                "\"credential\":",
+                "\"passkey_name\":",
+                "Ada's",
                 "59000000",
                 "59000001",
             ] {
@@ -504,9 +560,14 @@ mod tests {
                 UserEvent::TotpDisabled(_) => 24,
                 UserEvent::TotpCodeAccepted(_) => 25,
                 UserEvent::RecoveryCodeUsed(_) => 26,
+                UserEvent::PasskeyRegistered(_) => 27,
+                UserEvent::PasskeyRenamed(_) => 28,
+                UserEvent::PasskeyRemoved(_) => 29,
+                UserEvent::PasskeyUsed(_) => 30,
+                UserEvent::PasskeyCounterRegressed(_) => 31,
             })
             .collect();
-        assert_eq!(covered.len(), 27);
+        assert_eq!(covered.len(), 32);
     }
 
     /// A stand-in for the vault's seal (its cipher is tested in its crate):

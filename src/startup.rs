@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::challenges::Challenges;
+use crate::auth::passkeys::Passkeys;
 use crate::auth::clients::TrustedProxies;
 use crate::auth::cutoffs::Cutoffs;
 use crate::auth::keys::{self, KeyRing};
@@ -138,6 +139,11 @@ impl Application {
             dummy_hash,
             require_verified_email: config.require_verified_email(),
             challenges: Challenges::new(pool.clone()),
+            passkeys: Passkeys::new(
+                pool.clone(),
+                &config.auth.webauthn_rp_id,
+                &config.auth.webauthn_origins,
+            )?,
             step_up_max_age: chrono::Duration::seconds(config.auth.step_up_max_age_secs),
         });
         auth.sessions.follow_cutoffs(background);

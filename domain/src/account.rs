@@ -7,10 +7,11 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::events::PersonalData;
 use crate::policy::MailPolicy;
-use crate::values::{Email, Locale, TimeZone};
+use crate::values::{Email, Locale, PasskeyName, TimeZone};
 
 /// What a user may do beyond managing their own account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -176,6 +177,53 @@ impl Totp {
     }
 }
 
+/// A passkey's public-key credential as the WebAuthn library keeps it
+/// (its JSON): opaque here. Never printed, never published; in events it
+/// is sealed, so an erasure destroys it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PasskeyCredential(String);
+
+impl PasskeyCredential {
+    pub fn new(json: String) -> Self {
+        Self(json)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasskeyCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasskeyCredential(***)")
+    }
+}
+
+/// One of the account's passkeys (WebAuthn credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passkey {
+    pub id: Uuid,
+    /// What the user calls it; `None` once erased.
+    pub name: Option<PasskeyName>,
+    /// `None` once erased.
+    pub credential: Option<PasskeyCredential>,
+    /// The authenticator's signature counter as last seen (0: it keeps
+    /// none).
+    pub counter: u32,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl Passkey {
+    /// Whether an assertion with signature counter `counter` may be
+    /// accepted: a counter that does not go up shows a cloned
+    /// authenticator, unless the authenticator keeps none (0 both times).
+    pub fn accepts_counter(&self, counter: u32) -> bool {
+        (counter == 0 && self.counter == 0) || counter > self.counter
+    }
+}
+
 /// A token that was mailed and may still come back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
@@ -254,6 +302,9 @@ pub struct Account {
     /// The authenticator app, enrolled or enabled.
     #[serde(default)]
     pub totp: Option<Totp>,
+    /// The passkeys, oldest first.
+    #[serde(default)]
+    pub passkeys: Vec<Passkey>,
 }
 
 fn verified_before_verification_existed() -> bool {
@@ -265,9 +316,21 @@ impl Account {
         self.locked_until.is_some_and(|until| until > at)
     }
 
-    /// Whether signing in needs a second factor after the password.
+    /// Whether signing in needs a second factor after the password. A
+    /// passkey signs in on its own and can stand in for the app's code;
+    /// it does not make the password need a second factor.
     pub fn needs_second_factor(&self) -> bool {
         self.totp.as_ref().is_some_and(Totp::is_enabled)
+    }
+
+    pub fn passkey(&self, id: Uuid) -> Option<&Passkey> {
+        self.passkeys.iter().find(|passkey| passkey.id == id)
+    }
+
+    /// How many ways the account can be signed in to: its password and
+    /// each passkey.
+    pub fn ways_to_sign_in(&self) -> usize {
+        usize::from(self.password_hash.is_some()) + self.passkeys.len()
     }
 
     /// Whether the policy lets the user ask for another mail of `kind` at

@@ -7,10 +7,10 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Account, MailKind, Pending, PendingEmail, Role, Totp, UserStatus};
+use crate::account::{Account, MailKind, Passkey, Pending, PendingEmail, Role, Totp, UserStatus};
 use crate::commands::{FactorFlow, LinkFlow, RegisterUser, UserCommand, UserError};
 use crate::events::*;
-use crate::policy::{LockoutPolicy, MAX_RESET_FAILURES};
+use crate::policy::{LockoutPolicy, MAX_PASSKEYS, MAX_RESET_FAILURES};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -172,6 +172,7 @@ impl Aggregate for User {
                 pending_email: None,
                 mail_requests: Vec::new(),
                 totp: None,
+                passkeys: Vec::new(),
                 failed_attempts: 0,
                 last_failure_at: None,
                 lockouts: 0,
@@ -231,6 +232,7 @@ impl Aggregate for User {
                 account.pending_reset = None;
                 account.pending_email = None;
                 account.totp = None;
+                account.passkeys.clear();
             }
             UserEvent::EmailVerificationRequested(e) => {
                 account.note_mail_request(e.at, MailKind::Verification);
@@ -297,6 +299,32 @@ impl Aggregate for User {
                     }
                 }
             }
+            UserEvent::PasskeyRegistered(e) => account.passkeys.push(Passkey {
+                id: e.passkey_id,
+                name: e.passkey_name,
+                credential: e.credential,
+                counter: 0,
+                created_at: e.at,
+                last_used_at: None,
+            }),
+            UserEvent::PasskeyRenamed(e) => {
+                if let Some(passkey) = passkey_mut(account, e.passkey_id) {
+                    passkey.name = e.passkey_name;
+                }
+            }
+            UserEvent::PasskeyRemoved(e) => {
+                account.passkeys.retain(|passkey| passkey.id != e.passkey_id)
+            }
+            UserEvent::PasskeyUsed(e) => {
+                if let Some(passkey) = passkey_mut(account, e.passkey_id) {
+                    passkey.counter = passkey.counter.max(e.counter);
+                    passkey.last_used_at = Some(e.at);
+                    if e.credential.is_some() {
+                        passkey.credential = e.credential;
+                    }
+                }
+            }
+            UserEvent::PasskeyCounterRegressed(_) => {}
             UserEvent::RegistrationAttempted(e) => {
                 account.note_mail_request(e.at, MailKind::RegistrationNotice)
             }
@@ -550,8 +578,81 @@ fn factor(flow: FactorFlow, account: Option<&Account>) -> Result<Vec<UserEvent>,
                 remaining: totp.recovery_codes.len() - 1,
             })]
         }
+        FactorFlow::RegisterPasskey {
+            passkey_id,
+            name,
+            credential,
+            at,
+        } => {
+            if account.passkeys.len() >= MAX_PASSKEYS {
+                return Err(UserError::TooManyPasskeys);
+            }
+            vec![UserEvent::PasskeyRegistered(PasskeyRegistered {
+                at,
+                passkey_id,
+                passkey_name: Some(name),
+                credential: Some(credential),
+            })]
+        }
+        FactorFlow::RenamePasskey {
+            passkey_id,
+            name,
+            at,
+        } => {
+            let passkey = account
+                .passkey(passkey_id)
+                .ok_or(UserError::PasskeyNotFound)?;
+            if passkey.name.as_ref() == Some(&name) {
+                return Ok(Vec::new());
+            }
+            vec![UserEvent::PasskeyRenamed(PasskeyRenamed {
+                at,
+                passkey_id,
+                passkey_name: Some(name),
+            })]
+        }
+        FactorFlow::RemovePasskey { passkey_id, at } => {
+            account
+                .passkey(passkey_id)
+                .ok_or(UserError::PasskeyNotFound)?;
+            if account.ways_to_sign_in() <= 1 {
+                return Err(UserError::LastWayToSignIn);
+            }
+            vec![UserEvent::PasskeyRemoved(PasskeyRemoved { at, passkey_id })]
+        }
+        FactorFlow::UsePasskey {
+            passkey_id,
+            counter,
+            credential,
+            at,
+        } => {
+            let passkey = account.passkey(passkey_id).ok_or(UserError::InvalidCode)?;
+            if !passkey.accepts_counter(counter) {
+                return Err(UserError::InvalidCode);
+            }
+            vec![UserEvent::PasskeyUsed(PasskeyUsed {
+                at,
+                passkey_id,
+                counter,
+                credential: Some(credential),
+            })]
+        }
+        FactorFlow::RefusePasskeyCounter { passkey_id, at } => {
+            let passkey = account
+                .passkey(passkey_id)
+                .ok_or(UserError::PasskeyNotFound)?;
+            vec![UserEvent::PasskeyCounterRegressed(PasskeyCounterRegressed {
+                at,
+                passkey_id,
+                stored_counter: passkey.counter,
+            })]
+        }
     };
     Ok(events)
+}
+
+fn passkey_mut(account: &mut Account, id: uuid::Uuid) -> Option<&mut Passkey> {
+    account.passkeys.iter_mut().find(|passkey| passkey.id == id)
 }
 
 /// Counts the attempt, or locks the account when the failures before it
@@ -1453,5 +1554,133 @@ mod tests {
             user.apply(event);
         }
         assert_eq!(user.account.unwrap().totp, None);
+    }
+
+    fn passkey_id(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    fn passkey_registered(n: u128) -> UserEvent {
+        UserEvent::PasskeyRegistered(PasskeyRegistered {
+            at: at(1),
+            passkey_id: passkey_id(n),
+            passkey_name: Some(crate::values::PasskeyName::parse("Laptop").unwrap()),
+            credential: Some(crate::account::PasskeyCredential::new("{}".into())),
+        })
+    }
+
+    fn use_passkey(n: u128, counter: u32) -> UserCommand {
+        UserCommand::Factor(FactorFlow::UsePasskey {
+            passkey_id: passkey_id(n),
+            counter,
+            credential: crate::account::PasskeyCredential::new("{}".into()),
+            at: at(2),
+        })
+    }
+
+    #[test]
+    fn a_passkey_signs_only_with_a_counter_that_goes_up() {
+        let used = |counter| {
+            UserEvent::PasskeyUsed(PasskeyUsed {
+                at: at(2),
+                passkey_id: passkey_id(1),
+                counter,
+                credential: Some(crate::account::PasskeyCredential::new("{}".into())),
+            })
+        };
+        TestFramework::<User>::with(())
+            .given(vec![registered(), passkey_registered(1)])
+            .when(use_passkey(1, 5))
+            .then_expect_events(vec![used(5)]);
+        for stale in [5, 4] {
+            TestFramework::<User>::with(())
+                .given(vec![registered(), passkey_registered(1), used(5)])
+                .when(use_passkey(1, stale))
+                .then_expect_error(UserError::InvalidCode);
+        }
+        TestFramework::<User>::with(())
+            .given(vec![registered(), passkey_registered(1), used(0)])
+            .when(use_passkey(1, 0))
+            .then_expect_events(vec![used(0)]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), passkey_registered(1)])
+            .when(use_passkey(2, 1))
+            .then_expect_error(UserError::InvalidCode);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), passkey_registered(1), used(5)])
+            .when(UserCommand::Factor(FactorFlow::RefusePasskeyCounter {
+                passkey_id: passkey_id(1),
+                at: at(3),
+            }))
+            .then_expect_events(vec![UserEvent::PasskeyCounterRegressed(
+                PasskeyCounterRegressed {
+                    at: at(3),
+                    passkey_id: passkey_id(1),
+                    stored_counter: 5,
+                },
+            )]);
+    }
+
+    #[test]
+    fn the_last_way_to_sign_in_stays() {
+        let remove = |n| {
+            UserCommand::Factor(FactorFlow::RemovePasskey {
+                passkey_id: passkey_id(n),
+                at: at(2),
+            })
+        };
+        TestFramework::<User>::with(())
+            .given(vec![registered(), passkey_registered(1)])
+            .when(remove(1))
+            .then_expect_events(vec![UserEvent::PasskeyRemoved(PasskeyRemoved {
+                at: at(2),
+                passkey_id: passkey_id(1),
+            })]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(), passkey_registered(1)])
+            .when(remove(2))
+            .then_expect_error(UserError::PasskeyNotFound);
+        let UserEvent::UserRegistered(mut without_password) = registered() else {
+            unreachable!()
+        };
+        without_password.password_hash = None;
+        let without_password = UserEvent::UserRegistered(without_password);
+        TestFramework::<User>::with(())
+            .given(vec![without_password.clone(), passkey_registered(1)])
+            .when(remove(1))
+            .then_expect_error(UserError::LastWayToSignIn);
+        TestFramework::<User>::with(())
+            .given(vec![
+                without_password,
+                passkey_registered(1),
+                passkey_registered(2),
+            ])
+            .when(remove(1))
+            .then_expect_events(vec![UserEvent::PasskeyRemoved(PasskeyRemoved {
+                at: at(2),
+                passkey_id: passkey_id(1),
+            })]);
+    }
+
+    #[test]
+    fn an_account_holds_a_bounded_number_of_passkeys_and_erasure_forgets_them() {
+        let full: Vec<UserEvent> = std::iter::once(registered())
+            .chain((0..crate::policy::MAX_PASSKEYS as u128).map(passkey_registered))
+            .collect();
+        TestFramework::<User>::with(())
+            .given(full.clone())
+            .when(UserCommand::Factor(FactorFlow::RegisterPasskey {
+                passkey_id: passkey_id(99),
+                name: crate::values::PasskeyName::parse("One more").unwrap(),
+                credential: crate::account::PasskeyCredential::new("{}".into()),
+                at: at(2),
+            }))
+            .then_expect_error(UserError::TooManyPasskeys);
+        let mut user = User::default();
+        for event in full {
+            user.apply(event);
+        }
+        user.apply(erased(21, UserStatus::Active));
+        assert!(user.account.unwrap().passkeys.is_empty());
     }
 }

@@ -1,11 +1,12 @@
 //! What may be asked of a `User`, and why the aggregate may refuse.
 
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
-use crate::account::{PasswordHash, Role};
+use crate::account::{PasskeyCredential, PasswordHash, Role};
 use crate::events::IssuedToken;
 use crate::policy::{LockoutPolicy, MailPolicy};
-use crate::values::{DisplayName, Email, Locale, TimeZone};
+use crate::values::{DisplayName, Email, Locale, PasskeyName, TimeZone};
 
 #[derive(Debug)]
 pub struct RegisterUser {
@@ -147,6 +148,38 @@ pub enum FactorFlow {
         code_hash: String,
         at: DateTime<Utc>,
     },
+    /// Add a passkey whose registration the service verified (and whose
+    /// credential id it claimed for this account).
+    RegisterPasskey {
+        passkey_id: Uuid,
+        name: PasskeyName,
+        credential: PasskeyCredential,
+        at: DateTime<Utc>,
+    },
+    RenamePasskey {
+        passkey_id: Uuid,
+        name: PasskeyName,
+        at: DateTime<Utc>,
+    },
+    /// Refused when it is the account's last way to sign in.
+    RemovePasskey {
+        passkey_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// A signature of the passkey, verified by the service, with its
+    /// counter: accepted when the counter went up (or the authenticator
+    /// keeps none).
+    UsePasskey {
+        passkey_id: Uuid,
+        counter: u32,
+        credential: PasskeyCredential,
+        at: DateTime<Utc>,
+    },
+    /// A signature whose counter did not go up was refused: recorded.
+    RefusePasskeyCounter {
+        passkey_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 /// A command the aggregate refuses; each maps to one client-facing code.
@@ -178,4 +211,10 @@ pub enum UserError {
     TotpAlreadyEnabled,
     #[error("no authenticator app is being set up")]
     NoTotpEnrollment,
+    #[error("no such passkey")]
+    PasskeyNotFound,
+    #[error("the account has as many passkeys as it may")]
+    TooManyPasskeys,
+    #[error("it is the account's last way to sign in")]
+    LastWayToSignIn,
 }

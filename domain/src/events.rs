@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{MailToken, PasswordHash, Role, TotpSecret, UserStatus};
-use crate::values::{DisplayName, Email, Locale, TimeZone};
+use uuid::Uuid;
+
+use crate::account::{MailToken, PasskeyCredential, PasswordHash, Role, TotpSecret, UserStatus};
+use crate::values::{DisplayName, Email, Locale, PasskeyName, TimeZone};
 
 /// The fields of an event that identify a person, kept apart from the rest
 /// so that they are sealed with the user's data key and erased as one.
@@ -295,8 +297,57 @@ pub struct RecoveryCodeUsed {
     pub remaining: usize,
 }
 
+/// A passkey was added: it signs in on its own, and stands in for the
+/// app's code in a sign-in's second step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyRegistered {
+    pub at: DateTime<Utc>,
+    pub passkey_id: Uuid,
+    /// Sealed, never published; `None` once erased.
+    pub passkey_name: Option<PasskeyName>,
+    /// Sealed, never published; `None` once erased.
+    pub credential: Option<PasskeyCredential>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyRenamed {
+    pub at: DateTime<Utc>,
+    pub passkey_id: Uuid,
+    /// Sealed, never published; `None` once erased.
+    pub passkey_name: Option<PasskeyName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyRemoved {
+    pub at: DateTime<Utc>,
+    pub passkey_id: Uuid,
+}
+
+/// A passkey's signature was accepted (sign-in, second step,
+/// re-authentication).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyUsed {
+    pub at: DateTime<Utc>,
+    pub passkey_id: Uuid,
+    /// The signature counter it signed with.
+    pub counter: u32,
+    /// The credential as it is now (its counter); sealed, never
+    /// published; `None` once erased.
+    pub credential: Option<PasskeyCredential>,
+}
+
+/// A signature of a passkey came with a counter that did not go up: the
+/// sign of a cloned authenticator. It was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyCounterRegressed {
+    pub at: DateTime<Utc>,
+    pub passkey_id: Uuid,
+    /// The counter of the last accepted signature.
+    pub stored_counter: u32,
+}
+
 /// The personal fields every earlier event of the user holds.
-pub const ERASED_FIELDS: [&str; 9] = [
+pub const ERASED_FIELDS: [&str; 11] = [
     "email",
     "previous_email",
     "display_name",
@@ -306,6 +357,8 @@ pub const ERASED_FIELDS: [&str; 9] = [
     "token",
     "secret",
     "recovery_codes",
+    "passkey_name",
+    "credential",
 ];
 
 /// The user's personal data was erased: their data key is destroyed (in the
@@ -354,6 +407,11 @@ pub enum UserEvent {
     TotpDisabled(TotpDisabled),
     TotpCodeAccepted(TotpCodeAccepted),
     RecoveryCodeUsed(RecoveryCodeUsed),
+    PasskeyRegistered(PasskeyRegistered),
+    PasskeyRenamed(PasskeyRenamed),
+    PasskeyRemoved(PasskeyRemoved),
+    PasskeyUsed(PasskeyUsed),
+    PasskeyCounterRegressed(PasskeyCounterRegressed),
 }
 
 impl UserEvent {
@@ -405,6 +463,11 @@ impl DomainEvent for UserEvent {
             Self::TotpDisabled(_) => "TotpDisabled",
             Self::TotpCodeAccepted(_) => "TotpCodeAccepted",
             Self::RecoveryCodeUsed(_) => "RecoveryCodeUsed",
+            Self::PasskeyRegistered(_) => "PasskeyRegistered",
+            Self::PasskeyRenamed(_) => "PasskeyRenamed",
+            Self::PasskeyRemoved(_) => "PasskeyRemoved",
+            Self::PasskeyUsed(_) => "PasskeyUsed",
+            Self::PasskeyCounterRegressed(_) => "PasskeyCounterRegressed",
         }
         .to_owned()
     }

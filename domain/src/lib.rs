@@ -15,7 +15,8 @@ pub mod policy;
 pub mod values;
 
 pub use account::{
-    Account, MailToken, PasswordHash, Role, Totp, TotpSecret, UnknownName, UserStatus,
+    Account, MailToken, Passkey, PasskeyCredential, PasswordHash, Role, Totp, TotpSecret,
+    UnknownName, UserStatus,
 };
 pub use aggregate::User;
 pub use commands::{FactorFlow, LinkFlow, RegisterUser, UserCommand, UserError};

@@ -2,6 +2,10 @@
 
 use chrono::Duration;
 
+/// The most passkeys one account may hold (each is read at every passkey
+/// sign-in of the account).
+pub const MAX_PASSKEYS: usize = 20;
+
 /// How failed logins lock an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {

@@ -143,6 +143,35 @@ impl DisplayName {
     }
 }
 
+/// What a user calls one of their passkeys: 1 to 64 characters, trimmed,
+/// no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PasskeyName(String);
+
+impl PasskeyName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let trimmed = input.trim();
+        let len = trimmed.chars().count();
+        if len == 0 || len > Self::MAX_LEN {
+            return Err(InvalidInput::new("name", "must be 1 to 64 characters"));
+        }
+        if trimmed.chars().any(|c| c.is_control() || invisible(c)) {
+            return Err(InvalidInput::new(
+                "name",
+                "must not contain control, invisible or direction characters",
+            ));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A language tag such as `en`, `pt-BR` or `zh-Hant-TW` (BCP 47 shape).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -333,6 +362,14 @@ mod tests {
         let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(63).repeat(3));
         assert!(long.len() > Email::MAX_LEN);
         assert!(Email::parse(&long).is_err());
+    }
+
+    #[test]
+    fn passkey_name_bounds() {
+        assert!(PasskeyName::parse(" ").is_err());
+        assert!(PasskeyName::parse(&"x".repeat(65)).is_err());
+        assert!(PasskeyName::parse("key\u{202E}").is_err());
+        assert_eq!(PasskeyName::parse(" Laptop ").unwrap().as_str(), "Laptop");
     }
 
     #[test]

@@ -113,7 +113,12 @@ impl Envelope {
             | TOTP_ENABLED_V1
             | TOTP_DISABLED_V1
             | TOTP_CODE_ACCEPTED_V1
-            | RECOVERY_CODE_USED_V1 => {
+            | RECOVERY_CODE_USED_V1
+            | PASSKEY_REGISTERED_V1
+            | PASSKEY_RENAMED_V1
+            | PASSKEY_REMOVED_V1
+            | PASSKEY_USED_V1
+            | PASSKEY_COUNTER_REGRESSED_V1 => {
                 serde_json::from_value(value).map(AccountEvent::SecondFactor)
             }
             other => return Err(ContractError::UnknownType(other.to_owned())),
@@ -152,6 +157,11 @@ pub const TOTP_ENABLED_V1: &str = "accountable.user.totp_enabled.v1";
 pub const TOTP_DISABLED_V1: &str = "accountable.user.totp_disabled.v1";
 pub const TOTP_CODE_ACCEPTED_V1: &str = "accountable.user.totp_code_accepted.v1";
 pub const RECOVERY_CODE_USED_V1: &str = "accountable.user.recovery_code_used.v1";
+pub const PASSKEY_REGISTERED_V1: &str = "accountable.user.passkey_registered.v1";
+pub const PASSKEY_RENAMED_V1: &str = "accountable.user.passkey_renamed.v1";
+pub const PASSKEY_REMOVED_V1: &str = "accountable.user.passkey_removed.v1";
+pub const PASSKEY_USED_V1: &str = "accountable.user.passkey_used.v1";
+pub const PASSKEY_COUNTER_REGRESSED_V1: &str = "accountable.user.passkey_counter_regressed.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountEvent {

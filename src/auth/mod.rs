@@ -7,6 +7,8 @@ pub mod clients;
 pub mod clock;
 pub mod cutoffs;
 pub mod keys;
+mod passkey_flows;
+pub mod passkeys;
 pub mod ratelimit;
 pub mod service;
 pub mod sessions;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::challenges::Challenges;
+use super::passkeys::{PasskeyError, Passkeys};
 use super::clock::Clock;
 use super::sessions::{Refused, SessionView, Sessions};
 use super::tokens::{AccessClaims, SignInFacts, TokenError, Tokens};
@@ -35,12 +36,22 @@ pub enum Caller {
 pub enum Reproof<'a> {
     Password(&'a str),
     Factor(FactorProof<'a>),
+    /// A passkey's answer to the ceremony `beginPasskeyReauthentication`
+    /// began.
+    Passkey {
+        ceremony: &'a str,
+        response: &'a str,
+    },
 }
 
 /// How each proof is named in `amr` (RFC 8176).
 const PASSWORD_ONLY: &[&str] = &["pwd"];
 const WITH_AN_APP: &[&str] = &["pwd", "otp", "mfa"];
 const WITH_A_RECOVERY_CODE: &[&str] = &["pwd", "mfa"];
+/// A passkey is verified by its user (a PIN or biometrics) and proves a
+/// key: two factors on its own.
+pub(super) const PASSKEY_ALONE: &[&str] = &["hwk", "user", "mfa"];
+pub(super) const WITH_A_PASSKEY: &[&str] = &["pwd", "hwk", "user", "mfa"];
 
 /// A signed-in session: what `register`, `login` and `refreshToken` answer.
 pub struct SignedIn {
@@ -69,6 +80,8 @@ pub enum LoggedIn {
     /// this challenge and a second factor.
     SecondFactorRequired {
         challenge: Uuid,
+        /// Whether a passkey of the account can complete it too.
+        passkey: bool,
     },
 }
 
@@ -80,6 +93,7 @@ enum Proof {
         roles: Vec<Role>,
         email_verified: bool,
         second_factor: bool,
+        passkey: bool,
         /// The stored hash was made with other parameters than today's.
         outdated: bool,
     },
@@ -102,6 +116,11 @@ pub enum AuthError {
     /// must be).
     #[error("the email address is not verified yet")]
     EmailNotVerified,
+    #[error(transparent)]
+    Passkey(#[from] PasskeyError),
+    /// A passkey was asked of an account that has none.
+    #[error("the account has no passkey")]
+    NoPasskey,
     /// A change that needs the current password was given another.
     #[error("that is not the current password")]
     WrongCurrentPassword,
@@ -136,6 +155,7 @@ pub struct Auth {
     /// answers the same for a new and a taken address).
     pub require_verified_email: bool,
     pub challenges: Challenges,
+    pub passkeys: Passkeys,
     /// How recent a sign-in a dangerous change needs.
     pub step_up_max_age: chrono::Duration,
 }
@@ -209,6 +229,7 @@ impl Auth {
             roles,
             email_verified,
             second_factor,
+            passkey,
             outdated,
         } = proof
         else {
@@ -224,7 +245,7 @@ impl Auth {
         if second_factor {
             // The attempt stays counted until the second factor succeeds.
             let challenge = self.challenges.create(user_id, self.clock.now()).await?;
-            return Ok(LoggedIn::SecondFactorRequired { challenge });
+            return Ok(LoggedIn::SecondFactorRequired { challenge, passkey });
         }
         let executed = self
             .users
@@ -307,6 +328,7 @@ impl Auth {
             roles: roles(&account),
             email_verified: account.email_verified,
             second_factor: account.needs_second_factor(),
+            passkey: !account.passkeys.is_empty(),
             outdated: verified.outdated,
         })
     }
@@ -478,7 +500,7 @@ impl Auth {
     /// Checks a second factor as one attempt towards the account's lockout
     /// (counted before the check, refused while locked); answers the
     /// account. The caller completes the attempt.
-    async fn prove_second_factor(
+    pub(super) async fn prove_second_factor(
         &self,
         user_id: Uuid,
         proof: FactorProof<'_>,
@@ -543,6 +565,11 @@ impl Auth {
                 self.prove_second_factor(user_id, factor, now, ctx).await?;
                 amr_of(factor)
             }
+            Reproof::Passkey { ceremony, response } => {
+                self.prove_passkey_again(user_id, ceremony, response, ctx)
+                    .await?;
+                PASSKEY_ALONE
+            }
         };
         let executed = self.users.complete_login(user_id, now, ctx).await?;
         let facts = facts(now, amr);
@@ -554,7 +581,7 @@ impl Auth {
         Ok((access.token, access.expires_in))
     }
 
-    async fn sign_in(
+    pub(super) async fn sign_in(
         &self,
         user_id: Uuid,
         roles: Vec<Role>,
@@ -615,7 +642,7 @@ fn facts(now: DateTime<Utc>, amr: &[&str]) -> SignInFacts {
     }
 }
 
-fn roles(account: &Account) -> Vec<Role> {
+pub(super) fn roles(account: &Account) -> Vec<Role> {
     account.roles.iter().copied().collect()
 }
 

@@ -18,6 +18,8 @@ pub enum CommandError {
     Conflict,
     #[error("this email address is already registered")]
     EmailTaken,
+    #[error("this passkey is registered already")]
+    PasskeyTaken,
     #[error("the last active admin cannot be demoted, deactivated or deleted")]
     LastAdmin,
     /// `expectedVersion` was given and the user is at another version.

@@ -10,6 +10,7 @@ mod error;
 pub mod factors;
 mod input;
 pub mod links;
+pub mod passkeys;
 pub mod password;
 mod service;
 

@@ -3,6 +3,7 @@
 
 use async_graphql::ErrorExtensions;
 
+use crate::auth::passkeys::PasskeyError;
 use crate::auth::AuthError;
 use crate::commands::CommandError;
 use accountable_domain::values::InvalidInput;
@@ -131,9 +132,34 @@ impl From<AuthError> for ApiError {
                 "currentPassword: that is not the current password",
             )
             .with("field", "currentPassword"),
+            AuthError::Passkey(error) => error.into(),
+            AuthError::NoPasskey => Self::new(
+                Code::BadUserInput,
+                "the account has no passkey: complete the sign-in with another factor",
+            ),
             AuthError::Command(error) => error.into(),
             AuthError::Tokens(error) => Self::internal(&error),
             AuthError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<PasskeyError> for ApiError {
+    fn from(error: PasskeyError) -> Self {
+        match error {
+            PasskeyError::Ceremony => Self::new(
+                Code::InvalidToken,
+                "this passkey ceremony does not work (any more): begin again",
+            ),
+            PasskeyError::Malformed(why) => {
+                Self::new(Code::BadUserInput, format!("credential: {why}"))
+                    .with("field", "credential")
+            }
+            PasskeyError::Refused | PasskeyError::CounterRegressed => {
+                Self::new(Code::Unauthenticated, "the passkey did not verify")
+            }
+            PasskeyError::Database(error) => error.into(),
+            PasskeyError::State(error) => Self::internal(&error),
         }
     }
 }
@@ -187,10 +213,19 @@ impl From<CommandError> for ApiError {
             CommandError::Rejected(rejection @ UserError::NoTotpEnrollment) => {
                 Self::new(Code::BadUserInput, rejection.to_string())
             }
+            CommandError::Rejected(rejection @ UserError::PasskeyNotFound) => {
+                Self::new(Code::NotFound, rejection.to_string())
+            }
+            CommandError::Rejected(rejection @ UserError::TooManyPasskeys) => {
+                Self::new(Code::Conflict, rejection.to_string())
+            }
+            CommandError::Rejected(rejection @ UserError::LastWayToSignIn) => {
+                Self::new(Code::Conflict, rejection.to_string())
+            }
             CommandError::Rejected(rejection @ UserError::BaseRole) => {
                 Self::new(Code::BadUserInput, rejection.to_string()).with("field", "role")
             }
-            CommandError::Conflict | CommandError::EmailTaken => {
+            CommandError::Conflict | CommandError::EmailTaken | CommandError::PasskeyTaken => {
                 Self::new(Code::Conflict, error.to_string())
             }
             CommandError::LastAdmin => Self::new(Code::Forbidden, error.to_string()),

@@ -33,13 +33,16 @@ pub use master::MasterKey;
 /// identifies a person sits under `personal`; `password_hash`, `token` (a
 /// mailed one-time link's), `secret` (an authenticator app's) and
 /// `recovery_codes` (their hashes) are secrets that are never published
-/// and go with the person too.
-pub const SEALED_FIELDS: [&str; 5] = [
+/// and go with the person too, as do a passkey's `passkey_name` and
+/// `credential` (its public key and counter).
+pub const SEALED_FIELDS: [&str; 7] = [
     PERSONAL,
     "password_hash",
     "token",
     "secret",
     "recovery_codes",
+    "passkey_name",
+    "credential",
 ];
 
 /// The field under which an aggregate snapshot is stored, sealed whole
@@ -48,12 +51,14 @@ pub const SNAPSHOT: &str = "snapshot";
 
 /// Everything [`Vault::seal`] and [`Vault::unseal`] handle: the sealed
 /// fields of events and the snapshot of an aggregate.
-const SEALED: [&str; 6] = [
+const SEALED: [&str; 8] = [
     SEALED_FIELDS[0],
     SEALED_FIELDS[1],
     SEALED_FIELDS[2],
     SEALED_FIELDS[3],
     SEALED_FIELDS[4],
+    SEALED_FIELDS[5],
+    SEALED_FIELDS[6],
     SNAPSHOT,
 ];
 

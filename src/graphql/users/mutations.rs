@@ -73,7 +73,9 @@ impl UserMutation {
             LoggedIn::SignedIn(signed_in) => {
                 SignInPayload::signed_in(AuthPayload::new(*signed_in, None))
             }
-            LoggedIn::SecondFactorRequired { challenge } => SignInPayload::second_factor(challenge),
+            LoggedIn::SecondFactorRequired { challenge, passkey } => {
+                SignInPayload::second_factor(challenge, passkey)
+            }
         })
     }
 

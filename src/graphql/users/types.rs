@@ -156,7 +156,7 @@ pub struct SignInPayload {
     /// The second step's challenge, when a second factor is required.
     pub challenge: Option<String>,
     /// The second factors the account offers: `TOTP` (an authenticator
-    /// app's code) and `RECOVERY_CODE`.
+    /// app's code), `RECOVERY_CODE`, and `PASSKEY` when it has one.
     pub factors: Vec<SecondFactorKind>,
     #[graphql(skip)]
     signed_in: Option<AuthPayload>,
@@ -169,6 +169,9 @@ pub enum SecondFactorKind {
     Totp,
     /// One of the recovery codes shown when the app was enabled.
     RecoveryCode,
+    /// A passkey of the account: `beginPasskeySecondStep`, then
+    /// `finishPasskeySecondStep`.
+    Passkey,
 }
 
 #[ComplexObject]
@@ -211,23 +214,29 @@ impl SignInPayload {
     pub(super) fn check_mail() -> Self {
         Self {
             email_verification_required: true,
-            ..Self::second_step(None)
+            ..Self::second_step()
         }
     }
 
-    pub(super) fn second_factor(challenge: uuid::Uuid) -> Self {
-        Self::second_step(Some(challenge.to_string()))
+    pub(super) fn second_factor(challenge: uuid::Uuid, passkey: bool) -> Self {
+        let mut factors = vec![SecondFactorKind::Totp, SecondFactorKind::RecoveryCode];
+        if passkey {
+            factors.push(SecondFactorKind::Passkey);
+        }
+        Self {
+            second_factor_required: true,
+            challenge: Some(challenge.to_string()),
+            factors,
+            ..Self::second_step()
+        }
     }
 
-    fn second_step(challenge: Option<String>) -> Self {
+    fn second_step() -> Self {
         Self {
             email_verification_required: false,
-            second_factor_required: challenge.is_some(),
-            factors: match challenge {
-                Some(_) => vec![SecondFactorKind::Totp, SecondFactorKind::RecoveryCode],
-                None => Vec::new(),
-            },
-            challenge,
+            second_factor_required: false,
+            factors: Vec::new(),
+            challenge: None,
             signed_in: None,
         }
     }
