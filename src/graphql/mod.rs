@@ -33,6 +33,7 @@ pub struct QueryRoot(
     users::UserQuery,
     users::SessionQuery,
     users::FactorQuery,
+    users::PasskeyQuery,
     audit::AuditQuery,
 );
 
@@ -44,6 +45,7 @@ pub struct MutationRoot(
     users::UserMutation,
     users::LinkMutation,
     users::FactorMutation,
+    users::PasskeyMutation,
     users::SessionMutation,
 );
 

@@ -9,6 +9,7 @@ use crate::auth::{Caller, Reproof};
 use crate::commands::factors::{is_totp_shaped, FactorProof, MAX_RECOVERY_CODE_LEN};
 use crate::commands::Actor;
 use crate::graphql::guards::SignedIn;
+use super::passkeys::PasskeyResponseInput;
 
 #[derive(Default)]
 pub struct FactorMutation;
@@ -90,8 +91,10 @@ pub struct ReauthenticateInput {
     pub password: Option<String>,
     /// a code of the authenticator app; or
     pub totp_code: Option<String>,
-    /// one of the recovery codes.
+    /// one of the recovery codes; or
     pub recovery_code: Option<String>,
+    /// a passkey's answer to `beginPasskeyReauthentication`.
+    pub passkey: Option<PasskeyResponseInput>,
 }
 
 /// A fresh access token of the same session.
@@ -131,13 +134,6 @@ fn proof<'a>(
         }
         (None, Some(_)) => Err(invalid("recoveryCode", "not a recovery code")),
         _ => Err(invalid("totpCode", "give either totpCode or recoveryCode")),
-    }
-}
-
-fn own_id(ctx: &Context<'_>) -> ApiResult<uuid::Uuid> {
-    match caller(ctx) {
-        Caller::User { id, .. } => Ok(*id),
-        Caller::Anonymous => Err(ApiError::new(Code::Unauthenticated, "sign in first")),
     }
 }
 
@@ -228,13 +224,24 @@ impl FactorMutation {
         else {
             return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
         };
-        let proof = match (&input.password, &input.totp_code, &input.recovery_code) {
-            (Some(password), None, None) => Reproof::Password(password),
-            (None, totp, recovery) => Reproof::Factor(proof(totp.as_deref(), recovery.as_deref())?),
+        let proof = match (
+            &input.password,
+            &input.totp_code,
+            &input.recovery_code,
+            &input.passkey,
+        ) {
+            (Some(password), None, None, None) => Reproof::Password(password),
+            (None, None, None, Some(passkey)) => Reproof::Passkey {
+                ceremony: &passkey.ceremony,
+                response: &passkey.credential,
+            },
+            (None, totp, recovery, None) => {
+                Reproof::Factor(proof(totp.as_deref(), recovery.as_deref())?)
+            }
             _ => {
                 return Err(ApiError::new(
                     Code::BadUserInput,
-                    "password: give one of password, totpCode and recoveryCode",
+                    "password: give one of password, totpCode, recoveryCode and passkey",
                 )
                 .with("field", "password"))
             }

@@ -6,6 +6,7 @@ mod factors;
 mod inputs;
 mod links;
 mod mutations;
+mod passkeys;
 mod queries;
 mod sessions;
 mod types;
@@ -14,6 +15,7 @@ pub use factors::{FactorMutation, FactorQuery, SecondFactors};
 pub use inputs::*;
 pub use links::LinkMutation;
 pub use mutations::UserMutation;
+pub use passkeys::{Passkey, PasskeyMutation, PasskeyQuery};
 pub use queries::UserQuery;
 pub use sessions::{Session, SessionMutation, SessionQuery};
 pub use types::*;
@@ -59,6 +61,14 @@ pub(super) fn acting(ctx: &Context<'_>) -> ApiResult<CommandContext> {
         traceparent: meta.traceparent.clone(),
         origin: meta.origin(),
     })
+}
+
+/// The signed-in caller's own id.
+pub(super) fn own_id(ctx: &Context<'_>) -> ApiResult<Uuid> {
+    match caller(ctx) {
+        Caller::User { id, .. } => Ok(*id),
+        Caller::Anonymous => Err(ApiError::new(Code::Unauthenticated, "sign in first")),
+    }
 }
 
 /// The shared state and a command context for an operation that counts

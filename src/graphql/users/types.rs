@@ -108,6 +108,25 @@ impl User {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+
+    /// The account's passkeys, oldest first, from its history (never
+    /// behind a change): for its owner, admins and auditors.
+    async fn passkeys(&self, ctx: &Context<'_>) -> ApiResult<Vec<super::Passkey>> {
+        let state = ctx.data::<ApiState>()?;
+        let allowed = match crate::graphql::guards::caller(ctx) {
+            crate::auth::Caller::User { id, roles, .. } => {
+                *id == self.0.id || crate::graphql::guards::has_any(roles, READERS)
+            }
+            crate::auth::Caller::Anonymous => false,
+        };
+        if !allowed {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "only the owner, admins and auditors see passkeys",
+            ));
+        }
+        super::passkeys::passkeys_of(state, self.0.id).await
+    }
 }
 
 /// A signed-in session.
