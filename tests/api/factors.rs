@@ -21,7 +21,7 @@ fn code(body: &Value) -> Option<&str> {
 }
 
 /// Ada, registered, with an app enabled: her secret and recovery codes.
-async fn ada_with_an_app(api: &TestApi) -> (Session, String, Vec<String>) {
+pub(crate) async fn ada_with_an_app(api: &TestApi) -> (Session, String, Vec<String>) {
     let ada = api.register("ada@example.com", "Ada").await;
     assert_eq!(factors(api, &ada.access).await, (false, false, 0));
     let started = api.graphql_as(Some(&ada.access), START, json!({})).await;
@@ -308,17 +308,10 @@ async fn removing_the_app_takes_the_password_and_a_second_factor() {
 
 #[tokio::test]
 async fn dangerous_changes_need_a_recent_sign_in_and_reauthenticate_gives_one() {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-
     let stack = TestStack::new().await;
     let clock = accountable::auth::Clock::default();
     let api = stack.api_with_clock(clock.clone()).await;
     let ada = api.register("ada@example.com", "Ada").await;
-    let claims = |token: &str| -> Value {
-        let part = token.split('.').nth(1).unwrap();
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
-    };
     assert_eq!(claims(&ada.access)["amr"], json!(["pwd"]));
     let signed_in_at = claims(&ada.access)["auth_time"]
         .as_i64()
@@ -390,13 +383,6 @@ async fn a_code_of_the_app_reauthenticates_and_marks_the_token_multi_factor() {
     let token = body["data"]["reauthenticate"]["accessToken"]
         .as_str()
         .unwrap_or_else(|| panic!("{body}"));
-    let part = token.split('.').nth(1).unwrap();
-    use base64::Engine;
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = claims(token);
     assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]), "{claims}");
 }

@@ -12,6 +12,7 @@ mod hostile;
 mod live;
 mod load;
 mod mail;
+mod passkeys;
 mod pipeline;
 mod projection;
 mod registration;

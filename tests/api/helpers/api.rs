@@ -90,6 +90,12 @@ pub struct Session {
     pub refresh: String,
 }
 
+/// The claims of a JWT, unverified.
+pub fn claims(token: &str) -> Value {
+    let claims = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64url")).unwrap()
+}
+
 impl From<&Value> for Session {
     fn from(payload: &Value) -> Self {
         let text = |v: &Value| {
@@ -99,9 +105,7 @@ impl From<&Value> for Session {
         };
         let access = text(&payload["accessToken"]);
         // The user id is the token's subject.
-        let claims = access.split('.').nth(1).expect("a JWT");
-        let claims: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64url")).unwrap();
+        let claims = claims(&access);
         Self {
             user: payload["user"].clone(),
             id: text(&claims["sub"]),

@@ -6,6 +6,7 @@
 //! starts them); a test fails, never skips, when they are not.
 
 mod api;
+mod browser;
 mod convergence;
 mod kafka;
 mod mail;
@@ -13,6 +14,7 @@ mod stack;
 mod wait;
 
 pub use api::*;
+pub use browser::*;
 pub use convergence::*;
 pub use kafka::*;
 pub use mail::*;
