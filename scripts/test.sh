@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, lints, then the unit tests and the
 # end-to-end tests against real PostgreSQL and a real Kafka broker, which it
-# provisions when missing.
+# provisions when missing, and passkeys in Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/stack.sh
 source scripts/python.sh
+source scripts/browser.sh
 # Each test makes a database of its own; drop those of earlier runs.
 if command -v psql >/dev/null 2>&1; then
   admin_url="${DATABASE_URL%/*}/postgres"

@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::challenges::Challenges;
-use crate::auth::passkeys::Passkeys;
 use crate::auth::clients::TrustedProxies;
 use crate::auth::cutoffs::Cutoffs;
 use crate::auth::keys::{self, KeyRing};
+use crate::auth::passkeys::Passkeys;
 use crate::auth::ratelimit::ClientLimiter;
 use crate::auth::sessions::{SessionConfig, Sessions};
 use crate::auth::tokens::{TokenConfig, Tokens};

@@ -312,9 +312,9 @@ impl Aggregate for User {
                     passkey.name = e.passkey_name;
                 }
             }
-            UserEvent::PasskeyRemoved(e) => {
-                account.passkeys.retain(|passkey| passkey.id != e.passkey_id)
-            }
+            UserEvent::PasskeyRemoved(e) => account
+                .passkeys
+                .retain(|passkey| passkey.id != e.passkey_id),
             UserEvent::PasskeyUsed(e) => {
                 if let Some(passkey) = passkey_mut(account, e.passkey_id) {
                     passkey.counter = passkey.counter.max(e.counter);
@@ -641,11 +641,13 @@ fn factor(flow: FactorFlow, account: Option<&Account>) -> Result<Vec<UserEvent>,
             let passkey = account
                 .passkey(passkey_id)
                 .ok_or(UserError::PasskeyNotFound)?;
-            vec![UserEvent::PasskeyCounterRegressed(PasskeyCounterRegressed {
-                at,
-                passkey_id,
-                stored_counter: passkey.counter,
-            })]
+            vec![UserEvent::PasskeyCounterRegressed(
+                PasskeyCounterRegressed {
+                    at,
+                    passkey_id,
+                    stored_counter: passkey.counter,
+                },
+            )]
         }
     };
     Ok(events)

@@ -23,10 +23,9 @@ impl Auth {
     /// Begins adding a passkey to `user_id`'s account.
     pub async fn begin_passkey_registration(&self, user_id: Uuid) -> Result<Begun, AuthError> {
         let account = self.active_account(user_id).await?;
-        let personal = account
-            .personal
-            .as_ref()
-            .ok_or(CommandError::Rejected(accountable_domain::UserError::Erased))?;
+        let personal = account.personal.as_ref().ok_or(CommandError::Rejected(
+            accountable_domain::UserError::Erased,
+        ))?;
         Ok(self
             .passkeys
             .begin_registration(
@@ -151,8 +150,14 @@ impl Auth {
             return Err(AuthError::InvalidChallenge);
         }
         let executed = self.users.complete_login(user_id, now, ctx).await?;
-        self.sign_in(user_id, roles(&account), Some(executed), WITH_A_PASSKEY, ctx)
-            .await
+        self.sign_in(
+            user_id,
+            roles(&account),
+            Some(executed),
+            WITH_A_PASSKEY,
+            ctx,
+        )
+        .await
     }
 
     /// Begins a re-authentication of `user_id` with one of their passkeys.
@@ -192,8 +197,15 @@ impl Auth {
         if taken.user_id != Some(user_id) {
             return Err(PasskeyError::Ceremony.into());
         }
-        self.prove_passkey(user_id, Purpose::Reauthenticate, &taken, &response, now, ctx)
-            .await
+        self.prove_passkey(
+            user_id,
+            Purpose::Reauthenticate,
+            &taken,
+            &response,
+            now,
+            ctx,
+        )
+        .await
     }
 
     /// Checks a passkey signature of `user_id` as one attempt towards the

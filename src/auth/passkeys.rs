@@ -141,8 +141,15 @@ impl Passkeys {
             selection.resident_key = Some(ResidentKeyRequirement::Required);
             selection.require_resident_key = true;
         }
-        self.begin(Purpose::Register, Some(user_id), None, &options, &state, now)
-            .await
+        self.begin(
+            Purpose::Register,
+            Some(user_id),
+            None,
+            &options,
+            &state,
+            now,
+        )
+        .await
     }
 
     /// Checks the authenticator's answer to a registration of `user_id`:
@@ -156,7 +163,10 @@ impl Passkeys {
         let state: PasskeyRegistration = serde_json::from_value(taken.state.clone())?;
         self.webauthn
             .finish_passkey_registration(&response, &state)
-            .map_err(|_| PasskeyError::Refused)
+            .map_err(|error| {
+                tracing::info!(?error, "a passkey registration did not verify");
+                PasskeyError::Refused
+            })
     }
 
     /// Begins a sign-in with a passkey alone: no account is named, so the
@@ -186,8 +196,15 @@ impl Passkeys {
             .webauthn
             .start_passkey_authentication(passkeys)
             .map_err(|_| PasskeyError::Refused)?;
-        self.begin(purpose, Some(user_id), login_challenge, &options, &state, now)
-            .await
+        self.begin(
+            purpose,
+            Some(user_id),
+            login_challenge,
+            &options,
+            &state,
+            now,
+        )
+        .await
     }
 
     /// Takes the ceremony `id` begun for `purpose`, once, before it expired.
@@ -230,11 +247,15 @@ impl Passkeys {
             )
         } else {
             let state: PasskeyAuthentication = serde_json::from_value(taken.state.clone())?;
-            self.webauthn.finish_passkey_authentication(response, &state)
+            self.webauthn
+                .finish_passkey_authentication(response, &state)
         };
         verified.map_err(|error| match error {
             WebauthnError::CredentialPossibleCompromise => PasskeyError::CounterRegressed,
-            _ => PasskeyError::Refused,
+            error => {
+                tracing::info!(?error, "a passkey signature did not verify");
+                PasskeyError::Refused
+            }
         })
     }
 

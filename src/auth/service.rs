@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::challenges::Challenges;
-use super::passkeys::{PasskeyError, Passkeys};
 use super::clock::Clock;
+use super::passkeys::{PasskeyError, Passkeys};
 use super::sessions::{Refused, SessionView, Sessions};
 use super::tokens::{AccessClaims, SignInFacts, TokenError, Tokens};
 use crate::commands::factors::FactorProof;

@@ -25,8 +25,10 @@ const TAKE_OVER_OWN: &str = "
 UPDATE passkey_credentials SET passkey_id = $3, claimed_at = now()
  WHERE credential_key = $1 AND user_id = $2 AND passkey_id <> ALL($4)
    AND claimed_at < now() - interval '1 minute'";
-const RELEASE: &str = "DELETE FROM passkey_credentials WHERE credential_key = $1 AND passkey_id = $2";
-const HOLDER: &str = "SELECT user_id, passkey_id FROM passkey_credentials WHERE credential_key = $1";
+const RELEASE: &str =
+    "DELETE FROM passkey_credentials WHERE credential_key = $1 AND passkey_id = $2";
+const HOLDER: &str =
+    "SELECT user_id, passkey_id FROM passkey_credentials WHERE credential_key = $1";
 
 /// What stands for a credential id in the claims: its SHA-256 in hex.
 pub fn credential_key(credential_id: &[u8]) -> String {

@@ -4,12 +4,12 @@
 
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 
+use super::passkeys::PasskeyResponseInput;
 use super::*;
 use crate::auth::{Caller, Reproof};
 use crate::commands::factors::{is_totp_shaped, FactorProof, MAX_RECOVERY_CODE_LEN};
 use crate::commands::Actor;
 use crate::graphql::guards::SignedIn;
-use super::passkeys::PasskeyResponseInput;
 
 #[derive(Default)]
 pub struct FactorMutation;

@@ -34,10 +34,7 @@ impl From<&accountable_domain::Passkey> for Passkey {
     fn from(passkey: &accountable_domain::Passkey) -> Self {
         Self {
             id: ID(passkey.id.to_string()),
-            name: passkey
-                .name
-                .as_ref()
-                .map(|name| name.as_str().to_owned()),
+            name: passkey.name.as_ref().map(|name| name.as_str().to_owned()),
             created_at: passkey.created_at,
             last_used_at: passkey.last_used_at,
         }
@@ -108,9 +105,8 @@ pub struct PasskeyPayload {
 }
 
 fn passkey_id(id: &ID) -> ApiResult<uuid::Uuid> {
-    uuid::Uuid::parse_str(id).map_err(|_| {
-        ApiError::new(Code::BadUserInput, "id: not a passkey id").with("field", "id")
-    })
+    uuid::Uuid::parse_str(id)
+        .map_err(|_| ApiError::new(Code::BadUserInput, "id: not a passkey id").with("field", "id"))
 }
 
 /// The passkeys of `user_id`, from their history (never behind a change).

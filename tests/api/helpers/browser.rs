@@ -20,7 +20,10 @@ impl Browser {
     /// Starts the browser; fails, never skips, when Chromium or
     /// playwright-core is missing (scripts/browser.sh installs both).
     pub async fn start() -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/authenticator.mjs");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/authenticator.mjs"
+        );
         let mut child = Command::new("node")
             .arg(script)
             .stdin(Stdio::piped())
@@ -68,7 +71,10 @@ impl Browser {
     /// `navigator.credentials.create` with a begin mutation's `options`, on
     /// a page of `host`: the credential's JSON, or the browser's error.
     pub async fn create_on(&mut self, host: &str, options: &Value) -> Result<String, String> {
-        credential(self.call(json!({"op": "create", "options": options, "host": host})).await)
+        credential(
+            self.call(json!({"op": "create", "options": options, "host": host}))
+                .await,
+        )
     }
 
     pub async fn create(&mut self, options: &Value) -> String {
@@ -88,7 +94,10 @@ impl Browser {
     /// The credentials the authenticator holds (DevTools' form).
     pub async fn credentials(&mut self) -> Vec<Value> {
         let answer = self.call(json!({"op": "credentials"})).await;
-        answer["credentials"].as_array().cloned().unwrap_or_default()
+        answer["credentials"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Sets the signature counter of a credential the authenticator holds.
