@@ -25,13 +25,20 @@ const MY_PASSKEYS: &str = "{ myPasskeys { id name createdAt lastUsedAt } }";
 /// A stack whose relying party is `localhost`, served at the browser's
 /// page (and at `sub.localhost`, for the test of a foreign RP id).
 async fn stack_for(browser: &Browser) -> (TestStack, TestApi) {
+    stack_with_clock(browser, accountable::auth::Clock::default()).await
+}
+
+async fn stack_with_clock(
+    browser: &Browser,
+    clock: accountable::auth::Clock,
+) -> (TestStack, TestApi) {
     let origins = vec![browser.origin("localhost"), browser.origin("sub.localhost")];
     let stack = TestStack::with_config(|config| {
         config.auth.webauthn_rp_id = "localhost".into();
         config.auth.webauthn_origins = origins;
     })
     .await;
-    let api = stack.api().await;
+    let api = stack.api_with_clock(clock).await;
     (stack, api)
 }
 
@@ -526,4 +533,51 @@ async fn an_erasure_frees_the_users_credentials() {
     );
     let (body, _) = sign_in(&api, &mut browser).await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
+}
+
+#[tokio::test]
+async fn a_ceremony_expires_and_changes_to_passkeys_need_a_recent_sign_in() {
+    let mut browser = Browser::start().await;
+    let clock = accountable::auth::Clock::default();
+    let (_stack, api) = stack_with_clock(&browser, clock.clone()).await;
+    let ada = api.register("ada@example.com", "Ada").await;
+    let (passkey_id, _) = add_passkey(&api, &mut browser, &ada.access, "Laptop").await;
+    let (ceremony, options) = begin(&api, None, BEGIN_SIGN_IN, json!({})).await;
+    let assertion = browser.get(&options).await.unwrap();
+
+    clock.advance(chrono::Duration::minutes(6));
+    let late = api
+        .graphql(FINISH_SIGN_IN, json!({"c": ceremony, "k": assertion}))
+        .await;
+    assert_eq!(error_code(&late), "INVALID_TOKEN", "{late}");
+    let refreshed = api
+        .graphql(
+            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
+            json!({"t": ada.refresh}),
+        )
+        .await;
+    let token = refreshed["data"]["refreshToken"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{refreshed}"));
+    for (document, vars) in [
+        (BEGIN_REGISTRATION, json!({})),
+        (
+            "mutation($id: ID!) { removePasskey(input: {id: $id}) { version } }",
+            json!({"id": passkey_id}),
+        ),
+    ] {
+        let body = api.graphql_as(Some(token), document, vars).await;
+        assert_eq!(error_code(&body), "REAUTHENTICATION_REQUIRED", "{body}");
+    }
+    // A sign-in with the passkey is a recent one.
+    let (body, _) = sign_in(&api, &mut browser).await;
+    let fresh = Session::from(&body["data"]["finishPasskeySignIn"]);
+    let removed = api
+        .graphql_as(
+            Some(&fresh.access),
+            "mutation($id: ID!) { removePasskey(input: {id: $id}) { version } }",
+            json!({"id": passkey_id}),
+        )
+        .await;
+    assert!(removed["errors"].is_null(), "{removed}");
 }
