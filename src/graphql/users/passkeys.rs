@@ -25,6 +25,7 @@ pub struct Passkey {
     pub id: ID,
     /// What its owner calls it; null once the user is erased.
     pub name: Option<String>,
+    /// When it was added.
     pub created_at: DateTime<Utc>,
     /// When it last signed; null until then.
     pub last_used_at: Option<DateTime<Utc>>,
@@ -69,8 +70,10 @@ pub struct PasskeyResponseInput {
     pub credential: String,
 }
 
+/// The browser's new credential, and its name.
 #[derive(InputObject)]
 pub struct FinishPasskeyRegistrationInput {
+    /// The `ceremony` `beginPasskeyRegistration` answered.
     pub ceremony: String,
     /// `JSON.stringify` of what `navigator.credentials.create` gave.
     pub credential: String,
@@ -78,27 +81,33 @@ pub struct FinishPasskeyRegistrationInput {
     pub name: String,
 }
 
+/// The password sign-in to complete.
 #[derive(InputObject)]
 pub struct BeginPasskeySecondStepInput {
     /// The `challenge` that `login` answered.
     pub challenge: String,
 }
 
+/// A passkey and its new name.
 #[derive(InputObject)]
 pub struct RenamePasskeyInput {
+    /// The passkey's `id`.
     pub id: ID,
     /// 1 to 64 characters.
     pub name: String,
 }
 
+/// The passkey to remove.
 #[derive(InputObject)]
 pub struct RemovePasskeyInput {
+    /// The passkey's `id`.
     pub id: ID,
 }
 
 /// A passkey added or renamed.
 #[derive(SimpleObject)]
 pub struct PasskeyPayload {
+    /// The passkey as it is now.
     pub passkey: Passkey,
     /// The user's version after the change.
     pub version: i64,
@@ -164,6 +173,7 @@ impl PasskeyMutation {
     async fn finish_passkey_registration(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The ceremony, the credential and its name.")]
         input: FinishPasskeyRegistrationInput,
     ) -> ApiResult<PasskeyPayload> {
         let (state, _) = limited(ctx, Actor::SelfService)?;
@@ -195,7 +205,7 @@ impl PasskeyMutation {
     async fn finish_passkey_sign_in(
         &self,
         ctx: &Context<'_>,
-        input: PasskeyResponseInput,
+        #[graphql(desc = "The ceremony and the browser's answer.")] input: PasskeyResponseInput,
     ) -> ApiResult<AuthPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
         let signed_in = state
@@ -210,7 +220,7 @@ impl PasskeyMutation {
     async fn begin_passkey_second_step(
         &self,
         ctx: &Context<'_>,
-        input: BeginPasskeySecondStepInput,
+        #[graphql(desc = "The challenge of `login`.")] input: BeginPasskeySecondStepInput,
     ) -> ApiResult<PasskeyCeremony> {
         let (state, _) = limited(ctx, Actor::SelfService)?;
         Ok(state
@@ -225,7 +235,7 @@ impl PasskeyMutation {
     async fn finish_passkey_second_step(
         &self,
         ctx: &Context<'_>,
-        input: PasskeyResponseInput,
+        #[graphql(desc = "The ceremony and the browser's answer.")] input: PasskeyResponseInput,
     ) -> ApiResult<AuthPayload> {
         let (state, command_ctx) = limited(ctx, Actor::SelfService)?;
         let signed_in = state
@@ -255,7 +265,7 @@ impl PasskeyMutation {
     async fn rename_passkey(
         &self,
         ctx: &Context<'_>,
-        input: RenamePasskeyInput,
+        #[graphql(desc = "The passkey and its name.")] input: RenamePasskeyInput,
     ) -> ApiResult<PasskeyPayload> {
         let state = ctx.data::<ApiState>()?;
         let command_ctx = acting(ctx)?;
@@ -276,7 +286,7 @@ impl PasskeyMutation {
     async fn remove_passkey(
         &self,
         ctx: &Context<'_>,
-        input: RemovePasskeyInput,
+        #[graphql(desc = "The passkey.")] input: RemovePasskeyInput,
     ) -> ApiResult<UserPayload> {
         let state = ctx.data::<ApiState>()?;
         recently_signed_in(ctx)?;
