@@ -1,12 +1,13 @@
 # The accountable binary. librdkafka builds from rdkafka's bundled source,
-# which needs a C toolchain, make and perl, but not cmake.
+# which needs a C toolchain, make and perl, but not cmake; webauthn-rs links
+# OpenSSL (libssl-dev is in the build image, libssl3 in the runtime one).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin accountable
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/accountable /usr/local/bin/accountable
 # The working folder holds what development makes for itself (the master key

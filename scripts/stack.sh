@@ -3,7 +3,8 @@
 #   - PostgreSQL at $DATABASE_URL; otherwise a cluster in .data/postgres from
 #     the machine's PostgreSQL binaries (initdb, pg_ctl), on that URL's port;
 #   - a Kafka-compatible broker at $KAFKA_BOOTSTRAP_SERVERS; otherwise tansu
-#     (installed with cargo when absent), on loopback, memory storage.
+#     (installed with cargo when absent), on loopback, memory storage;
+#   - OpenSSL's headers for the build (webauthn-rs), with apt-get when missing.
 # Sourced by scripts/run.sh and scripts/test.sh; exports the two variables.
 set -euo pipefail
 
@@ -97,5 +98,17 @@ ensure_broker() {
   wait_for_port "$KAFKA_HOST" "$KAFKA_PORT" tansu
 }
 
+# webauthn-rs verifies passkeys with OpenSSL: its headers are needed to build.
+ensure_build_libraries() {
+  if pkg-config --exists openssl 2>/dev/null; then
+    return
+  fi
+  log "installing OpenSSL's headers and pkg-config (Debian: libssl-dev pkg-config)"
+  local as_root=()
+  [[ "$(id -u)" == 0 ]] || as_root=(sudo)
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q libssl-dev pkg-config >/dev/null
+}
+
+ensure_build_libraries
 ensure_postgres
 ensure_broker
