@@ -10,7 +10,9 @@ use uuid::Uuid;
 use webauthn_rs::prelude::{Passkey, PublicKeyCredential};
 
 use super::passkeys::{self, Begun, PasskeyError, Purpose, Taken};
-use super::service::{roles, Auth, AuthError, SignedIn, PASSKEY_ALONE, WITH_A_PASSKEY};
+use super::service::{
+    refused_as_invalid, roles, Auth, AuthError, SignedIn, PASSKEY_ALONE, WITH_A_PASSKEY,
+};
 use crate::commands::{CommandContext, CommandError, Executed};
 
 /// A passkey just added.
@@ -113,11 +115,7 @@ impl Auth {
             .open(challenge, now)
             .await?
             .ok_or(AuthError::InvalidChallenge)?;
-        let account = self.active_account(user_id).await?;
-        let stored = stored_passkeys(&account)?;
-        if stored.is_empty() {
-            return Err(AuthError::NoPasskey);
-        }
+        let stored = self.passkeys_to_sign_with(user_id).await?;
         Ok(self
             .passkeys
             .begin_for(Purpose::SecondStep, user_id, Some(challenge), &stored, now)
@@ -162,11 +160,7 @@ impl Auth {
 
     /// Begins a re-authentication of `user_id` with one of their passkeys.
     pub async fn begin_passkey_reauthentication(&self, user_id: Uuid) -> Result<Begun, AuthError> {
-        let account = self.active_account(user_id).await?;
-        let stored = stored_passkeys(&account)?;
-        if stored.is_empty() {
-            return Err(AuthError::NoPasskey);
-        }
+        let stored = self.passkeys_to_sign_with(user_id).await?;
         Ok(self
             .passkeys
             .begin_for(
@@ -228,19 +222,7 @@ impl Auth {
         let Some((holder, passkey_id)) = holder.filter(|(holder, _)| *holder == user_id) else {
             return Err(AuthError::InvalidCredentials);
         };
-        let attempt = match self
-            .users
-            .attempt_login(holder, now, self.policy, ctx)
-            .await
-        {
-            Ok(attempt) => attempt,
-            Err(CommandError::Rejected(_)) => return Err(AuthError::InvalidCredentials),
-            Err(other) => return Err(other.into()),
-        };
-        let account = attempt
-            .account
-            .filter(|account| !account.is_locked(now))
-            .ok_or(AuthError::InvalidCredentials)?;
+        let account = self.count_attempt(holder, now, ctx).await?;
         let mut passkey = account
             .passkey(passkey_id)
             .and_then(|passkey| passkey.credential.as_ref())
@@ -256,7 +238,7 @@ impl Auth {
                 passkey.update_credential(&verified);
                 let credential =
                     PasskeyCredential::new(passkeys::to_stored(&passkey).map_err(state)?);
-                match self
+                let used = self
                     .users
                     .use_passkey(
                         user_id,
@@ -266,12 +248,9 @@ impl Auth {
                         now,
                         ctx,
                     )
-                    .await
-                {
-                    Ok(_) => Ok(account),
-                    Err(CommandError::Rejected(_)) => Err(AuthError::InvalidCredentials),
-                    Err(other) => Err(other.into()),
-                }
+                    .await;
+                refused_as_invalid(used)?;
+                Ok(account)
             }
             Err(PasskeyError::CounterRegressed) => {
                 tracing::warn!(user = %user_id, passkey = %passkey_id, "a passkey signed with a counter that did not go up: refused");
@@ -285,6 +264,15 @@ impl Auth {
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// The passkeys of an active account that has at least one.
+    async fn passkeys_to_sign_with(&self, user_id: Uuid) -> Result<Vec<Passkey>, AuthError> {
+        let stored = stored_passkeys(&self.active_account(user_id).await?)?;
+        if stored.is_empty() {
+            return Err(AuthError::NoPasskey);
+        }
+        Ok(stored)
     }
 
     async fn active_account(&self, user_id: Uuid) -> Result<Account, AuthError> {

@@ -507,24 +507,29 @@ impl Auth {
         now: DateTime<Utc>,
         ctx: &CommandContext,
     ) -> Result<Account, AuthError> {
-        let attempt = match self
-            .users
-            .attempt_login(user_id, now, self.policy, ctx)
-            .await
-        {
-            Ok(attempt) => attempt,
-            Err(CommandError::Rejected(_)) => return Err(AuthError::InvalidCredentials),
-            Err(other) => return Err(other.into()),
-        };
-        let account = attempt
+        let account = self.count_attempt(user_id, now, ctx).await?;
+        refused_as_invalid(self.users.use_second_factor(user_id, proof, now, ctx).await)?;
+        Ok(account)
+    }
+
+    /// Counts an attempt to prove who `user_id` is towards the lockout,
+    /// before the proof is checked: the account, unless it is locked (or
+    /// closed). The caller completes the attempt once the proof holds.
+    pub(super) async fn count_attempt(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+        ctx: &CommandContext,
+    ) -> Result<Account, AuthError> {
+        let attempt = refused_as_invalid(
+            self.users
+                .attempt_login(user_id, now, self.policy, ctx)
+                .await,
+        )?;
+        attempt
             .account
             .filter(|account| !account.is_locked(now))
-            .ok_or(AuthError::InvalidCredentials)?;
-        match self.users.use_second_factor(user_id, proof, now, ctx).await {
-            Ok(_) => Ok(account),
-            Err(CommandError::Rejected(_)) => Err(AuthError::InvalidCredentials),
-            Err(other) => Err(other.into()),
-        }
+            .ok_or(AuthError::InvalidCredentials)
     }
 
     /// Whether the caller proved who they are recently enough for a
@@ -624,6 +629,16 @@ impl Auth {
             .await
             .map_err(CommandError::from)?;
         Ok(Proof::Refused)
+    }
+}
+
+/// A command the aggregate refused, in a proof of who the caller is: one
+/// answer for all.
+pub(super) fn refused_as_invalid<T>(result: Result<T, CommandError>) -> Result<T, AuthError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(CommandError::Rejected(_)) => Err(AuthError::InvalidCredentials),
+        Err(other) => Err(other.into()),
     }
 }
 
