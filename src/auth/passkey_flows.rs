@@ -88,8 +88,9 @@ impl Auth {
         ctx: &CommandContext,
     ) -> Result<SignedIn, AuthError> {
         let now = self.clock.now();
-        let response = passkeys::signature(response)?;
-        let taken = self.passkeys.take(ceremony, Purpose::SignIn, now).await?;
+        let (response, taken) = self
+            .answer(ceremony, response, Purpose::SignIn, now)
+            .await?;
         let handle = response
             .get_user_unique_id()
             .and_then(|handle| Uuid::from_slice(handle).ok())
@@ -130,10 +131,8 @@ impl Auth {
         ctx: &CommandContext,
     ) -> Result<SignedIn, AuthError> {
         let now = self.clock.now();
-        let response = passkeys::signature(response)?;
-        let taken = self
-            .passkeys
-            .take(ceremony, Purpose::SecondStep, now)
+        let (response, taken) = self
+            .answer(ceremony, response, Purpose::SecondStep, now)
             .await?;
         let (Some(user_id), Some(challenge)) = (taken.user_id, taken.login_challenge) else {
             return Err(PasskeyError::Ceremony.into());
@@ -183,10 +182,8 @@ impl Auth {
         ctx: &CommandContext,
     ) -> Result<Account, AuthError> {
         let now = self.clock.now();
-        let response = passkeys::signature(response)?;
-        let taken = self
-            .passkeys
-            .take(ceremony, Purpose::Reauthenticate, now)
+        let (response, taken) = self
+            .answer(ceremony, response, Purpose::Reauthenticate, now)
             .await?;
         if taken.user_id != Some(user_id) {
             return Err(PasskeyError::Ceremony.into());
@@ -264,6 +261,19 @@ impl Auth {
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// An authenticator's answer and the ceremony it answers, taken.
+    async fn answer(
+        &self,
+        ceremony: &str,
+        response: &str,
+        purpose: Purpose,
+        now: DateTime<Utc>,
+    ) -> Result<(PublicKeyCredential, Taken), AuthError> {
+        let response = passkeys::signature(response)?;
+        let taken = self.passkeys.take(ceremony, purpose, now).await?;
+        Ok((response, taken))
     }
 
     /// The passkeys of an active account that has at least one.

@@ -226,6 +226,24 @@ const REAUTHENTICATE: &str = "mutation($c: String!, $k: String!) {
   reauthenticate(input: {passkey: {ceremony: $c, credential: $k}}) { accessToken }
 }";
 
+/// A passkey re-authentication begun by the holder of `begun_by` and
+/// finished by the holder of `finished_by`.
+async fn reauthenticate(
+    api: &TestApi,
+    browser: &mut Browser,
+    begun_by: &str,
+    finished_by: &str,
+) -> Value {
+    let (ceremony, options) = begin(api, Some(begun_by), BEGIN_REAUTHENTICATION, json!({})).await;
+    let assertion = browser.get(&options).await.unwrap();
+    api.graphql_as(
+        Some(finished_by),
+        REAUTHENTICATE,
+        json!({"c": ceremony, "k": assertion}),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_passkey_completes_a_password_sign_in_and_proves_the_user_again() {
     let mut browser = Browser::start().await;
@@ -276,21 +294,7 @@ async fn a_passkey_completes_a_password_sign_in_and_proves_the_user_again() {
 
     // A re-authentication with the passkey answers a fresh token of the
     // same session.
-    let (ceremony, options) = begin(
-        &api,
-        Some(&signed_in.access),
-        BEGIN_REAUTHENTICATION,
-        json!({}),
-    )
-    .await;
-    let assertion = browser.get(&options).await.unwrap();
-    let body = api
-        .graphql_as(
-            Some(&signed_in.access),
-            REAUTHENTICATE,
-            json!({"c": ceremony, "k": assertion}),
-        )
-        .await;
+    let body = reauthenticate(&api, &mut browser, &signed_in.access, &signed_in.access).await;
     let fresh = body["data"]["reauthenticate"]["accessToken"]
         .as_str()
         .unwrap_or_else(|| panic!("{body}"));
@@ -303,21 +307,7 @@ async fn a_passkey_completes_a_password_sign_in_and_proves_the_user_again() {
         .graphql_as(Some(&bob.access), BEGIN_REAUTHENTICATION, json!({}))
         .await;
     assert_eq!(error_code(&no_passkey), "BAD_USER_INPUT", "{no_passkey}");
-    let (ceremony, options) = begin(
-        &api,
-        Some(&signed_in.access),
-        BEGIN_REAUTHENTICATION,
-        json!({}),
-    )
-    .await;
-    let assertion = browser.get(&options).await.unwrap();
-    let foreign = api
-        .graphql_as(
-            Some(&bob.access),
-            REAUTHENTICATE,
-            json!({"c": ceremony, "k": assertion}),
-        )
-        .await;
+    let foreign = reauthenticate(&api, &mut browser, &signed_in.access, &bob.access).await;
     assert_eq!(error_code(&foreign), "INVALID_TOKEN", "{foreign}");
 }
 
