@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python the end-to-end tests drive peers with (aiosmtpd as the SMTP
-# server, pyotp for TOTP codes), in a virtual environment of the project's own, installed from
-# PyPI at the versions pinned in tests/peers/requirements.txt. Sourced by
+# server, pyotp for TOTP codes, Authlib and PyJWT as an OAuth client), in
+# a virtual environment of the project's own, installed from PyPI at the
+# versions pinned in tests/peers/requirements.txt. Sourced by
 # scripts/test.sh; exports ACCOUNTABLE_TEST_PYTHON.
 set -euo pipefail
 

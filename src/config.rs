@@ -236,6 +236,12 @@ pub struct HttpConfig {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Where clients reach the API (`https://accounts.example.com`): the
+    /// OAuth metadata names its endpoints there. Unset, they are named at
+    /// the host each request names.
+    #[arg(long = "api-url", env = "ACCOUNTABLE_API_URL", global = true)]
+    pub api_url: Option<String>,
+
     /// Reverse proxies (addresses or networks, e.g. `10.0.0.0/8,::1`) whose
     /// `X-Forwarded-For` names the client. A request from any other peer
     /// is the peer's own; empty: every request is the peer's own.

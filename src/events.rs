@@ -129,6 +129,20 @@ pub fn public(event: &UserEvent) -> PublicEvent {
             contract::PASSKEY_COUNTER_REGRESSED_V1,
             json!({"at": e.at, "passkey_id": e.passkey_id, "stored_counter": e.stored_counter}),
         ),
+        // A service account: its name is no person's; a secret is told by
+        // its id and prefix, never by its hash.
+        UserEvent::ServiceAccountCreated(e) => (
+            contract::SERVICE_ACCOUNT_CREATED_V1,
+            json!({"at": e.at, "name": e.name.as_str(), "owner": e.owner, "roles": e.roles}),
+        ),
+        UserEvent::ClientSecretIssued(e) => (
+            contract::CLIENT_SECRET_ISSUED_V1,
+            json!({"at": e.at, "secret_id": e.secret_id, "prefix": e.prefix, "expires_at": e.expires_at}),
+        ),
+        UserEvent::ClientSecretRevoked(e) => (
+            contract::CLIENT_SECRET_REVOKED_V1,
+            json!({"at": e.at, "secret_id": e.secret_id}),
+        ),
     };
     PublicEvent { cloud_type, data }
 }
@@ -290,6 +304,8 @@ pub async fn opened_envelopes(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use chrono::{TimeZone, Utc};
@@ -308,10 +324,11 @@ mod tests {
         UserReactivated, UserRegistered, ERASED_FIELDS,
     };
     use accountable_domain::events::{
-        PasskeyCounterRegressed, PasskeyRegistered, PasskeyRemoved, PasskeyRenamed, PasskeyUsed,
+        ClientSecretIssued, ClientSecretRevoked, PasskeyCounterRegressed, PasskeyRegistered,
+        PasskeyRemoved, PasskeyRenamed, PasskeyUsed, ServiceAccountCreated,
     };
     use accountable_domain::values::{DisplayName, Email, Locale, PasskeyName};
-    use accountable_domain::{PasskeyCredential, PasswordHash, Role, UserStatus};
+    use accountable_domain::{ClientSecretHash, PasskeyCredential, PasswordHash, Role, UserStatus};
 
     /// One event of every type the domain can emit.
     fn every_event() -> Vec<UserEvent> {
@@ -454,6 +471,23 @@ mod tests {
                 at,
                 passkey_id: PASSKEY,
             }),
+            UserEvent::ServiceAccountCreated(ServiceAccountCreated {
+                at,
+                name: DisplayName::parse("billing").unwrap(),
+                owner: PASSKEY,
+                roles: BTreeSet::from([Role::User, Role::Auditor]),
+            }),
+            UserEvent::ClientSecretIssued(ClientSecretIssued {
+                at,
+                secret_id: PASSKEY,
+                prefix: "acs_Q2xp".into(),
+                expires_at: Some(at),
+                secret_hash: Some(ClientSecretHash::new("secret-token".into())),
+            }),
+            UserEvent::ClientSecretRevoked(ClientSecretRevoked {
+                at,
+                secret_id: PASSKEY,
+            }),
         ]
     }
 
@@ -565,9 +599,12 @@ mod tests {
                 UserEvent::PasskeyRemoved(_) => 29,
                 UserEvent::PasskeyUsed(_) => 30,
                 UserEvent::PasskeyCounterRegressed(_) => 31,
+                UserEvent::ServiceAccountCreated(_) => 32,
+                UserEvent::ClientSecretIssued(_) => 33,
+                UserEvent::ClientSecretRevoked(_) => 34,
             })
             .collect();
-        assert_eq!(covered.len(), 32);
+        assert_eq!(covered.len(), 35);
     }
 
     /// A stand-in for the vault's seal (its cipher is tested in its crate):

@@ -1,5 +1,5 @@
 //! The HTTP server: `/graphql` and its WebSocket, GraphiQL, health,
-//! readiness, metrics and the JWKS. The application around it is built by
+//! readiness, metrics, the JWKS and the OAuth endpoints (`oauth`). The application around it is built by
 //! [`crate::startup`].
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +13,7 @@ use axum::extract::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
@@ -26,12 +26,13 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::clients::{self, TrustedProxies};
 use crate::auth::keys::KeyRing;
+use crate::auth::ratelimit::ClientLimiter;
 use crate::auth::{Auth, AuthError, Caller};
 use crate::config::Environment;
 use crate::graphql::error::Code;
 use crate::graphql::socket::{self, SocketCount, SocketLimits};
 use crate::graphql::{AppSchema, RequestMeta};
-use crate::{graphiql, observe, telemetry};
+use crate::{graphiql, oauth, observe, telemetry};
 
 /// Largest request body accepted.
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
@@ -57,6 +58,10 @@ pub(crate) struct HttpState {
     pub(crate) socket_limits: SocketLimits,
     /// Whose `X-Forwarded-For` names the client.
     pub(crate) proxies: TrustedProxies,
+    /// The per-client limit on checks of secrets (shared with GraphQL).
+    pub(crate) limiter: Arc<ClientLimiter>,
+    /// Where the API is reached, for the OAuth metadata.
+    pub(crate) api_url: Option<String>,
 }
 
 /// The browser origins allowed besides the API's own.
@@ -146,6 +151,14 @@ pub(crate) fn router(state: HttpState, env: Environment) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(oauth::metadata))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/introspect", post(oauth::introspect))
         .with_state(state)
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(

@@ -40,6 +40,7 @@ pub mod graphql;
 pub mod http;
 pub mod kafka;
 pub mod mail;
+mod oauth;
 pub mod observe;
 pub mod rebuild;
 pub mod relay;

@@ -151,12 +151,13 @@ impl Application {
         let freshness = ProjectionWatch::start(&pool, background).await?;
         let (users, user_lookups) = loader::users(pool.clone());
         let feed = EventFeed::start(pool.clone(), vault.clone(), background).await?;
+        let limiter = Arc::new(ClientLimiter::per_minute(config.http.rate_limit));
         let schema = graphql::build_schema(
             config.env,
             ApiState {
                 pool: pool.clone(),
                 auth: auth.clone(),
-                limiter: ClientLimiter::per_minute(config.http.rate_limit),
+                limiter: limiter.clone(),
                 freshness,
                 users,
                 vault,
@@ -177,6 +178,8 @@ impl Application {
                     events_topic: config.kafka.events_topic.clone(),
                     sockets: SocketCount::default(),
                     proxies: TrustedProxies::parse(&config.http.trusted_proxies)?,
+                    limiter,
+                    api_url: config.http.api_url.clone(),
                     socket_limits: SocketLimits {
                         operations: config.http.ws_operations,
                         per_client: config.http.ws_per_client,

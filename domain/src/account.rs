@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::events::PersonalData;
 use crate::policy::MailPolicy;
-use crate::values::{Email, Locale, PasskeyName, TimeZone};
+use crate::values::{DisplayName, Email, Locale, PasskeyName, TimeZone};
 
 /// What a user may do beyond managing their own account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -224,6 +224,61 @@ impl Passkey {
     }
 }
 
+/// The SHA-256 of a service account's client secret, in hex (the secret is
+/// 256 random bits: a slow hash adds nothing). Never printed, never
+/// published; in events it is sealed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientSecretHash(String);
+
+impl ClientSecretHash {
+    pub fn new(hex: String) -> Self {
+        Self(hex)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecretHash(***)")
+    }
+}
+
+/// One client secret of a service account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecret {
+    pub id: Uuid,
+    /// Its first characters, to tell it by.
+    pub prefix: String,
+    /// `None` once erased.
+    pub hash: Option<ClientSecretHash>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ClientSecret {
+    /// Whether it may be used at `at`.
+    pub fn is_live(&self, at: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|expires| at < expires)
+    }
+}
+
+/// What makes an account a service account: a machine's, with no address
+/// and no password, signing in with client secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: DisplayName,
+    /// The admin who created it.
+    pub owner: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// Every secret issued, revoked ones included, oldest first.
+    pub secrets: Vec<ClientSecret>,
+}
+
 /// A token that was mailed and may still come back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
@@ -305,6 +360,9 @@ pub struct Account {
     /// The passkeys, oldest first.
     #[serde(default)]
     pub passkeys: Vec<Passkey>,
+    /// What makes it a service account, if it is one.
+    #[serde(default)]
+    pub service: Option<Service>,
 }
 
 fn verified_before_verification_existed() -> bool {

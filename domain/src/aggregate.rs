@@ -7,10 +7,13 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Account, MailKind, Passkey, Pending, PendingEmail, Role, Totp, UserStatus};
-use crate::commands::{FactorFlow, LinkFlow, RegisterUser, UserCommand, UserError};
+use crate::account::{
+    Account, ClientSecret, MailKind, Passkey, Pending, PendingEmail, Role, Service, Totp,
+    UserStatus,
+};
+use crate::commands::{FactorFlow, LinkFlow, RegisterUser, ServiceFlow, UserCommand, UserError};
 use crate::events::*;
-use crate::policy::{LockoutPolicy, MAX_PASSKEYS, MAX_RESET_FAILURES};
+use crate::policy::{LockoutPolicy, MAX_LIVE_SECRETS, MAX_PASSKEYS, MAX_RESET_FAILURES};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -44,6 +47,32 @@ impl Aggregate for User {
             }
             (UserCommand::Link(flow), account) => {
                 for event in link(flow, account.as_ref())? {
+                    sink.write(event, self).await;
+                }
+                return Ok(());
+            }
+            (UserCommand::CreateServiceAccount { .. }, Some(_)) => {
+                return Err(UserError::AlreadyRegistered)
+            }
+            (
+                UserCommand::CreateServiceAccount {
+                    name,
+                    owner,
+                    mut roles,
+                    at,
+                },
+                None,
+            ) => {
+                roles.insert(Role::User);
+                UserEvent::ServiceAccountCreated(ServiceAccountCreated {
+                    at,
+                    name,
+                    owner,
+                    roles,
+                })
+            }
+            (UserCommand::Service(flow), account) => {
+                for event in service(flow, account.as_ref())? {
                     sink.write(event, self).await;
                 }
                 return Ok(());
@@ -160,6 +189,34 @@ impl Aggregate for User {
 
     fn apply(&mut self, event: Self::Event) {
         self.version += 1;
+        if let UserEvent::ServiceAccountCreated(e) = event {
+            self.account = Some(Account {
+                personal: None,
+                roles: e.roles,
+                status: UserStatus::Active,
+                password_hash: None,
+                email_verified: false,
+                pending_verification: None,
+                pending_reset: None,
+                pending_email: None,
+                mail_requests: Vec::new(),
+                totp: None,
+                passkeys: Vec::new(),
+                service: Some(Service {
+                    name: e.name,
+                    owner: e.owner,
+                    created_at: e.at,
+                    secrets: Vec::new(),
+                }),
+                failed_attempts: 0,
+                last_failure_at: None,
+                lockouts: 0,
+                locked_until: None,
+                locale: None,
+                time_zone: None,
+            });
+            return;
+        }
         if let UserEvent::UserRegistered(e) = event {
             self.account = Some(Account {
                 personal: e.personal,
@@ -173,6 +230,7 @@ impl Aggregate for User {
                 mail_requests: Vec::new(),
                 totp: None,
                 passkeys: Vec::new(),
+                service: None,
                 failed_attempts: 0,
                 last_failure_at: None,
                 lockouts: 0,
@@ -233,6 +291,11 @@ impl Aggregate for User {
                 account.pending_email = None;
                 account.totp = None;
                 account.passkeys.clear();
+                if let Some(service) = account.service.as_mut() {
+                    for secret in &mut service.secrets {
+                        secret.hash = None;
+                    }
+                }
             }
             UserEvent::EmailVerificationRequested(e) => {
                 account.note_mail_request(e.at, MailKind::Verification);
@@ -325,6 +388,28 @@ impl Aggregate for User {
                 }
             }
             UserEvent::PasskeyCounterRegressed(_) => {}
+            UserEvent::ServiceAccountCreated(_) => {}
+            UserEvent::ClientSecretIssued(e) => {
+                if let Some(service) = account.service.as_mut() {
+                    service.secrets.push(ClientSecret {
+                        id: e.secret_id,
+                        prefix: e.prefix,
+                        hash: e.secret_hash,
+                        created_at: e.at,
+                        expires_at: e.expires_at,
+                        revoked_at: None,
+                    });
+                }
+            }
+            UserEvent::ClientSecretRevoked(e) => {
+                let secret = account
+                    .service
+                    .as_mut()
+                    .and_then(|service| service.secrets.iter_mut().find(|s| s.id == e.secret_id));
+                if let Some(secret) = secret {
+                    secret.revoked_at = Some(e.at);
+                }
+            }
             UserEvent::RegistrationAttempted(e) => {
                 account.note_mail_request(e.at, MailKind::RegistrationNotice)
             }
@@ -648,6 +733,57 @@ fn factor(flow: FactorFlow, account: Option<&Account>) -> Result<Vec<UserEvent>,
                     stored_counter: passkey.counter,
                 },
             )]
+        }
+    };
+    Ok(events)
+}
+
+/// A service account's secrets, on an active service account.
+fn service(flow: ServiceFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, UserError> {
+    let account = account.ok_or(UserError::NotRegistered)?;
+    match account.status {
+        UserStatus::Erased => return Err(UserError::Erased),
+        UserStatus::Deleted => return Err(UserError::Deleted),
+        UserStatus::Deactivated => return Err(UserError::Deactivated),
+        UserStatus::Active => {}
+    }
+    let service = account
+        .service
+        .as_ref()
+        .ok_or(UserError::NotAServiceAccount)?;
+    let events = match flow {
+        ServiceFlow::IssueSecret {
+            secret_id,
+            prefix,
+            hash,
+            expires_at,
+            at,
+        } => {
+            let live = service.secrets.iter().filter(|s| s.is_live(at)).count();
+            if live >= MAX_LIVE_SECRETS {
+                return Err(UserError::TooManySecrets);
+            }
+            vec![UserEvent::ClientSecretIssued(ClientSecretIssued {
+                at,
+                secret_id,
+                prefix,
+                expires_at,
+                secret_hash: Some(hash),
+            })]
+        }
+        ServiceFlow::RevokeSecret { secret_id, at } => {
+            let secret = service
+                .secrets
+                .iter()
+                .find(|s| s.id == secret_id)
+                .ok_or(UserError::SecretNotFound)?;
+            if secret.revoked_at.is_some() {
+                return Ok(Vec::new());
+            }
+            vec![UserEvent::ClientSecretRevoked(ClientSecretRevoked {
+                at,
+                secret_id,
+            })]
         }
     };
     Ok(events)
@@ -1684,5 +1820,102 @@ mod tests {
         }
         user.apply(erased(21, UserStatus::Active));
         assert!(user.account.unwrap().passkeys.is_empty());
+    }
+
+    fn service_created() -> UserEvent {
+        UserEvent::ServiceAccountCreated(ServiceAccountCreated {
+            at: at(0),
+            name: DisplayName::parse("billing").unwrap(),
+            owner: uuid::Uuid::from_u128(7),
+            roles: BTreeSet::from([Role::User]),
+        })
+    }
+
+    fn issue(n: u128) -> UserCommand {
+        UserCommand::Service(ServiceFlow::IssueSecret {
+            secret_id: uuid::Uuid::from_u128(n),
+            prefix: "acs_abcd".into(),
+            hash: crate::account::ClientSecretHash::new(format!("{n:064x}")),
+            expires_at: None,
+            at: at(1),
+        })
+    }
+
+    #[test]
+    fn a_service_account_is_created_once_with_the_user_role_and_no_password() {
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(UserCommand::CreateServiceAccount {
+                name: DisplayName::parse("billing").unwrap(),
+                owner: uuid::Uuid::from_u128(7),
+                roles: BTreeSet::new(),
+                at: at(0),
+            })
+            .then_expect_events(vec![service_created()]);
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(UserCommand::CreateServiceAccount {
+                name: DisplayName::parse("billing").unwrap(),
+                owner: uuid::Uuid::from_u128(7),
+                roles: BTreeSet::new(),
+                at: at(0),
+            })
+            .then_expect_error(UserError::AlreadyRegistered);
+        let mut user = User::default();
+        user.apply(service_created());
+        let account = user.account.unwrap();
+        assert_eq!(account.password_hash, None);
+        assert_eq!(account.ways_to_sign_in(), 0);
+    }
+
+    #[test]
+    fn secrets_are_issued_to_service_accounts_only_and_revoked_once() {
+        TestFramework::<User>::with(())
+            .given(vec![registered()])
+            .when(issue(1))
+            .then_expect_error(UserError::NotAServiceAccount);
+        let issued = |n: u128| {
+            UserEvent::ClientSecretIssued(ClientSecretIssued {
+                at: at(1),
+                secret_id: uuid::Uuid::from_u128(n),
+                prefix: "acs_abcd".into(),
+                expires_at: None,
+                secret_hash: Some(crate::account::ClientSecretHash::new(format!("{n:064x}"))),
+            })
+        };
+        TestFramework::<User>::with(())
+            .given(vec![service_created()])
+            .when(issue(1))
+            .then_expect_events(vec![issued(1)]);
+        let full: Vec<UserEvent> = std::iter::once(service_created())
+            .chain((0..crate::policy::MAX_LIVE_SECRETS as u128).map(issued))
+            .collect();
+        TestFramework::<User>::with(())
+            .given(full)
+            .when(issue(99))
+            .then_expect_error(UserError::TooManySecrets);
+        let revoke = |n| {
+            UserCommand::Service(ServiceFlow::RevokeSecret {
+                secret_id: uuid::Uuid::from_u128(n),
+                at: at(2),
+            })
+        };
+        let revoked = UserEvent::ClientSecretRevoked(ClientSecretRevoked {
+            at: at(2),
+            secret_id: uuid::Uuid::from_u128(1),
+        });
+        assert!(revoked.changes_sessions(), "its tokens are cut off");
+        TestFramework::<User>::with(())
+            .given(vec![service_created(), issued(1)])
+            .when(revoke(1))
+            .then_expect_events(vec![revoked.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![service_created(), issued(1), revoked])
+            .when(revoke(1))
+            .then_expect_events(vec![]);
+        TestFramework::<User>::with(())
+            .given(vec![service_created(), issued(1)])
+            .when(revoke(2))
+            .then_expect_error(UserError::SecretNotFound);
     }
 }

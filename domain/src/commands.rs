@@ -1,9 +1,11 @@
 //! What may be asked of a `User`, and why the aggregate may refuse.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::account::{PasskeyCredential, PasswordHash, Role};
+use crate::account::{ClientSecretHash, PasskeyCredential, PasswordHash, Role};
 use crate::events::IssuedToken;
 use crate::policy::{LockoutPolicy, MailPolicy};
 use crate::values::{DisplayName, Email, Locale, PasskeyName, TimeZone};
@@ -40,6 +42,14 @@ pub enum UserCommand {
     Link(LinkFlow),
     /// The second factor: set up, used, removed.
     Factor(FactorFlow),
+    /// Open a service account (refused where any account is).
+    CreateServiceAccount {
+        name: DisplayName,
+        owner: Uuid,
+        roles: BTreeSet<Role>,
+        at: DateTime<Utc>,
+    },
+    Service(ServiceFlow),
     Deactivate {
         reason: String,
     },
@@ -70,6 +80,22 @@ pub enum UserCommand {
         display_name: Option<DisplayName>,
         locale: Option<Locale>,
         time_zone: Option<TimeZone>,
+    },
+}
+
+/// The commands of a service account's secrets.
+#[derive(Debug)]
+pub enum ServiceFlow {
+    IssueSecret {
+        secret_id: Uuid,
+        prefix: String,
+        hash: ClientSecretHash,
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    RevokeSecret {
+        secret_id: Uuid,
+        at: DateTime<Utc>,
     },
 }
 
@@ -217,4 +243,10 @@ pub enum UserError {
     TooManyPasskeys,
     #[error("it is the account's last way to sign in")]
     LastWayToSignIn,
+    #[error("this is no service account")]
+    NotAServiceAccount,
+    #[error("no such client secret")]
+    SecretNotFound,
+    #[error("the service account has as many live secrets as it may")]
+    TooManySecrets,
 }

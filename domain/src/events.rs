@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
-use crate::account::{MailToken, PasskeyCredential, PasswordHash, Role, TotpSecret, UserStatus};
+use crate::account::{
+    ClientSecretHash, MailToken, PasskeyCredential, PasswordHash, Role, TotpSecret, UserStatus,
+};
 use crate::values::{DisplayName, Email, Locale, PasskeyName, TimeZone};
 
 /// The fields of an event that identify a person, kept apart from the rest
@@ -346,8 +348,39 @@ pub struct PasskeyCounterRegressed {
     pub stored_counter: u32,
 }
 
+/// A service account was created: an account of a machine, with no address
+/// and no password. Its name is no personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAccountCreated {
+    pub at: DateTime<Utc>,
+    pub name: DisplayName,
+    /// The admin who created it.
+    pub owner: Uuid,
+    pub roles: BTreeSet<Role>,
+}
+
+/// A client secret was issued to a service account (answered once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecretIssued {
+    pub at: DateTime<Utc>,
+    pub secret_id: Uuid,
+    /// Its first characters, to tell it by.
+    pub prefix: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Secret: sealed, never published; `None` once erased.
+    pub secret_hash: Option<ClientSecretHash>,
+}
+
+/// A client secret works no more; the account's tokens issued before are
+/// refused at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecretRevoked {
+    pub at: DateTime<Utc>,
+    pub secret_id: Uuid,
+}
+
 /// The personal fields every earlier event of the user holds.
-pub const ERASED_FIELDS: [&str; 11] = [
+pub const ERASED_FIELDS: [&str; 12] = [
     "email",
     "previous_email",
     "display_name",
@@ -359,6 +392,7 @@ pub const ERASED_FIELDS: [&str; 11] = [
     "recovery_codes",
     "passkey_name",
     "credential",
+    "secret_hash",
 ];
 
 /// The user's personal data was erased: their data key is destroyed (in the
@@ -412,6 +446,9 @@ pub enum UserEvent {
     PasskeyRemoved(PasskeyRemoved),
     PasskeyUsed(PasskeyUsed),
     PasskeyCounterRegressed(PasskeyCounterRegressed),
+    ServiceAccountCreated(ServiceAccountCreated),
+    ClientSecretIssued(ClientSecretIssued),
+    ClientSecretRevoked(ClientSecretRevoked),
 }
 
 impl UserEvent {
@@ -429,6 +466,7 @@ impl UserEvent {
                 | Self::UserReactivated(_)
                 | Self::UserDeleted(_)
                 | Self::UserErased(_)
+                | Self::ClientSecretRevoked(_)
         )
     }
 }
@@ -468,6 +506,9 @@ impl DomainEvent for UserEvent {
             Self::PasskeyRemoved(_) => "PasskeyRemoved",
             Self::PasskeyUsed(_) => "PasskeyUsed",
             Self::PasskeyCounterRegressed(_) => "PasskeyCounterRegressed",
+            Self::ServiceAccountCreated(_) => "ServiceAccountCreated",
+            Self::ClientSecretIssued(_) => "ClientSecretIssued",
+            Self::ClientSecretRevoked(_) => "ClientSecretRevoked",
         }
         .to_owned()
     }

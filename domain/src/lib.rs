@@ -15,10 +15,10 @@ pub mod policy;
 pub mod values;
 
 pub use account::{
-    Account, MailToken, Passkey, PasskeyCredential, PasswordHash, Role, Totp, TotpSecret,
-    UnknownName, UserStatus,
+    Account, ClientSecret, ClientSecretHash, MailToken, Passkey, PasskeyCredential, PasswordHash,
+    Role, Service, Totp, TotpSecret, UnknownName, UserStatus,
 };
 pub use aggregate::User;
-pub use commands::{FactorFlow, LinkFlow, RegisterUser, UserCommand, UserError};
+pub use commands::{FactorFlow, LinkFlow, RegisterUser, ServiceFlow, UserCommand, UserError};
 pub use events::UserEvent;
 pub use policy::{LockoutPolicy, MailPolicy};

@@ -6,6 +6,10 @@ use chrono::Duration;
 /// sign-in of the account).
 pub const MAX_PASSKEYS: usize = 20;
 
+/// The most live client secrets one service account may hold (two cover a
+/// rotation).
+pub const MAX_LIVE_SECRETS: usize = 5;
+
 /// How failed logins lock an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {

@@ -121,6 +121,12 @@ impl Envelope {
             | PASSKEY_COUNTER_REGRESSED_V1 => {
                 serde_json::from_value(value).map(AccountEvent::SecondFactor)
             }
+            SERVICE_ACCOUNT_CREATED_V1 => {
+                serde_json::from_value(value).map(AccountEvent::ServiceAccountCreated)
+            }
+            CLIENT_SECRET_ISSUED_V1 | CLIENT_SECRET_REVOKED_V1 => {
+                serde_json::from_value(value).map(AccountEvent::ClientSecret)
+            }
             other => return Err(ContractError::UnknownType(other.to_owned())),
         }
         .map_err(data)
@@ -162,6 +168,9 @@ pub const PASSKEY_RENAMED_V1: &str = "accountable.user.passkey_renamed.v1";
 pub const PASSKEY_REMOVED_V1: &str = "accountable.user.passkey_removed.v1";
 pub const PASSKEY_USED_V1: &str = "accountable.user.passkey_used.v1";
 pub const PASSKEY_COUNTER_REGRESSED_V1: &str = "accountable.user.passkey_counter_regressed.v1";
+pub const SERVICE_ACCOUNT_CREATED_V1: &str = "accountable.user.service_account_created.v1";
+pub const CLIENT_SECRET_ISSUED_V1: &str = "accountable.user.client_secret_issued.v1";
+pub const CLIENT_SECRET_REVOKED_V1: &str = "accountable.user.client_secret_revoked.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountEvent {
@@ -198,6 +207,16 @@ pub enum AccountEvent {
     /// The second factor was set up, enabled, removed or used; nothing of
     /// it is published but when.
     SecondFactor(At),
+    /// An account of a machine: a name, roles, no address, no password.
+    ServiceAccountCreated(ServiceAccountCreated),
+    /// A client secret of a service account was issued or revoked.
+    ClientSecret(At),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ServiceAccountCreated {
+    pub name: String,
+    pub roles: Vec<Role>,
 }
 
 /// When something happened.

@@ -91,6 +91,21 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
         return Outcome::Gap { after: version };
     }
     match (event, row.as_mut()) {
+        (AccountEvent::ServiceAccountCreated(e), _) => {
+            *row = Some(UserRow {
+                id: envelope.subject,
+                email: None,
+                display_name: Some(e.name.clone()),
+                status: UserStatus::Active,
+                roles: sorted(e.roles.clone()),
+                locale: None,
+                time_zone: None,
+                email_verified: false,
+                version: envelope.sequence,
+                created_at: envelope.time,
+                updated_at: envelope.time,
+            });
+        }
         (AccountEvent::Registered(e), _) => {
             *row = Some(UserRow {
                 id: envelope.subject,
@@ -116,7 +131,8 @@ pub fn reduce(row: &mut Option<UserRow>, envelope: &Envelope, event: &AccountEve
             | AccountEvent::PasswordChanged
             | AccountEvent::PasswordReset(_)
             | AccountEvent::MailRequested(_)
-            | AccountEvent::SecondFactor(_),
+            | AccountEvent::SecondFactor(_)
+            | AccountEvent::ClientSecret(_),
             Some(row),
         ) => row.version = envelope.sequence,
         (AccountEvent::EmailVerified(_), Some(row)) => {

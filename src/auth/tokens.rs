@@ -102,6 +102,11 @@ impl Tokens {
         Self { keys, config }
     }
 
+    /// The `iss` of every token.
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
     pub fn issue(
         &self,
         user_id: Uuid,

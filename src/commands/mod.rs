@@ -13,6 +13,7 @@ pub mod links;
 pub mod passkeys;
 pub mod password;
 mod service;
+pub mod service_accounts;
 
 pub use context::{Actor, CommandContext, Origin};
 pub use error::CommandError;

@@ -222,6 +222,15 @@ impl From<CommandError> for ApiError {
             CommandError::Rejected(rejection @ UserError::LastWayToSignIn) => {
                 Self::new(Code::Conflict, rejection.to_string())
             }
+            CommandError::Rejected(UserError::NotAServiceAccount) => {
+                Self::new(Code::NotFound, "no such service account")
+            }
+            CommandError::Rejected(rejection @ UserError::SecretNotFound) => {
+                Self::new(Code::NotFound, rejection.to_string())
+            }
+            CommandError::Rejected(rejection @ UserError::TooManySecrets) => {
+                Self::new(Code::Conflict, rejection.to_string())
+            }
             CommandError::Rejected(rejection @ UserError::BaseRole) => {
                 Self::new(Code::BadUserInput, rejection.to_string()).with("field", "role")
             }

@@ -9,6 +9,7 @@ pub mod freshness;
 pub mod guards;
 pub mod live;
 pub mod loader;
+pub mod services;
 pub mod socket;
 pub mod timing;
 pub mod users;
@@ -34,6 +35,7 @@ pub struct QueryRoot(
     users::SessionQuery,
     users::FactorQuery,
     users::PasskeyQuery,
+    services::ServiceQuery,
     audit::AuditQuery,
 );
 
@@ -46,6 +48,7 @@ pub struct MutationRoot(
     users::LinkMutation,
     users::FactorMutation,
     users::PasskeyMutation,
+    services::ServiceMutation,
     users::SessionMutation,
 );
 
@@ -55,7 +58,7 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
 pub struct ApiState {
     pub pool: PgPool,
     pub auth: Arc<Auth>,
-    pub limiter: ClientLimiter,
+    pub limiter: Arc<ClientLimiter>,
     pub freshness: ProjectionWatch,
     /// Every read of a user row goes through it.
     pub users: loader::Users,

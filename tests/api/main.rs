@@ -19,5 +19,6 @@ mod registration;
 mod relay;
 mod schema;
 mod servers;
+mod services;
 mod sessions;
 mod snapshots;

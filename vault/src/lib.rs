@@ -34,8 +34,9 @@ pub use master::MasterKey;
 /// mailed one-time link's), `secret` (an authenticator app's) and
 /// `recovery_codes` (their hashes) are secrets that are never published
 /// and go with the person too, as do a passkey's `passkey_name` and
-/// `credential` (its public key and counter).
-pub const SEALED_FIELDS: [&str; 7] = [
+/// `credential` (its public key and counter), and a service account's
+/// `secret_hash`.
+pub const SEALED_FIELDS: [&str; 8] = [
     PERSONAL,
     "password_hash",
     "token",
@@ -43,6 +44,7 @@ pub const SEALED_FIELDS: [&str; 7] = [
     "recovery_codes",
     "passkey_name",
     "credential",
+    "secret_hash",
 ];
 
 /// The field under which an aggregate snapshot is stored, sealed whole
@@ -51,7 +53,7 @@ pub const SNAPSHOT: &str = "snapshot";
 
 /// Everything [`Vault::seal`] and [`Vault::unseal`] handle: the sealed
 /// fields of events and the snapshot of an aggregate.
-const SEALED: [&str; 8] = [
+const SEALED: [&str; 9] = [
     SEALED_FIELDS[0],
     SEALED_FIELDS[1],
     SEALED_FIELDS[2],
@@ -59,6 +61,7 @@ const SEALED: [&str; 8] = [
     SEALED_FIELDS[4],
     SEALED_FIELDS[5],
     SEALED_FIELDS[6],
+    SEALED_FIELDS[7],
     SNAPSHOT,
 ];
 
