@@ -215,7 +215,12 @@ async fn a_revoked_secret_and_its_tokens_are_refused_at_once() {
 }
 
 /// What is wrong, the form, the Basic credentials, and the error expected.
-type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<(&'a str, &'a str)>, &'a str);
+type Case<'a> = (
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Option<(&'a str, &'a str)>,
+    &'a str,
+);
 
 #[tokio::test]
 async fn the_token_endpoint_answers_rfc_6749_errors() {
@@ -456,4 +461,43 @@ async fn only_admins_create_service_accounts_with_roles_they_hold_after_a_recent
         .graphql_as(Some(stale), CREATE, json!({"n": "billing"}))
         .await;
     assert_eq!(error_code(&late), "REAUTHENTICATION_REQUIRED", "{late}");
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_log_line() {
+    let stack = TestStack::new().await;
+    let log = std::env::temp_dir().join(format!("accountable-log-{}.txt", uuid::Uuid::new_v4()));
+    let (mut server, api) = stack.serve_process_logging(&log).await;
+    let root = admin(&stack, &api).await;
+    let (id, secret, _) = service(&api, &root, json!([])).await;
+    let wrong = format!("{}{}", &secret[..12], "x".repeat(secret.len() - 12));
+    assert_eq!(client_token(&api, &id, &secret).await.0, 200);
+    assert_eq!(client_token(&api, &id, &wrong).await.0, 401);
+    let in_query = api
+        .client
+        .post(api.url(&format!("/oauth/token?client_secret={secret}")))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), 400);
+    let refused = post_form(
+        &api,
+        "/oauth/token",
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &root.refresh),
+        ],
+    )
+    .await;
+    assert_eq!(refused.0, 200);
+
+    server.kill().await.unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    assert!(logged.contains("/oauth/token"), "the requests were logged");
+    for secret in [&secret[8..], &wrong[12..], &root.refresh, &root.access] {
+        assert!(!logged.contains(secret), "a secret in the log");
+    }
 }

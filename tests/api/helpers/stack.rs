@@ -172,6 +172,33 @@ impl TestStack {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let child =
             self.process_command_with("serve", &[("ACCOUNTABLE_HTTP_ADDR", addr.to_string())]);
+        Self::answering(child, addr).await
+    }
+
+    /// As [`TestStack::serve_process`], logging everything at `debug` to
+    /// the file `log`.
+    pub async fn serve_process_logging(
+        &self,
+        log: &std::path::Path,
+    ) -> (tokio::process::Child, TestApi) {
+        let port = crate::servers::free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let file = std::fs::File::create(log).expect("a log file");
+        let child = self
+            .process_command("serve")
+            .env("ACCOUNTABLE_HTTP_ADDR", addr.to_string())
+            .env("RUST_LOG", "debug")
+            .stdout(file.try_clone().expect("a log file"))
+            .stderr(file)
+            .spawn()
+            .expect("the accountable binary starts");
+        Self::answering(child, addr).await
+    }
+
+    async fn answering(
+        child: tokio::process::Child,
+        addr: SocketAddr,
+    ) -> (tokio::process::Child, TestApi) {
         let api = TestApi {
             addr,
             client: reqwest::Client::new(),
