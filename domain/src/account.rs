@@ -370,6 +370,30 @@ fn verified_before_verification_existed() -> bool {
 }
 
 impl Account {
+    /// An account just opened with `roles` in `status`: nothing else yet.
+    pub(crate) fn opened(roles: BTreeSet<Role>, status: UserStatus) -> Self {
+        Self {
+            personal: None,
+            roles,
+            status,
+            password_hash: None,
+            failed_attempts: 0,
+            last_failure_at: None,
+            lockouts: 0,
+            locked_until: None,
+            locale: None,
+            time_zone: None,
+            email_verified: false,
+            pending_verification: None,
+            pending_reset: None,
+            pending_email: None,
+            mail_requests: Vec::new(),
+            totp: None,
+            passkeys: Vec::new(),
+            service: None,
+        }
+    }
+
     pub fn is_locked(&self, at: DateTime<Utc>) -> bool {
         self.locked_until.is_some_and(|until| until > at)
     }

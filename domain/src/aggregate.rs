@@ -191,52 +191,23 @@ impl Aggregate for User {
         self.version += 1;
         if let UserEvent::ServiceAccountCreated(e) = event {
             self.account = Some(Account {
-                personal: None,
-                roles: e.roles,
-                status: UserStatus::Active,
-                password_hash: None,
-                email_verified: false,
-                pending_verification: None,
-                pending_reset: None,
-                pending_email: None,
-                mail_requests: Vec::new(),
-                totp: None,
-                passkeys: Vec::new(),
                 service: Some(Service {
                     name: e.name,
                     owner: e.owner,
                     created_at: e.at,
                     secrets: Vec::new(),
                 }),
-                failed_attempts: 0,
-                last_failure_at: None,
-                lockouts: 0,
-                locked_until: None,
-                locale: None,
-                time_zone: None,
+                ..Account::opened(e.roles, UserStatus::Active)
             });
             return;
         }
         if let UserEvent::UserRegistered(e) = event {
             self.account = Some(Account {
                 personal: e.personal,
-                roles: e.roles,
-                status: e.status,
                 password_hash: e.password_hash,
                 email_verified: e.email_verified,
                 pending_verification: e.verification.as_ref().map(pending),
-                pending_reset: None,
-                pending_email: None,
-                mail_requests: Vec::new(),
-                totp: None,
-                passkeys: Vec::new(),
-                service: None,
-                failed_attempts: 0,
-                last_failure_at: None,
-                lockouts: 0,
-                locked_until: None,
-                locale: None,
-                time_zone: None,
+                ..Account::opened(e.roles, e.status)
             });
             return;
         }
