@@ -1,7 +1,7 @@
 //! The limits of the parts the service stands on, measured the way the
 //! service uses them: PostgreSQL appending the same event rows in the same
-//! transaction shape, and a minimal axum + sqlx endpoint reading the same
-//! row.
+//! transaction shape (to a bare table, and to our `events` with its
+//! triggers), and a minimal axum + sqlx endpoint reading the same row.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,33 @@ pub async fn sample_event(pool: &PgPool) -> anyhow::Result<EventRow> {
     .await?)
 }
 
+/// Where an append goes.
+#[derive(Debug, Clone, Copy)]
+pub enum AppendTo {
+    /// A table shaped as `events` (columns, keys, indexes) without its
+    /// triggers (the hash chain, the relay's wake-up, the session ends):
+    /// what PostgreSQL itself takes.
+    Bare,
+    /// `events` itself, triggers and all.
+    Events,
+}
+
+impl AppendTo {
+    fn table(self) -> &'static str {
+        match self {
+            Self::Bare => "bench_bare_append",
+            Self::Events => "events",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "PostgreSQL bare append (limit)",
+            Self::Events => "PostgreSQL append to events (limit)",
+        }
+    }
+}
+
 /// One event row per transaction, each worker on a stream of its own (a
 /// type the relay does not publish), through a pool as large as the
 /// service's.
@@ -40,6 +67,7 @@ pub async fn append(
     database_url: &str,
     pool_size: u32,
     event: EventRow,
+    to: AppendTo,
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<Measurement> {
@@ -47,35 +75,47 @@ pub async fn append(
         .max_connections(pool_size)
         .connect(database_url)
         .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_bare_append
+           (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING IDENTITY)",
+    )
+    .execute(&pool)
+    .await?;
+    let insert = format!(
+        "INSERT INTO {} (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('BenchAppend', $1, $2, $3, $4, $5, $6)",
+        to.table()
+    );
     let streams: Arc<Vec<String>> = Arc::new(
         (0..concurrency)
             .map(|_| Uuid::new_v4().to_string())
             .collect(),
     );
     let event = Arc::new(event);
-    Ok(closed_loop("PostgreSQL append (limit)", concurrency, duration, move |worker, n| {
-        let (pool, streams, event) = (pool.clone(), streams.clone(), event.clone());
-        async move {
-            let append = async {
-                let mut tx = pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                     VALUES ('BenchAppend', $1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&streams[worker])
-                .bind(i64::try_from(n).unwrap_or(i64::MAX - 1) + 1)
-                .bind(&event.event_type)
-                .bind(&event.event_version)
-                .bind(&event.payload)
-                .bind(&event.metadata)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await
-            };
-            append.await.is_ok()
-        }
-    })
-    .await)
+    let insert = Arc::new(insert);
+    Ok(
+        closed_loop(to.name(), concurrency, duration, move |worker, n| {
+            let (pool, streams, event, insert) =
+                (pool.clone(), streams.clone(), event.clone(), insert.clone());
+            async move {
+                let append = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(&insert)
+                        .bind(&streams[worker])
+                        .bind(i64::try_from(n).unwrap_or(i64::MAX - 1) + 1)
+                        .bind(&event.event_type)
+                        .bind(&event.event_version)
+                        .bind(&event.payload)
+                        .bind(&event.metadata)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await
+                };
+                append.await.is_ok()
+            }
+        })
+        .await,
+    )
 }
 
 /// A minimal axum + sqlx endpoint: `GET /users/{id}` answers the row as JSON.

@@ -3,12 +3,14 @@
 //! on; writes `bench/results/latest.json` and `latest.md`.
 //!
 //! Measured: commands (`updateProfile`) at concurrency 1, 8, 32 and 128
-//! against PostgreSQL appending the same rows directly; reads (`user(id)`,
+//! against PostgreSQL appending the same rows directly (to a bare table,
+//! and to our `events`); reads (`user(id)`,
 //! `users(first: 50)`) against a minimal axum + sqlx endpoint; freshness at
 //! a steady 200 commands/s; logins against what the cores can hash with the
 //! production argon2 cost, and `user(id)` meanwhile; relay, projection and
-//! rebuild rates through a backlog against the broker's produce and consume
-//! rates and a direct batched upsert. The chart is `latest.svg`.
+//! rebuild rates through a backlog against the broker's produce rate (with
+//! normal batching, and with the relay's record batches) and consume rate
+//! and a direct batched upsert. The chart is `latest.svg`.
 
 mod chart;
 mod cpu;
@@ -107,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
 
     let pool = sqlx::PgPool::connect(&stack.database_url).await?;
     let mut commands = Vec::new();
+    // The same commands beside an append to our own table: what our
+    // triggers leave of PostgreSQL's rate.
+    let mut appends = Vec::new();
     let mut cpu_use = Vec::new();
     for concurrency in CONCURRENCIES {
         let before = cpu::Usage::now(&stack.parts());
@@ -124,9 +129,26 @@ async fn main() -> anyhow::Result<()> {
             ours.operations,
         ));
         let event = limits::sample_event(&pool).await?;
-        let limit =
-            limits::append(&stack.database_url, POOL_SIZE, event, concurrency, duration).await?;
-        commands.push(Compared::new(ours, limit, Some(0.5)));
+        let bare = limits::append(
+            &stack.database_url,
+            POOL_SIZE,
+            event.clone(),
+            limits::AppendTo::Bare,
+            concurrency,
+            duration,
+        )
+        .await?;
+        let ours_table = limits::append(
+            &stack.database_url,
+            POOL_SIZE,
+            event,
+            limits::AppendTo::Events,
+            concurrency,
+            duration,
+        )
+        .await?;
+        appends.push(Compared::new(ours.clone(), ours_table, None));
+        commands.push(Compared::new(ours, bare, Some(0.5)));
     }
 
     let minimal = limits::minimal_endpoint(&stack.database_url, POOL_SIZE).await?;
@@ -274,6 +296,7 @@ async fn main() -> anyhow::Result<()> {
         "machine": {"cpus": cores},
         "seconds_per_measurement": args.seconds,
         "commands": commands,
+        "commands_vs_events_append": appends,
         "reads": {"user_by_id": reads, "users_page": page},
         "freshness": freshness,
         "logins": logins,
@@ -286,8 +309,9 @@ async fn main() -> anyhow::Result<()> {
         args.out.join("latest.json"),
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
+    let with_appends: Vec<Compared> = commands.into_iter().chain(appends).collect();
     let markdown = markdown(
-        &commands,
+        &with_appends,
         &reads,
         &logins,
         &[&page, &freshness, &idle_read, &storm_read],
@@ -296,8 +320,9 @@ async fn main() -> anyhow::Result<()> {
         + "\n"
         + &cpu_markdown(&cpu_use);
     std::fs::write(args.out.join("latest.md"), &markdown)?;
-    let mut bars: Vec<chart::Bar> = commands
+    let mut bars: Vec<chart::Bar> = with_appends
         .iter()
+        .filter(|c| c.target.is_some())
         .map(|c| bar(format!("command ×{}", c.ours.concurrency), c))
         .collect();
     bars.extend([
@@ -315,7 +340,7 @@ async fn main() -> anyhow::Result<()> {
             ratio: 2.0 * idle_read.p50_ms / storm_read.p50_ms.max(f64::MIN_POSITIVE),
             target: 1.0,
         },
-        bar("relay".into(), &pipeline.relay),
+        bar("relay".into(), &pipeline.relay_batched),
         bar("projection".into(), &pipeline.projection),
     ]);
     chart::draw(&args.out.join("latest.svg"), &bars)?;
@@ -376,6 +401,7 @@ fn pipeline_markdown(pipeline: &pipeline::Pipeline) -> String {
         pipeline.backlog
     );
     for versus in [
+        &pipeline.relay_batched,
         &pipeline.relay,
         &pipeline.projection,
         &pipeline.projection_consume,

@@ -66,6 +66,9 @@ impl Rate {
 #[derive(Debug, Serialize)]
 pub struct Pipeline {
     pub backlog: u64,
+    /// Against the broker taking the messages with normal batching.
+    pub relay_batched: Versus<Rate>,
+    /// Against the broker taking them in record batches as the relay's.
     pub relay: Versus<Rate>,
     pub projection: Versus<Rate>,
     pub projection_consume: Versus<Rate>,
@@ -136,13 +139,24 @@ pub async fn measure(stack: &mut Stack, total: usize) -> anyhow::Result<Pipeline
     let produce = produce_all(
         &bootstrap,
         &format!("{}.limit", stack.events_topic),
-        messages,
+        &messages,
+        crate::stack::BATCH_MESSAGES,
+        "broker: produce, the relay's batches (limit)",
+    )
+    .await?;
+    let produce_batched = produce_all(
+        &bootstrap,
+        &format!("{}.batched", stack.events_topic),
+        &messages,
+        NORMAL_BATCH_MESSAGES,
+        "broker: produce, batched (limit)",
     )
     .await?;
     let upsert = batched_upsert(&pool, backlog).await?;
     Ok(Pipeline {
         backlog,
-        relay: Versus::new(relay, produce, Some(0.5)),
+        relay_batched: Versus::new(relay.clone(), produce_batched, Some(0.5)),
+        relay: Versus::new(relay, produce, None),
         projection: Versus::new(projection.clone(), upsert, Some(0.5)),
         projection_consume: Versus::new(projection, consume, None),
         rebuild,
@@ -326,12 +340,19 @@ async fn consume_all(bootstrap: &str, topic: &str) -> anyhow::Result<(Rate, Vec<
     Ok((rate, messages))
 }
 
+/// Messages per record batch as a Kafka user would set them (librdkafka's
+/// default), with the relay's `linger.ms`.
+const NORMAL_BATCH_MESSAGES: u32 = 10_000;
+
 /// The broker taking the same messages from a producer set up as the
-/// relay's (idempotent, the same record batches), as fast as it can.
+/// relay's (idempotent, `batch_messages` per record batch), as fast as it
+/// can.
 async fn produce_all(
     bootstrap: &str,
     topic: &str,
-    messages: Vec<Published>,
+    messages: &[Published],
+    batch_messages: u32,
+    name: &str,
 ) -> anyhow::Result<Rate> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -345,12 +366,12 @@ async fn produce_all(
     let producer = accountable::kafka::idempotent_producer(
         bootstrap,
         Duration::from_secs(120),
-        crate::stack::BATCH_MESSAGES,
+        batch_messages,
     )?;
     let started = Instant::now();
     let mut in_flight: VecDeque<DeliveryFuture> = VecDeque::new();
     let count = u64::try_from(messages.len())?;
-    for message in &messages {
+    for message in messages {
         let mut record = FutureRecord::to(topic)
             .key(&message.key)
             .payload(&message.payload);
@@ -376,11 +397,7 @@ async fn produce_all(
     for delivery in in_flight {
         delivered(delivery.await)?;
     }
-    Ok(Rate::new(
-        "broker: produce (limit)",
-        count,
-        started.elapsed(),
-    ))
+    Ok(Rate::new(name, count, started.elapsed()))
 }
 
 fn delivered<E>(outcome: Result<OwnedDeliveryResult, E>) -> anyhow::Result<()> {

@@ -202,7 +202,9 @@ async fn a_revoked_secret_and_its_tokens_are_refused_at_once() {
         .as_str()
         .unwrap_or_else(|| panic!("{issued}"))
         .to_owned();
-    assert_eq!(client_token(&api, &id, &second).await.0, 200);
+    let (status, body) = client_token(&api, &id, &second).await;
+    assert_eq!(status, 200, "{body}");
+    let held = body["access_token"].as_str().unwrap().to_owned();
     let deactivated = api
         .graphql_as(
             Some(&root.access),
@@ -212,6 +214,8 @@ async fn a_revoked_secret_and_its_tokens_are_refused_at_once() {
         .await;
     assert!(deactivated["errors"].is_null(), "{deactivated}");
     assert_eq!(client_token(&api, &id, &second).await.0, 401);
+    let read = api.graphql_as(Some(&held), AUDITED, json!({})).await;
+    assert_eq!(error_code(&read), "UNAUTHENTICATED", "{read}");
 }
 
 /// What is wrong, the form, the Basic credentials, and the error expected.
@@ -460,6 +464,9 @@ async fn only_admins_create_service_accounts_with_roles_they_hold_after_a_recent
     let late = api
         .graphql_as(Some(stale), CREATE, json!({"n": "billing"}))
         .await;
+    assert_eq!(error_code(&late), "REAUTHENTICATION_REQUIRED", "{late}");
+    let (id, _, _) = service(&api, &login(&api, "root@example.com").await, json!([])).await;
+    let late = api.graphql_as(Some(stale), ISSUE, json!({"id": id})).await;
     assert_eq!(error_code(&late), "REAUTHENTICATION_REQUIRED", "{late}");
 }
 
