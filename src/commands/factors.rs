@@ -7,7 +7,6 @@
 use accountable_domain::{FactorFlow, TotpSecret, UserCommand, UserError};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 use totp_rs::{Algorithm, Secret, TOTP};
 use uuid::Uuid;
 
@@ -84,10 +83,7 @@ pub fn recovery_code_hash(code: &str) -> String {
         .filter(|c| *c != '-')
         .flat_map(char::to_lowercase)
         .collect();
-    Sha256::digest(normal.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    super::sha256_hex(normal.as_bytes())
 }
 
 fn recovery_code() -> String {

@@ -19,3 +19,12 @@ pub use context::{Actor, CommandContext, Origin};
 pub use error::CommandError;
 pub use input::{ProfileChange, Reason, Registration};
 pub use service::{Executed, Users};
+
+use sha2::{Digest, Sha256};
+
+/// The SHA-256 of `bytes` in lower-case hex: how the command service keeps
+/// a secret it need only recognise (a mailed link's token, a recovery code,
+/// a client secret) and a credential id it indexes.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    crate::audit::chain::hex(&Sha256::digest(bytes))
+}

@@ -6,7 +6,6 @@
 use accountable_domain::values::PasskeyName;
 use accountable_domain::{FactorFlow, PasskeyCredential, UserCommand};
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{infrastructure, CommandError};
@@ -32,10 +31,7 @@ const HOLDER: &str =
 
 /// What stands for a credential id in the claims: its SHA-256 in hex.
 pub fn credential_key(credential_id: &[u8]) -> String {
-    Sha256::digest(credential_id)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    super::sha256_hex(credential_id)
 }
 
 impl Users {
