@@ -27,25 +27,15 @@ const SHOWN_LEN: usize = 8;
 /// The longest secret looked at.
 pub const MAX_SECRET_LEN: usize = 128;
 
+/// Ids are UUIDv7: their order is the order of creation.
 const PAGE: &str = "
-SELECT id, name, owner, created_at FROM service_accounts
- WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
- ORDER BY created_at, id LIMIT $3";
+SELECT id FROM service_accounts WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2";
 
 /// A secret just issued: the only time it is shown.
 pub struct Issued {
     pub executed: Executed,
     pub secret: String,
     pub secret_id: Uuid,
-}
-
-/// A service account as listed.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Listed {
-    pub id: Uuid,
-    pub name: String,
-    pub owner: Uuid,
-    pub created_at: DateTime<Utc>,
 }
 
 fn hash(secret: &str) -> String {
@@ -139,16 +129,15 @@ impl Users {
         Ok(matches.then_some(account))
     }
 
-    /// A page of service accounts, oldest first, after `after` (the
-    /// creation time and id of the last one seen).
+    /// The ids of a page of service accounts, oldest first, after the one
+    /// `after`.
     pub async fn service_accounts(
         &self,
-        after: Option<(DateTime<Utc>, Uuid)>,
+        after: Option<Uuid>,
         first: i64,
-    ) -> Result<Vec<Listed>, CommandError> {
-        sqlx::query_as(PAGE)
-            .bind(after.map(|(at, _)| at))
-            .bind(after.map(|(_, id)| id))
+    ) -> Result<Vec<Uuid>, CommandError> {
+        sqlx::query_scalar(PAGE)
+            .bind(after)
             .bind(first)
             .fetch_all(&self.pool)
             .await

@@ -11,12 +11,11 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, Code};
 use super::guards::{caller, AnyRole};
-use super::users::{acting, parse_id_in, recently_signed_in, Role, UserStatus};
+use super::users::{acting, parse_id_in, recently_signed_in, Role, UserStatus, ADMINS};
 use super::ApiState;
 use crate::auth::Caller;
 use accountable_domain::{self as domain, Account};
 
-const ADMINS: &[domain::Role] = &[domain::Role::Admin];
 /// The most service accounts one page holds.
 const MAX_PAGE: i32 = 100;
 
@@ -143,15 +142,11 @@ async fn load(state: &ApiState, id: Uuid) -> ApiResult<ServiceAccount> {
         .ok_or_else(|| ApiError::new(Code::NotFound, "no such service account"))
 }
 
-/// The cursor of a page: the creation time and id of its last account.
-fn cursor(after: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
-    let invalid =
-        || ApiError::new(Code::BadUserInput, "after: not a cursor").with("field", "after");
-    let (at, id) = after.split_once('/').ok_or_else(invalid)?;
-    let at = DateTime::parse_from_rfc3339(at)
-        .map_err(|_| invalid())?
-        .with_timezone(&Utc);
-    Ok((at, Uuid::parse_str(id).map_err(|_| invalid())?))
+/// The cursor of a page: the id of its last account.
+fn cursor(after: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(after).map_err(|_| {
+        ApiError::new(Code::BadUserInput, "after: not a cursor").with("field", "after")
+    })
 }
 
 #[Object]
@@ -177,9 +172,9 @@ impl ServiceQuery {
         let more = listed.len() > usize::try_from(first).unwrap_or(0);
         let mut nodes = Vec::new();
         let mut end_cursor = None;
-        for entry in listed.into_iter().take(usize::try_from(first).unwrap_or(0)) {
-            end_cursor = Some(format!("{}/{}", entry.created_at.to_rfc3339(), entry.id));
-            nodes.push(load(state, entry.id).await?);
+        for id in listed.into_iter().take(usize::try_from(first).unwrap_or(0)) {
+            end_cursor = Some(id.to_string());
+            nodes.push(load(state, id).await?);
         }
         Ok(ServiceAccountPage {
             nodes,

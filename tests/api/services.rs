@@ -165,6 +165,19 @@ async fn a_service_finds_the_endpoint_by_discovery_and_its_token_verifies_with_p
     let nodes = &listed["data"]["serviceAccounts"]["nodes"];
     assert_eq!(nodes[0]["id"], json!(id), "{listed}");
     assert_eq!(nodes[0]["secrets"][0]["prefix"], json!(&secret[..8]));
+    // A page at a time, oldest first.
+    let (second, _, _) = service(&api, &root, json!([])).await;
+    const PAGE: &str =
+        "query($a: String) { serviceAccounts(first: 1, after: $a) { nodes { id } endCursor } }";
+    let first = api.graphql_as(Some(&root.access), PAGE, json!({})).await;
+    let page = &first["data"]["serviceAccounts"];
+    assert_eq!(page["nodes"][0]["id"], json!(id), "{first}");
+    let next = api
+        .graphql_as(Some(&root.access), PAGE, json!({"a": page["endCursor"]}))
+        .await;
+    let page = &next["data"]["serviceAccounts"];
+    assert_eq!(page["nodes"][0]["id"], json!(second), "{next}");
+    assert!(page["endCursor"].is_null(), "{next}");
 }
 
 #[tokio::test]
