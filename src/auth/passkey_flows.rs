@@ -56,7 +56,7 @@ impl Auth {
             return Err(PasskeyError::Ceremony.into());
         }
         let passkey = self.passkeys.finish_registration(&taken, response)?;
-        let credential = PasskeyCredential::new(passkeys::to_stored(&passkey).map_err(state)?);
+        let credential = kept(&passkey)?;
         let (executed, passkey_id) = self
             .users
             .register_passkey(
@@ -223,9 +223,8 @@ impl Auth {
         let mut passkey = account
             .passkey(passkey_id)
             .and_then(|passkey| passkey.credential.as_ref())
-            .map(|credential| passkeys::from_stored(credential.expose()))
-            .transpose()
-            .map_err(state)?
+            .map(opened)
+            .transpose()?
             .ok_or(AuthError::InvalidCredentials)?;
         match self
             .passkeys
@@ -233,8 +232,7 @@ impl Auth {
         {
             Ok(verified) => {
                 passkey.update_credential(&verified);
-                let credential =
-                    PasskeyCredential::new(passkeys::to_stored(&passkey).map_err(state)?);
+                let credential = kept(&passkey)?;
                 let used = self
                     .users
                     .use_passkey(
@@ -300,8 +298,20 @@ fn stored_passkeys(account: &Account) -> Result<Vec<Passkey>, AuthError> {
         .passkeys
         .iter()
         .filter_map(|passkey| passkey.credential.as_ref())
-        .map(|credential| passkeys::from_stored(credential.expose()).map_err(state))
+        .map(opened)
         .collect()
+}
+
+/// A passkey as the account keeps it.
+fn kept(passkey: &Passkey) -> Result<PasskeyCredential, AuthError> {
+    passkeys::to_stored(passkey)
+        .map(PasskeyCredential::new)
+        .map_err(state)
+}
+
+/// A kept passkey as the WebAuthn library takes it.
+fn opened(credential: &PasskeyCredential) -> Result<Passkey, AuthError> {
+    passkeys::from_stored(credential.expose()).map_err(state)
 }
 
 fn state(error: serde_json::Error) -> AuthError {
