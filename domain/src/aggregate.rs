@@ -424,15 +424,20 @@ fn pending(issued: &IssuedToken) -> Pending {
 /// The account as a mail may be sent to it and a link followed: registered,
 /// neither erased, deleted nor deactivated, with its personal data.
 fn reachable(account: Option<&Account>) -> Result<(&Account, &PersonalData), UserError> {
-    let account = account.ok_or(UserError::NotRegistered)?;
-    match account.status {
-        UserStatus::Erased => return Err(UserError::Erased),
-        UserStatus::Deleted => return Err(UserError::Deleted),
-        UserStatus::Deactivated => return Err(UserError::Deactivated),
-        UserStatus::Active => {}
-    }
+    let account = active(account)?;
     let personal = account.personal.as_ref().ok_or(UserError::Erased)?;
     Ok((account, personal))
+}
+
+/// The account, when it exists and is active.
+fn active(account: Option<&Account>) -> Result<&Account, UserError> {
+    let account = account.ok_or(UserError::NotRegistered)?;
+    match account.status {
+        UserStatus::Erased => Err(UserError::Erased),
+        UserStatus::Deleted => Err(UserError::Deleted),
+        UserStatus::Deactivated => Err(UserError::Deactivated),
+        UserStatus::Active => Ok(account),
+    }
 }
 
 fn recipient(personal: &PersonalData) -> Option<Recipient> {
@@ -711,14 +716,7 @@ fn factor(flow: FactorFlow, account: Option<&Account>) -> Result<Vec<UserEvent>,
 
 /// A service account's secrets, on an active service account.
 fn service(flow: ServiceFlow, account: Option<&Account>) -> Result<Vec<UserEvent>, UserError> {
-    let account = account.ok_or(UserError::NotRegistered)?;
-    match account.status {
-        UserStatus::Erased => return Err(UserError::Erased),
-        UserStatus::Deleted => return Err(UserError::Deleted),
-        UserStatus::Deactivated => return Err(UserError::Deactivated),
-        UserStatus::Active => {}
-    }
-    let service = account
+    let service = active(account)?
         .service
         .as_ref()
         .ok_or(UserError::NotAServiceAccount)?;
