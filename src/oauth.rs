@@ -383,11 +383,9 @@ pub(crate) async fn introspect(
         let token = form
             .get("token")
             .ok_or(OAuthError::invalid_request("token is missing"))?;
-        let now = state.auth.clock.now();
-        let (Ok(claims), Ok(Caller::User { roles, .. })) = (
-            state.auth.tokens.verify(token, now).await,
-            state.auth.authenticate(token).await,
-        ) else {
+        let Ok((claims, Caller::User { roles, .. })) =
+            state.auth.authenticate_with_claims(token).await
+        else {
             return Ok(json!({"active": false}));
         };
         Ok::<_, OAuthError>(json!({

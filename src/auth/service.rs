@@ -466,6 +466,25 @@ impl Auth {
     }
 
     async fn caller(&self, bearer: &str, session: bool) -> Result<Caller, AuthError> {
+        Ok(self.checked(bearer, session).await?.1)
+    }
+
+    /// As [`Auth::authenticate`], with the token's claims: what
+    /// introspection tells of a token.
+    pub async fn authenticate_with_claims(
+        &self,
+        bearer: &str,
+    ) -> Result<(AccessClaims, Caller), AuthError> {
+        self.checked(bearer, false).await
+    }
+
+    /// The token's claims, verified and checked against the cut-offs, and
+    /// the caller it stands for.
+    async fn checked(
+        &self,
+        bearer: &str,
+        session: bool,
+    ) -> Result<(AccessClaims, Caller), AuthError> {
         let now = self.clock.now();
         let claims = self.tokens.verify(bearer, now).await?;
         let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::InvalidToken("subject"))?;
@@ -487,14 +506,15 @@ impl Auth {
                 return Err(AuthError::InvalidToken("session ended"));
             }
         }
-        Ok(Caller::User {
+        let caller = Caller::User {
             id,
-            roles: claims.roles,
+            roles: claims.roles.clone(),
             auth_time: claims
                 .auth_time
                 .and_then(|at| DateTime::from_timestamp(at, 0)),
             session: sid,
-        })
+        };
+        Ok((claims, caller))
     }
 
     /// Checks a second factor as one attempt towards the account's lockout
