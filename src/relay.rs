@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KafkaConfig;
 use crate::events::Outgoing;
 use crate::kafka::{self, RenewingProducer};
+use crate::store::wake::EVENTS_CHANNEL;
 use crate::store::{self, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS};
 use accountable_domain::User;
 
 /// The NOTIFY channel the event store's trigger signals on commit.
-pub const EVENTS_CHANNEL: &str = "accountable_events";
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {

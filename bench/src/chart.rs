@@ -13,7 +13,12 @@ pub struct Bar {
 }
 
 pub fn draw(path: &Path, bars: &[Bar]) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
+    // Room for each bar's label under it.
+    let width = u32::try_from(bars.len())
+        .unwrap_or(u32::MAX)
+        .saturating_mul(96)
+        .max(1100);
+    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let top = bars
         .iter()
@@ -34,6 +39,7 @@ pub fn draw(path: &Path, bars: &[Bar]) -> anyhow::Result<()> {
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(bars.len())
+        .x_label_style(("sans-serif", 11))
         .x_label_formatter(&|value| match value {
             SegmentValue::CenterOf(i) => bars.get(*i).map_or_else(String::new, |b| b.label.clone()),
             _ => String::new(),

@@ -70,6 +70,9 @@ impl Stack {
             ("ACCOUNTABLE_HTTP_ADDR", format!("127.0.0.1:{port}")),
             ("ACCOUNTABLE_RATE_LIMIT", "0".to_owned()),
             ("ACCOUNTABLE_HASH_QUEUE", "10000".to_owned()),
+            // The generator is one client address standing for many: room
+            // for the subscriptions measurement's sockets.
+            ("ACCOUNTABLE_WS_PER_CLIENT", "1000".to_owned()),
             ("ACCOUNTABLE_MASTER_KEY", master_key.clone()),
             (
                 "ACCOUNTABLE_RELAY_BATCH_MESSAGES",

@@ -1,6 +1,7 @@
 //! Live events for subscriptions: one task per process follows the event
-//! store in commit order (woken by the append NOTIFY, with a polling
-//! fallback) and broadcasts each event, opened, to every subscription.
+//! store in commit order (woken by the NOTIFY sent after appends, with a
+//! polling fallback) and broadcasts each event, opened, to every
+//! subscription.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 
 use crate::audit::history::{self, ReadableEvent};
-use crate::relay::EVENTS_CHANNEL;
 use crate::store;
+use crate::store::wake::EVENTS_CHANNEL;
 
 /// How many events a slow subscription may fall behind before it is told
 /// so and ended.

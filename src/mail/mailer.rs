@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deliveries::{self, Due};
 use super::messages::{compose, Kind, Letterhead, Unsendable};
-use crate::relay::EVENTS_CHANNEL;
+use crate::store::wake::EVENTS_CHANNEL;
 use crate::store::{
     self, upcast, variant_fields, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS,
 };

@@ -9,7 +9,8 @@
 //! - [`upcast`]: stored events of older versions read as today's;
 //! - [`backlog`]: what the relay has yet to publish, for the gauges;
 //! - [`rewrite`]: the one-time sealing of what older versions kept in clear;
-//! - [`stored`]: the row every reader gets.
+//! - [`stored`]: the row every reader gets;
+//! - [`wake`]: the wake-up sent after a commit of events.
 //!
 //! The table's own rules (positions, the hash chain, ending sessions with
 //! their event) are its triggers', in `migrations/`.
@@ -21,6 +22,7 @@ pub mod sealed;
 pub mod stored;
 pub mod streams;
 pub mod upcast;
+pub mod wake;
 
 pub use committed::{Bound, CommittedRead, StreamCursor};
 pub use sealed::{variant_fields, SealedRepository};

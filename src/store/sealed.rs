@@ -20,6 +20,8 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::wake::Wake;
+
 const SELECT_SNAPSHOT: &str = "
 SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
 /// The events of one commit and the snapshot after them, in one statement
@@ -50,12 +52,14 @@ pub struct SealedRepository {
     inner: PostgresEventRepository,
     pool: PgPool,
     vault: Arc<Vault>,
+    wake: Wake,
 }
 
 impl SealedRepository {
     pub fn new(pool: PgPool, vault: Arc<Vault>) -> Self {
         Self {
             inner: PostgresEventRepository::new(pool.clone()),
+            wake: Wake::start(pool.clone()),
             pool,
             vault,
         }
@@ -223,7 +227,10 @@ impl PersistedEventRepository for SealedRepository {
             .execute(&self.pool)
             .await;
         match appended {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.wake.committed();
+                Ok(())
+            }
             Err(sqlx::Error::Database(error))
                 if error.code().as_deref() == Some(UNIQUE_VIOLATION) =>
             {
@@ -257,6 +264,7 @@ impl PersistedEventRepository for SealedRepository {
             inner: PostgresEventRepository::new(self.pool.clone()),
             pool: self.pool.clone(),
             vault: self.vault.clone(),
+            wake: self.wake.clone(),
         };
         tokio::spawn(async move {
             for id in ids {

@@ -123,6 +123,36 @@ async fn of_two_relays_only_one_publishes() {
 }
 
 #[tokio::test]
+async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
+    // A poll longer than the test: only the wake-up sent after a commit
+    // can bring the relay back.
+    let stack = TestStack::with_config(|config| config.kafka.relay_poll_ms = 600_000).await;
+    let api = stack.api().await;
+    stack.relay();
+    let consumer = stack.consumer().await;
+    let published = || async {
+        stack
+            .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
+            .await
+    };
+    // The first may be found by the relay's first look; once it is out the
+    // relay is idle, waiting.
+    let first = api.register("first@example.com", "First").await.id;
+    eventually(
+        "the first event published",
+        Duration::from_secs(30),
+        || async { (published().await >= 1).then_some(()) },
+    )
+    .await;
+    let second = api.register("second@example.com", "Second").await.id;
+    let messages = consume_until(&consumer, Duration::from_secs(30), |m| {
+        m.iter().any(|m| m.key == second)
+    })
+    .await;
+    assert!(messages.iter().any(|m| m.key == first));
+}
+
+#[tokio::test]
 async fn a_consumer_resuming_at_any_offset_gets_that_offset() {
     let stack = TestStack::new().await;
     let api = stack.api().await;
