@@ -356,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let subscriptions_memory = memory::Held::new(
         format!(
-            "serve, {open} subscriptions open, then {}s of commands",
+            "serve under {open} subscriptions, then {}s of commands",
             args.seconds
         ),
         opened,
