@@ -82,6 +82,8 @@ const FRESHNESS: [(u32, f64); 2] = [(200, 100.0), (1000, 250.0)];
 /// service's default most per socket).
 const SOCKETS: usize = 125;
 const SUBSCRIPTIONS_PER_SOCKET: usize = 16;
+const UPDATE_PROFILE: &str =
+    "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }";
 /// Logins at once: more than the cores, so that hashing is never idle.
 const LOGINS: usize = 8;
 
@@ -134,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
             &client,
             &graphql,
             &users,
-            "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
+            UPDATE_PROFILE,
             |user, n| json!({"input": {"id": user.id, "displayName": format!("Name {n}")}}),
         );
         let ours = closed_loop("updateProfile", concurrency, duration, rename).await;
@@ -271,25 +273,27 @@ async fn main() -> anyhow::Result<()> {
     for (rate, p99_target) in FRESHNESS {
         let before = cpu::Usage::now(&stack.parts());
         let name = format!("freshness at {rate}/s (answer → readable)");
-        let fresh = steady_rate(&name, rate, duration, {
-            let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
-            move |n| {
-                let (client, graphql) = (client.clone(), graphql.clone());
-                let user = users[(n % users.len() as u64) as usize].clone();
-                async move {
-                    let body = post(&client, &graphql, Some(&user.token),
-                        "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
-                        json!({"input": {"id": user.id, "displayName": format!("Fresh {n}")}})).await.ok()?;
-                    let version = body["data"]["updateProfile"]["version"].as_i64()?;
-                    let answered = std::time::Instant::now();
-                    let read = post(&client, &graphql, Some(&user.token),
+        let fresh =
+            steady_rate(&name, rate, duration, {
+                let (client, graphql, users) = (client.clone(), graphql.clone(), users.clone());
+                move |n| {
+                    let (client, graphql) = (client.clone(), graphql.clone());
+                    let user = users[(n % users.len() as u64) as usize].clone();
+                    async move {
+                        let body = update_profile(&client, &graphql, &user, &format!("Fresh {n}"))
+                            .await
+                            .ok()?;
+                        let version = body["data"]["updateProfile"]["version"].as_i64()?;
+                        let answered = std::time::Instant::now();
+                        let read = post(&client, &graphql, Some(&user.token),
                         "query($id: ID!, $v: Int) { user(id: $id, minVersion: $v) { version } }",
                         json!({"id": user.id, "v": version})).await.ok()?;
-                    (read["data"]["user"]["version"].as_i64()? >= version).then(|| answered.elapsed())
+                        (read["data"]["user"]["version"].as_i64()? >= version)
+                            .then(|| answered.elapsed())
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
         cpu_use.push(cpu::Usage::now(&stack.parts()).since(
             &before,
             &format!("freshness at {rate}/s: updateProfile + user(id, minVersion)"),
@@ -311,14 +315,7 @@ async fn main() -> anyhow::Result<()> {
         memory::Subscriptions::open(&ws_url, &tokens, SUBSCRIPTIONS_PER_SOCKET).await?;
     // One command per socket's user: every subscription sees one event.
     for user in users.iter().take(SOCKETS) {
-        post(
-            &client,
-            &graphql,
-            Some(&user.token),
-            "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
-            json!({"input": {"id": user.id, "displayName": "Subscribed"}}),
-        )
-        .await?;
+        update_profile(&client, &graphql, user, "Subscribed").await?;
     }
     let open = (SOCKETS * SUBSCRIPTIONS_PER_SOCKET) as u64;
     subscriptions.reached(open, Duration::from_secs(60)).await?;
@@ -334,9 +331,9 @@ async fn main() -> anyhow::Result<()> {
                 let user = users[(n % SOCKETS as u64) as usize].clone();
                 async move {
                     let sent = std::time::Instant::now();
-                    let body = post(&client, &graphql, Some(&user.token),
-                        "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { version } }",
-                        json!({"input": {"id": user.id, "displayName": format!("Held {n}")}})).await.ok()?;
+                    let body = update_profile(&client, &graphql, &user, &format!("Held {n}"))
+                        .await
+                        .ok()?;
                     body["errors"].is_null().then(|| sent.elapsed())
                 }
             }
@@ -700,6 +697,23 @@ fn as_each_user(
             ok(post(&client, &graphql, Some(&user.token), query, variables).await)
         })
     }
+}
+
+/// `updateProfile` of `user`'s display name, as that user.
+async fn update_profile(
+    client: &reqwest::Client,
+    graphql: &str,
+    user: &User,
+    display_name: &str,
+) -> anyhow::Result<Value> {
+    post(
+        client,
+        graphql,
+        Some(&user.token),
+        UPDATE_PROFILE,
+        json!({"input": {"id": user.id, "displayName": display_name}}),
+    )
+    .await
 }
 
 fn ok(body: anyhow::Result<Value>) -> bool {

@@ -56,12 +56,13 @@ impl Held {
         }
     }
 
-    pub fn verdict(&self) -> &'static str {
-        if self.ratio >= Self::TARGET {
-            "≥ 0.90 (met)"
+    pub fn verdict(&self) -> String {
+        let verdict = if self.ratio >= Self::TARGET {
+            "met"
         } else {
-            "≥ 0.90 (missed)"
-        }
+            "missed"
+        };
+        format!("≥ {:.2} ({verdict})", Self::TARGET)
     }
 }
 
