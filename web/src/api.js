@@ -1,0 +1,153 @@
+// The GraphQL client both pages share. The session (access and refresh
+// token) lives in this module's memory only: never in localStorage or
+// sessionStorage, where any script on the origin could read it. A reload
+// signs out; that is the price of keeping tokens out of storage.
+
+const ENDPOINT = '/graphql';
+
+/** An error the API answered, with its `extensions.code`. */
+export class ApiError extends Error {
+  constructor(message, code) {
+    super(message);
+    this.code = code;
+  }
+}
+
+let session = null;
+const listeners = new Set();
+let freshSignIn = null;
+
+/** The signed-in session: {accessToken, refreshToken, user}, or null. */
+export const currentSession = () => session;
+
+/** Calls `listener(session)` whenever the session changes. */
+export function onSession(listener) {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+export function setSession(next) {
+  session = next;
+  for (const listener of listeners) listener(session);
+}
+
+/**
+ * Who answers `REAUTHENTICATION_REQUIRED`: a function that asks the person
+ * to prove who they are again and resolves once `reauthenticate` succeeded
+ * (or rejects when they cancel).
+ */
+export function onFreshSignInNeeded(handler) {
+  freshSignIn = handler;
+}
+
+async function post(query, variables, token) {
+  const headers = { 'content-type': 'application/json', accept: 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch(ENDPOINT, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ query, variables }),
+      credentials: 'omit',
+    });
+  } catch {
+    throw new ApiError('The service cannot be reached. Check your connection and try again.', 'UNAVAILABLE');
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    throw new ApiError(`The service answered ${response.status} without a body.`, 'INTERNAL');
+  }
+  return { status: response.status, body };
+}
+
+async function refresh() {
+  const refreshToken = session?.refreshToken;
+  if (!refreshToken) return false;
+  const { body } = await post(
+    `mutation Refresh($token: String!) { refreshToken(refreshToken: $token) { accessToken refreshToken } }`,
+    { token: refreshToken },
+  );
+  const pair = body?.data?.refreshToken;
+  if (!pair) {
+    setSession(null);
+    return false;
+  }
+  setSession({ ...session, ...pair });
+  return true;
+}
+
+/**
+ * Runs one operation and answers its `data`, or throws an ApiError. An
+ * expired access token is refreshed once; a change that needs a recent
+ * sign-in asks for one and is tried again.
+ */
+export async function gql(query, variables = {}) {
+  let { status, body } = await post(query, variables, session?.accessToken);
+  if (status === 401 && session && (await refresh())) {
+    ({ status, body } = await post(query, variables, session?.accessToken));
+  }
+  if (status === 401 && session) setSession(null);
+  const error = body?.errors?.[0];
+  if (error) {
+    const code = error.extensions?.code ?? 'INTERNAL';
+    if (code === 'REAUTHENTICATION_REQUIRED' && freshSignIn) {
+      await freshSignIn();
+      return gql(query, variables);
+    }
+    throw new ApiError(error.message, code);
+  }
+  return body.data;
+}
+
+export const USER_FIELDS = `id email emailVerified displayName status roles version locale timeZone createdAt updatedAt`;
+
+/** Takes the tokens a sign-in answered as the session. */
+export function signedIn(payload) {
+  setSession({
+    accessToken: payload.accessToken,
+    refreshToken: payload.refreshToken,
+    user: payload.user,
+  });
+}
+
+export async function signOut() {
+  const refreshToken = session?.refreshToken;
+  if (refreshToken) {
+    try {
+      await gql(`mutation Out($t: String!) { logout(refreshToken: $t) }`, { t: refreshToken });
+    } catch {
+      // Signed out here either way; the session ends on its own.
+    }
+  }
+  setSession(null);
+}
+
+/** Answers `{publicKey}` options as the browser's credential, JSON-encoded. */
+export async function passkeyCredential(kind, options) {
+  if (!window.PublicKeyCredential?.parseRequestOptionsFromJSON) {
+    throw new ApiError('This browser cannot use passkeys.', 'BAD_USER_INPUT');
+  }
+  let credential;
+  try {
+    credential =
+      kind === 'create'
+        ? await navigator.credentials.create({
+            publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey),
+          })
+        : await navigator.credentials.get({
+            publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options.publicKey),
+          });
+  } catch (error) {
+    throw new ApiError(`The passkey was not used (${error.name}).`, 'BAD_USER_INPUT');
+  }
+  return JSON.stringify(credential.toJSON());
+}
+
+/** Where the client is routed: a path under the page's base. */
+export function navigate(path) {
+  history.pushState(null, '', path);
+  window.dispatchEvent(new PopStateEvent('popstate'));
+}
