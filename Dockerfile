@@ -1,9 +1,19 @@
 # The accountable binary. librdkafka builds from rdkafka's bundled source,
 # which needs a C toolchain, make and perl, but not cmake; webauthn-rs links
 # OpenSSL (libssl-dev is in the build image, libssl3 in the runtime one).
+# The account pages and the console are built first, with Node.js, into
+# web/dist, which the binary embeds.
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npx --no-install vite build
+
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+COPY --from=web /web/dist web/dist
 RUN cargo build --release --locked --bin accountable
 
 FROM debian:bookworm-slim

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/stack.sh
+source scripts/web.sh
 cargo build --locked --release -p accountable -p accountable-bench
 if ! cmp -s bench/peers/package-lock.json bench/peers/node_modules/installed-lock.json; then
   npm ci --prefix bench/peers --no-audit --no-fund --silent

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/stack.sh
+source scripts/web.sh
 cargo build --locked --bin accountable
 addr="${ACCOUNTABLE_HTTP_ADDR:-127.0.0.1:8080}"
 printf '\nGraphiQL: http://%s/graphql\n' "$addr"

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/stack.sh
 source scripts/python.sh
 source scripts/browser.sh
+source scripts/web.sh
 # Each test makes a database of its own; drop those of earlier runs.
 if command -v psql >/dev/null 2>&1; then
   admin_url="${DATABASE_URL%/*}/postgres"

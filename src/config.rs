@@ -467,13 +467,14 @@ pub struct MailConfig {
     )]
     pub from: String,
 
-    /// The frontend's base URL, that the links in mails point to
+    /// The account pages' base URL, that the links in mails point to
     /// (`/verify-email`, `/reset-password`, `/confirm-email`, each with
-    /// `?token=`).
+    /// `?token=`): by default the pages `serve` itself answers under
+    /// `/account`.
     #[arg(
         long = "public-url",
         env = "ACCOUNTABLE_PUBLIC_URL",
-        default_value = "http://127.0.0.1:8080",
+        default_value = "http://127.0.0.1:8080/account",
         global = true
     )]
     pub public_url: String,

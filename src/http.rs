@@ -32,7 +32,9 @@ use crate::config::Environment;
 use crate::graphql::error::Code;
 use crate::graphql::socket::{self, SocketCount, SocketLimits};
 use crate::graphql::{AppSchema, RequestMeta};
-use crate::{graphiql, oauth, observe, telemetry};
+use crate::{graphiql, oauth, observe, pages, telemetry};
+use accountable_projections::trace;
+use tracing::Instrument;
 
 /// Largest request body accepted.
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
@@ -159,6 +161,7 @@ pub(crate) fn router(state: HttpState, env: Environment) -> Router {
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
+        .merge(pages::routes())
         .with_state(state)
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -189,13 +192,23 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     let correlation_id = Some(header("x-correlation-id"))
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| request_id.clone());
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
+        otel.name = %format!("{} {}", request.method(), request.uri().path()),
         method = %request.method(),
         path = %request.uri().path(),
         request_id,
         correlation_id,
-    )
+    );
+    if let Some(traceparent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| telemetry::is_traceparent(v))
+    {
+        trace::follow(&span, traceparent);
+    }
+    span
 }
 
 /// A POSTed operation must be JSON (`application/json`, parameters such as
@@ -335,7 +348,8 @@ async fn graphql_post(
     };
     let meta = request_meta(&headers, state.proxies.client(peer.ip(), &headers));
     let request = request.into_inner().data(meta).data(caller);
-    let mut response = state.schema.execute(request).await;
+    let operation = tracing::info_span!("graphql", otel.name = tracing::field::Empty);
+    let mut response = state.schema.execute(request).instrument(operation).await;
     // Parse, validation and variable errors come from async-graphql without
     // a code; every error a client sees has one.
     for error in &mut response.errors {
@@ -485,8 +499,10 @@ fn request_meta(headers: &HeaderMap, client: IpAddr) -> RequestMeta {
     };
     let request_id = header("x-request-id").unwrap_or_default();
     let correlation_id = header("x-correlation-id").unwrap_or_else(|| request_id.clone());
-    let traceparent = header("traceparent")
-        .filter(|value| telemetry::is_traceparent(value))
+    // With traces on, the request's own span: the events it causes are
+    // published and applied in its trace.
+    let traceparent = trace::traceparent(&tracing::Span::current())
+        .or_else(|| header("traceparent").filter(|value| telemetry::is_traceparent(value)))
         .unwrap_or_else(telemetry::new_traceparent);
     RequestMeta {
         request_id,

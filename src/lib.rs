@@ -26,6 +26,8 @@
 //!   `dev` built from the configuration, with one shutdown; [`background`]
 //!   the loops it waits for.
 //! - [`observe`]: the Prometheus metrics endpoint.
+//! - [`pages`]: the account pages and the console, built from `web/` and
+//!   embedded.
 //! - [`config`], [`db`], [`kafka`], [`telemetry`]: plumbing.
 
 pub mod audit;
@@ -42,6 +44,7 @@ pub mod kafka;
 pub mod mail;
 mod oauth;
 pub mod observe;
+pub mod pages;
 pub mod rebuild;
 pub mod relay;
 pub mod shredding;

@@ -183,7 +183,21 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", graphql::sdl());
         return Ok(());
     }
-    telemetry::init(config.env);
+    let process = match &command {
+        Command::Serve => "serve",
+        Command::Relay { .. } => "relay",
+        Command::Project => "project",
+        Command::Mailer { .. } => "mailer",
+        Command::Dev => "dev",
+        _ => "cli",
+    };
+    let traces = telemetry::init(config.env, process);
+    let outcome = run(config, command).await;
+    traces.shutdown();
+    outcome
+}
+
+async fn run(config: Config, command: Command) -> anyhow::Result<()> {
     let pool = db::connect_and_migrate(
         config.database.url.expose(),
         config.database.max_connections,

@@ -58,24 +58,39 @@ const PARKED: &str = "SELECT count(*) FROM relay_parked_events WHERE topic = $1"
 const STATES_PENDING: &str =
     "SELECT count(*) FROM users WHERE state_version IS DISTINCT FROM version";
 
+/// Messages each projection parked.
+pub async fn dead_letters(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(DEAD_LETTERS).fetch_all(pool).await
+}
+
+/// Events the relay set aside because it could not read them.
+pub async fn relay_parked(pool: &PgPool, events_topic: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(PARKED)
+        .bind(events_topic)
+        .fetch_one(pool)
+        .await
+}
+
+/// The generation the relay publishes the topic under.
+pub async fn relay_generation(pool: &PgPool, events_topic: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(GENERATION)
+        .bind(events_topic)
+        .fetch_one(pool)
+        .await
+}
+
 /// The Prometheus text of this process's counters and of the pipeline's
 /// gauges.
 pub async fn render(pool: &PgPool, events_topic: &str) -> sqlx::Result<String> {
     let lag = relay_lag(pool, events_topic).await?;
-    let dead: Vec<(String, i64)> = sqlx::query_as(DEAD_LETTERS).fetch_all(pool).await?;
+    let dead = dead_letters(pool).await?;
     let behind = projection_lag(pool, events_topic).await?;
     let unpublished = backlog::count(pool, events_topic).await?;
-    let parked: i64 = sqlx::query_scalar(PARKED)
-        .bind(events_topic)
-        .fetch_one(pool)
-        .await?;
+    let parked = relay_parked(pool, events_topic).await?;
     let states: i64 = sqlx::query_scalar(STATES_PENDING).fetch_one(pool).await?;
     let mail = mail_states(pool).await?;
     let mail_waiting = deliveries::oldest_due(pool).await?;
-    let generation: i64 = sqlx::query_scalar(GENERATION)
-        .bind(events_topic)
-        .fetch_one(pool)
-        .await?;
+    let generation = relay_generation(pool, events_topic).await?;
     let mut text = recorder().render();
     let mut gauge = |name: &str, help: &str, samples: &[(String, String)]| {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use accountable_projections::crash;
+use accountable_projections::{crash, trace};
 use cqrs_es::Aggregate;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -356,6 +356,12 @@ impl Relay {
         }
         // Enqueued one by one in order (a full queue is waited out, never
         // skipped), so each user's events keep their order on the partition.
+        // One span per event, in the trace of the request that caused it,
+        // from its enqueueing to the commit of the cursor past it.
+        let spans: Vec<tracing::Span> = messages
+            .iter()
+            .map(|message| publish_span(&self.config.topic, message))
+            .collect();
         let mut deliveries = Vec::with_capacity(messages.len());
         for message in &messages {
             let mut record = record(&self.config.topic, message);
@@ -436,6 +442,7 @@ impl Relay {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        drop(spans);
         published
             .last_offsets
             .extend(partitions.into_iter().zip(offsets));
@@ -460,6 +467,21 @@ impl Parked {
         self.sequences.push(event.sequence);
         self.errors.push(error.to_owned());
     }
+}
+
+fn publish_span(topic: &str, message: &Outgoing) -> tracing::Span {
+    let span = tracing::info_span!(
+        "relay.publish",
+        otel.name = %format!("publish {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.destination.name = topic,
+        messaging.kafka.message.key = message.key,
+    );
+    if let Some((_, traceparent)) = message.headers.iter().find(|(k, _)| *k == "traceparent") {
+        trace::follow(&span, traceparent);
+    }
+    span
 }
 
 fn record<'a>(topic: &'a str, message: &'a Outgoing) -> FutureRecord<'a, String, Vec<u8>> {

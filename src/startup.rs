@@ -163,6 +163,7 @@ impl Application {
                 vault,
                 feed,
                 read_your_writes_timeout: config.http.read_your_writes_timeout(),
+                projection: config.projection(),
             },
         );
         let listener = TcpListener::bind(config.http.addr).await?;

@@ -1,21 +1,137 @@
-//! Logging (human-readable in development, JSON lines in production;
-//! `RUST_LOG` filters), W3C trace contexts, and progress bars for long
-//! command-line runs.
+//! Logging (human-readable in development, JSON lines in production, each
+//! carrying the trace and span ids when traces are on; `RUST_LOG`
+//! filters), OpenTelemetry traces over OTLP, W3C trace contexts, and
+//! progress bars for long command-line runs.
+//!
+//! Traces are off unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; the exporter speaks OTLP
+//! over HTTP (protobuf) and reads the standard `OTEL_*` variables
+//! (`OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_*`,
+//! `OTEL_TRACES_SAMPLER`…). A mutation's request, its command and append,
+//! and then the relay's publish and each projection's apply of its events
+//! are one trace, joined through the `traceparent` every event keeps.
+
+use std::fmt;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing::Subscriber;
+use tracing_opentelemetry::OtelData;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Environment;
 
-pub fn init(env: Environment) {
+/// The traces of this process; [`Traces::shutdown`] sends what is left.
+#[must_use = "shut it down at the end, or the last spans are lost"]
+pub struct Traces(Option<SdkTracerProvider>);
+
+impl Traces {
+    /// Exports the spans still buffered and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.0 {
+            if let Err(error) = provider.shutdown() {
+                tracing::warn!(error = %error, "the last spans were not exported");
+            }
+        }
+    }
+}
+
+/// Whether the standard variables ask for traces.
+fn traces_wanted() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+        || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v == "none");
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// An OTLP/HTTP exporter behind a batching processor; `service.name` is
+/// `OTEL_SERVICE_NAME`, else `accountable-<process>`.
+fn provider(process: &str) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()?;
+    let mut resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(format!("accountable-{process}"));
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// Installs logging, and traces when asked for. A second init (tests start
+/// several apps) keeps the first.
+pub fn init(env: Environment, process: &str) -> Traces {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    // A second init (tests start several apps) keeps the first subscriber.
-    let _ = match env {
-        Environment::Development => builder.try_init(),
-        Environment::Production => builder.json().try_init(),
+    let (provider, failed) = match traces_wanted().then(|| provider(process)) {
+        Some(Ok(provider)) => (Some(provider), None),
+        Some(Err(error)) => (None, Some(error)),
+        None => (None, None),
     };
+    let traces = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("accountable")));
+    let registry = tracing_subscriber::registry().with(filter).with(traces);
+    let _ = match env {
+        Environment::Development => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        Environment::Production => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .event_format(WithTraceIds(tracing_subscriber::fmt::format().json())),
+            )
+            .try_init(),
+    };
+    if let Some(error) = failed {
+        tracing::error!(error = %error, "traces are off: the OTLP exporter cannot be built");
+    }
+    Traces(provider)
+}
+
+/// A JSON line with the current span's `trace_id` and `span_id` added, as
+/// log tools join logs to traces by them.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let ids = ctx.lookup_current().and_then(|span| {
+            let extensions = span.extensions();
+            let data = extensions.get::<OtelData>()?;
+            Some((data.trace_id()?, data.span_id()?))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line) {
+            Ok(mut object) => {
+                object.insert("trace_id".into(), trace_id.to_string().into());
+                object.insert("span_id".into(), span_id.to_string().into());
+                writeln!(writer, "{}", serde_json::Value::Object(object))
+            }
+            Err(_) => writer.write_str(&line),
+        }
+    }
 }
 
 /// A progress bar over `total` events on standard error, drawn only when

@@ -9,5 +9,6 @@
 
 pub mod contract;
 pub mod crash;
+pub mod trace;
 pub mod users;
 pub mod worker;

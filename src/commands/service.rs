@@ -373,6 +373,7 @@ impl Users {
     /// Loads the user, decides, and appends the resulting events in one
     /// transaction; a concurrent append to the same user is a `Conflict`,
     /// and so is a user at another version than `expected`.
+    #[tracing::instrument(name = "command", skip_all, fields(user_id = %user_id))]
     pub(super) async fn execute(
         &self,
         user_id: Uuid,

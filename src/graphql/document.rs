@@ -74,6 +74,27 @@ fn nesting(query: &str) -> usize {
     deepest
 }
 
+/// Names the operation's span (`otel.name`, declared by the HTTP handler)
+/// after the operation and its first field, as `mutation register`.
+fn name_span(document: &ExecutableDocument) {
+    let Some((_, operation)) = document.operations.iter().next() else {
+        return;
+    };
+    let kind = operation.node.ty;
+    let field = operation
+        .node
+        .selection_set
+        .node
+        .items
+        .iter()
+        .find_map(|item| match &item.node {
+            Selection::Field(field) => Some(field.node.name.node.as_str()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    tracing::Span::current().record("otel.name", format!("{kind} {field}"));
+}
+
 #[derive(Clone, Copy)]
 pub struct DocumentGuard {
     pub introspection: bool,
@@ -165,6 +186,7 @@ impl Extension for DocumentGuard {
             ));
         }
         let document = next.run(ctx, query, variables).await?;
+        name_span(&document);
         let mut counter = Counter {
             document: &document,
             fragments: HashMap::new(),

@@ -9,6 +9,7 @@ pub mod freshness;
 pub mod guards;
 pub mod live;
 pub mod loader;
+pub mod pipeline;
 pub mod services;
 pub mod socket;
 pub mod timing;
@@ -37,6 +38,7 @@ pub struct QueryRoot(
     users::PasskeyQuery,
     services::ServiceQuery,
     audit::AuditQuery,
+    pipeline::PipelineQuery,
 );
 
 /// Every change to accounts and sessions. Each answers its errors with
@@ -50,6 +52,7 @@ pub struct MutationRoot(
     users::PasskeyMutation,
     services::ServiceMutation,
     users::SessionMutation,
+    pipeline::PipelineMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
@@ -67,6 +70,9 @@ pub struct ApiState {
     /// Committed events, live, for subscriptions.
     pub feed: feed::EventFeed,
     pub read_your_writes_timeout: Duration,
+    /// The projection workers' settings: the events topic whose lag the
+    /// pipeline's health tells, and how a retry of dead letters reads it.
+    pub projection: accountable_projections::worker::WorkerConfig,
 }
 
 /// What resolvers know of the HTTP request that carries the operation.

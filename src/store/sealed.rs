@@ -176,6 +176,7 @@ impl PersistedEventRepository for SealedRepository {
     /// Appends the events and keeps the snapshot after them, both sealed in
     /// one pass (the user's key is read once) and written in one statement.
     /// An erasure keeps no snapshot: its key is gone.
+    #[tracing::instrument(name = "append", skip_all, fields(events = events.len()))]
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],

@@ -18,6 +18,29 @@ pub struct Retried {
     pub still_parked: u64,
 }
 
+/// A parked message, as operators see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub projection: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub error: String,
+    pub failed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The `limit` messages parked longest ago, of every projection.
+pub async fn parked(pool: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<DeadLetter>> {
+    sqlx::query_as(
+        r#"SELECT id, projection, topic, partition, "offset", error, failed_at
+             FROM projection_dead_letters ORDER BY id LIMIT $1"#,
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 impl Worker {
     /// Applies the parked messages again (after a fix, or once the events a
     /// gap was missing exist): each one that applies, or turns out to be

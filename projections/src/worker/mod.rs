@@ -13,9 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use accountable_vault::{EventFields, Vault, VaultError};
@@ -29,7 +30,7 @@ mod ownership;
 
 use checkpoints::{generations, next_offsets, rewritten_partitions, save_checkpoints, Generations};
 use dead_letters::park;
-pub use dead_letters::Retried;
+pub use dead_letters::{parked, DeadLetter, Retried};
 use ownership::{Ownership, CLAIM_EVERY};
 
 /// The name of the `users` projection: its consumer group suffix and its
@@ -244,14 +245,21 @@ impl Worker {
             rows.insert(row.id, Some(row));
         }
         let mut changed = HashSet::new();
+        // One span per message, in the trace of the request that caused its
+        // event, until the batch commits.
+        let mut spans = Vec::with_capacity(batch.len());
         for (message, parsed) in batch.iter().zip(&parsed) {
+            let span = apply_span(message);
             let step = match parsed {
                 Err(error) => Step::Park(error.to_string()),
                 Ok(Parsed { envelope, event }) => {
                     let row = rows.entry(envelope.subject).or_default();
-                    self.reduce_filling_gaps(row, envelope, event).await?
+                    self.reduce_filling_gaps(row, envelope, event)
+                        .instrument(span.clone())
+                        .await?
                 }
             };
+            spans.push(span);
             match step {
                 Step::Changed(id) => {
                     changed.insert(id);
@@ -280,6 +288,7 @@ impl Worker {
             .await?;
         crate::crash::point("project.before_commit");
         tx.commit().await?;
+        drop(spans);
         crate::crash::point("project.after_commit");
         tracing::debug!(
             first = ?batch.iter().map(|m| (m.partition(), m.offset())).min(),
@@ -364,4 +373,27 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+fn apply_span(message: &OwnedMessage) -> tracing::Span {
+    let span = tracing::info_span!(
+        "projection.apply",
+        otel.name = %format!("apply {USERS}"),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = message.topic(),
+        messaging.kafka.partition = message.partition(),
+        messaging.kafka.offset = message.offset(),
+    );
+    let traceparent = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|header| header.key == "traceparent")
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    });
+    if let Some(traceparent) = traceparent {
+        crate::trace::follow(&span, traceparent);
+    }
+    span
 }
