@@ -19,7 +19,7 @@ if ! cmp -s "$WEB/package-lock.json" "$WEB/node_modules/installed-lock.json"; th
   cp "$WEB/package-lock.json" "$WEB/node_modules/installed-lock.json"
 fi
 stamp="$WEB/dist/.built"
-if [[ ! -f "$stamp" ]] || [[ -n "$(find "$WEB/src" "$WEB/account" "$WEB/console" "$WEB/vite.config.js" \
+if [[ ! -f "$stamp" ]] || [[ -n "$(find "$WEB/src" "$WEB/account" "$WEB/console" "$WEB/vite.config.js" "$WEB/public" \
   "$WEB/package-lock.json" -newer "$stamp" -print -quit)" ]]; then
   printf '[web] building the pages\n' >&2
   (cd "$WEB" && npx --no-install vite build --logLevel warn)

@@ -348,7 +348,7 @@ async fn graphql_post(
     };
     let meta = request_meta(&headers, state.proxies.client(peer.ip(), &headers));
     let request = request.into_inner().data(meta).data(caller);
-    let operation = tracing::info_span!("graphql", otel.name = tracing::field::Empty);
+    let operation = tracing::info_span!("graphql");
     let mut response = state.schema.execute(request).instrument(operation).await;
     // Parse, validation and variable errors come from async-graphql without
     // a code; every error a client sees has one.

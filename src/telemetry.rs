@@ -14,14 +14,14 @@
 use std::fmt;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing::Subscriber;
-use tracing_opentelemetry::OtelData;
+use tracing_opentelemetry::{OpenTelemetrySpanExt as _, OtelData};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -42,6 +42,10 @@ impl Traces {
         }
     }
 }
+
+/// What is traced: our spans and the libraries' at `info`; never the
+/// exporter's own HTTP client, whose spans would be exported in turn.
+const TRACED: &str = "info,sqlx=warn,rdkafka=warn,reqwest=off,hyper=off,hyper_util=off,h2=off";
 
 /// Whether the standard variables ask for traces.
 fn traces_wanted() -> bool {
@@ -77,17 +81,23 @@ pub fn init(env: Environment, process: &str) -> Traces {
         Some(Err(error)) => (None, Some(error)),
         None => (None, None),
     };
-    let traces = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("accountable")));
-    let registry = tracing_subscriber::registry().with(filter).with(traces);
+    // Spans are exported at `info` whatever `RUST_LOG` logs.
+    let traces = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("accountable"))
+            .with_filter(EnvFilter::new(TRACED))
+    });
+    let registry = tracing_subscriber::registry().with(traces);
     let _ = match env {
-        Environment::Development => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        Environment::Development => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            .try_init(),
         Environment::Production => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .event_format(WithTraceIds(tracing_subscriber::fmt::format().json())),
+                    .event_format(WithTraceIds(tracing_subscriber::fmt::format().json()))
+                    .with_filter(filter),
             )
             .try_init(),
     };
@@ -95,6 +105,12 @@ pub fn init(env: Environment, process: &str) -> Traces {
         tracing::error!(error = %error, "traces are off: the OTLP exporter cannot be built");
     }
     Traces(provider)
+}
+
+/// Renames the current span's trace span (its name is known only once the
+/// span runs, as a GraphQL operation's after parsing).
+pub fn rename_current_span(name: String) {
+    tracing::Span::current().context().span().update_name(name);
 }
 
 /// A JSON line with the current span's `trace_id` and `span_id` added, as

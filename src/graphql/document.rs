@@ -74,8 +74,8 @@ fn nesting(query: &str) -> usize {
     deepest
 }
 
-/// Names the operation's span (`otel.name`, declared by the HTTP handler)
-/// after the operation and its first field, as `mutation register`.
+/// Names the operation's span after the operation and its first field, as
+/// `mutation register`.
 fn name_span(document: &ExecutableDocument) {
     let Some((_, operation)) = document.operations.iter().next() else {
         return;
@@ -92,7 +92,7 @@ fn name_span(document: &ExecutableDocument) {
             _ => None,
         })
         .unwrap_or_default();
-    tracing::Span::current().record("otel.name", format!("{kind} {field}"));
+    crate::telemetry::rename_current_span(format!("{kind} {field}"));
 }
 
 #[derive(Clone, Copy)]

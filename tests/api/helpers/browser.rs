@@ -1,6 +1,7 @@
-//! Debian's Chromium with a virtual WebAuthn authenticator, driven by
-//! tests/browser/authenticator.mjs (playwright-core over the DevTools
-//! protocol): the browser and authenticator side of the passkey tests.
+//! Debian's Chromium driven by playwright-core: with a virtual WebAuthn
+//! authenticator (tests/browser/authenticator.mjs), the browser side of the
+//! passkey tests; on the account pages and the console
+//! (tests/browser/pages.mjs), a person using them.
 
 use std::process::Stdio;
 
@@ -8,22 +9,19 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-pub struct Browser {
-    /// The port of the page the browser is on, at `http://localhost:…`.
-    pub port: u16,
+/// A Node.js script driving Chromium, one JSON request and answer per line.
+struct Driver {
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
     _child: Child,
 }
 
-impl Browser {
-    /// Starts the browser; fails, never skips, when Chromium or
-    /// playwright-core is missing (scripts/browser.sh installs both).
-    pub async fn start() -> Self {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/browser/authenticator.mjs"
-        );
+impl Driver {
+    /// Starts `tests/browser/<script>` and reads its first line; fails,
+    /// never skips, when Chromium or playwright-core is missing
+    /// (scripts/browser.sh installs both).
+    async fn start(script: &str) -> (Self, Value) {
+        let script = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
         let mut child = Command::new("node")
             .arg(script)
             .stdin(Stdio::piped())
@@ -38,21 +36,16 @@ impl Browser {
             .await
             .unwrap()
             .expect("the browser started (is Chromium installed? run scripts/browser.sh)");
-        let port = serde_json::from_str::<Value>(&first).unwrap()["port"]
-            .as_u64()
-            .and_then(|port| u16::try_from(port).ok())
-            .unwrap_or_else(|| panic!("the browser said {first}"));
-        Self {
-            port,
-            stdin,
-            stdout,
-            _child: child,
-        }
-    }
-
-    /// The page's origin on `host` (`localhost` or a name below it).
-    pub fn origin(&self, host: &str) -> String {
-        format!("http://{host}:{}", self.port)
+        let first =
+            serde_json::from_str(&first).unwrap_or_else(|_| panic!("the browser said {first}"));
+        (
+            Self {
+                stdin,
+                stdout,
+                _child: child,
+            },
+            first,
+        )
     }
 
     async fn call(&mut self, request: Value) -> Value {
@@ -66,6 +59,33 @@ impl Browser {
             .unwrap()
             .expect("the browser answers");
         serde_json::from_str(&answer).unwrap()
+    }
+}
+
+pub struct Browser {
+    /// The port of the page the browser is on, at `http://localhost:…`.
+    pub port: u16,
+    driver: Driver,
+}
+
+impl Browser {
+    /// Starts the browser with its authenticator.
+    pub async fn start() -> Self {
+        let (driver, first) = Driver::start("authenticator.mjs").await;
+        let port = first["port"]
+            .as_u64()
+            .and_then(|port| u16::try_from(port).ok())
+            .unwrap_or_else(|| panic!("the browser said {first}"));
+        Self { port, driver }
+    }
+
+    /// The page's origin on `host` (`localhost` or a name below it).
+    pub fn origin(&self, host: &str) -> String {
+        format!("http://{host}:{}", self.port)
+    }
+
+    async fn call(&mut self, request: Value) -> Value {
+        self.driver.call(request).await
     }
 
     /// `navigator.credentials.create` with a begin mutation's `options`, on
@@ -119,5 +139,81 @@ fn credential(answer: Value) -> Result<String, String> {
     match answer["credential"].as_str() {
         Some(credential) => Ok(credential.to_owned()),
         None => Err(answer.to_string()),
+    }
+}
+
+/// Chromium on the account pages and the console, used as a person would:
+/// by labels, roles and visible text (tests/browser/pages.mjs). Each step
+/// fails the test with what the browser said.
+pub struct Pages {
+    driver: Driver,
+    /// Where screenshots go.
+    shots: std::path::PathBuf,
+}
+
+impl Pages {
+    /// Starts the browser; screenshots go to `target/pages/<test>/`.
+    pub async fn start(test: &str) -> Self {
+        let (driver, first) = Driver::start("pages.mjs").await;
+        assert_eq!(first["ready"], true, "{first}");
+        let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/pages")
+            .join(test);
+        std::fs::create_dir_all(&shots).unwrap();
+        Self { driver, shots }
+    }
+
+    async fn step(&mut self, request: Value) -> Value {
+        let answer = self.driver.call(request.clone()).await;
+        if let Some(error) = answer.get("error") {
+            let shot = self.shots.join("failure.png");
+            self.driver
+                .call(json!({"op": "screenshot", "path": shot}))
+                .await;
+            panic!("{request}: {error} (the page: {})", shot.display());
+        }
+        answer["ok"].clone()
+    }
+
+    pub async fn goto(&mut self, url: &str) {
+        self.step(json!({"op": "goto", "url": url})).await;
+    }
+
+    pub async fn fill(&mut self, label: &str, value: &str) {
+        self.step(json!({"op": "fill", "label": label, "value": value}))
+            .await;
+    }
+
+    pub async fn click(&mut self, role: &str, name: &str) {
+        self.click_nth(role, name, 0).await;
+    }
+
+    pub async fn click_nth(&mut self, role: &str, name: &str, nth: usize) {
+        self.step(json!({"op": "click", "role": role, "name": name, "nth": nth}))
+            .await;
+    }
+
+    /// Waits until `text` shows.
+    pub async fn see(&mut self, text: &str) {
+        self.step(json!({"op": "see", "text": text})).await;
+    }
+
+    pub async fn text(&mut self, selector: &str) -> String {
+        let text = self.step(json!({"op": "text", "selector": selector})).await;
+        text.as_str().unwrap_or_default().to_owned()
+    }
+
+    pub async fn count(&mut self, selector: &str) -> u64 {
+        let count = self
+            .step(json!({"op": "count", "selector": selector}))
+            .await;
+        count.as_u64().unwrap_or_default()
+    }
+
+    /// The whole page as `<name>.png` in the test's folder.
+    pub async fn screenshot(&mut self, name: &str) -> std::path::PathBuf {
+        let path = self.shots.join(format!("{name}.png"));
+        self.step(json!({"op": "screenshot", "path": path})).await;
+        path
     }
 }

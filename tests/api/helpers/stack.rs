@@ -168,10 +168,19 @@ impl TestStack {
     /// `accountable serve` as a child process on a free loopback port, and
     /// its API once it answers.
     pub async fn serve_process(&self) -> (tokio::process::Child, TestApi) {
+        self.serve_process_with(&[]).await
+    }
+
+    /// As [`TestStack::serve_process`], with extra environment.
+    pub async fn serve_process_with(
+        &self,
+        env: &[(&str, String)],
+    ) -> (tokio::process::Child, TestApi) {
         let port = crate::servers::free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child =
-            self.process_command_with("serve", &[("ACCOUNTABLE_HTTP_ADDR", addr.to_string())]);
+        let mut env = env.to_vec();
+        env.push(("ACCOUNTABLE_HTTP_ADDR", addr.to_string()));
+        let child = self.process_command_with("serve", &env);
         Self::answering(child, addr).await
     }
 

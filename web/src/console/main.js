@@ -84,17 +84,17 @@ function Users() {
   </section>`;
 }
 
-const USER = `query User($id: ID!) { user(id: $id) { ${USER_FIELDS} passkeys { id name createdAt lastUsedAt } } }`;
+const USER = `query User($id: ID!, $minVersion: Int) { user(id: $id, minVersion: $minVersion) { ${USER_FIELDS} passkeys { id name createdAt lastUsedAt } } }`;
 const SESSIONS = `query Sessions($id: ID!) { userSessions(userId: $id) { id startedAt lastUsedAt clientAddress userAgent factors } }`;
 
 function Reasoned({ label, mutation, user, done }) {
   const [reason, setReason] = useState('');
   const act = async () => {
-    await gql(`mutation Act($input: UserRefInput!) { ${mutation}(input: $input) { version } }`, {
+    const answer = await gql(`mutation Act($input: UserRefInput!) { ${mutation}(input: $input) { version } }`, {
       input: { id: user.id, reason, expectedVersion: user.version },
     });
     setReason('');
-    done();
+    done(answer[mutation].version);
   };
   return html`<${Form} action=${act} submit=${label}>
     <${Field} label=${`Reason to ${label.toLowerCase()}`} value=${reason} onInput=${setReason} maxlength="500" hint="Kept in the event, for the audit." />
@@ -105,8 +105,10 @@ function Erase({ user, done }) {
   const [typed, setTyped] = useState('');
   const erase = async () => {
     if (typed !== user.email) throw new Error('Type the address exactly to confirm the erasure.');
-    await gql(`mutation Erase($input: UserRefInput!) { eraseUser(input: $input) { version } }`, { input: { id: user.id } });
-    done();
+    const { eraseUser } = await gql(`mutation Erase($input: UserRefInput!) { eraseUser(input: $input) { version } }`, {
+      input: { id: user.id },
+    });
+    done(eraseUser.version);
   };
   return html`<details>
     <summary>Erase this user…</summary>
@@ -117,21 +119,23 @@ function Erase({ user, done }) {
   </details>`;
 }
 
-function Actions({ user, reload }) {
+function Actions({ user, changed }) {
   const role = async (mutation, name) => {
-    await gql(`mutation Role($input: RoleInput!) { ${mutation}(input: $input) { version } }`, {
+    const answer = await gql(`mutation Role($input: RoleInput!) { ${mutation}(input: $input) { version } }`, {
       input: { id: user.id, role: name, expectedVersion: user.version },
     });
-    reload();
+    changed(answer[mutation].version);
   };
   const unlock = async () => {
-    await gql(`mutation Unlock($input: UserRefInput!) { unlockUser(input: $input) { version } }`, { input: { id: user.id } });
-    reload();
+    const { unlockUser } = await gql(`mutation Unlock($input: UserRefInput!) { unlockUser(input: $input) { version } }`, {
+      input: { id: user.id },
+    });
+    changed(unlockUser.version);
   };
   return html`<section aria-labelledby="actions">
     <h2 id="actions">Actions</h2>
-    ${user.status === 'ACTIVE' && html`<${Reasoned} label="Deactivate" mutation="deactivateUser" user=${user} done=${reload} />`}
-    ${user.status === 'DEACTIVATED' && html`<${Reasoned} label="Reactivate" mutation="reactivateUser" user=${user} done=${reload} />`}
+    ${user.status === 'ACTIVE' && html`<${Reasoned} label="Deactivate" mutation="deactivateUser" user=${user} done=${changed} />`}
+    ${user.status === 'DEACTIVATED' && html`<${Reasoned} label="Reactivate" mutation="reactivateUser" user=${user} done=${changed} />`}
     <p class="actions">
       ${ROLES.filter((r) => r !== 'USER').map((r) =>
         user.roles.includes(r)
@@ -140,7 +144,7 @@ function Actions({ user, reload }) {
       )}
       <${Action} action=${unlock}>Unlock sign-in</${Action}>
     </p>
-    ${user.email && html`<${Erase} user=${user} done=${reload} />`}
+    ${user.email && html`<${Erase} user=${user} done=${changed} />`}
   </section>`;
 }
 
@@ -172,7 +176,9 @@ function UserSessions({ user }) {
 }
 
 function UserPage({ id }) {
-  const [user, error, reload] = useLoad(() => gql(USER, { id }).then((d) => d.user), [id]);
+  // After a change, the read side is asked for at least its version.
+  const [seen, setSeen] = useState(null);
+  const [user, error] = useLoad(() => gql(USER, { id, minVersion: seen }).then((d) => d.user), [id, seen]);
   if (error) return html`<${Alert} error=${error} />`;
   if (!user) return html`<p role="status">Loading…</p>`;
   return html`<section>
@@ -193,7 +199,7 @@ function UserPage({ id }) {
       <dt>Passkeys</dt>
       <dd>${user.passkeys.length === 0 ? 'none' : user.passkeys.map((p) => html`<span class="badge">${p.name ?? 'passkey'}</span> `)}</dd>
     </dl>
-    ${isAdmin() && html`<${Actions} user=${user} reload=${reload} />`}
+    ${isAdmin() && html`<${Actions} user=${user} changed=${setSeen} />`}
     ${isAdmin() && html`<${UserSessions} user=${user} />`}
   </section>`;
 }

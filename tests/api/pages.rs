@@ -1,0 +1,188 @@
+//! The account pages and the console in Chromium, on the real service: a
+//! person signs up, follows the mailed link, turns on an authenticator app
+//! and signs in with it, and ends another session; an admin finds a user,
+//! deactivates them and sees the event on the timeline; an auditor sees a
+//! history edited in SQL break. Screenshots of each page go to
+//! `target/pages/<test>/`.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// The path and query of the first link to `path` in `body`.
+fn link_in(body: &str, path: &str) -> String {
+    let start = body
+        .find(path)
+        .unwrap_or_else(|| panic!("no link to {path} in {body}"));
+    body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<')
+        .collect()
+}
+
+#[tokio::test]
+async fn a_person_signs_up_verifies_the_address_signs_in_with_an_app_and_ends_a_session() {
+    let mail = MailServer::start().await;
+    let url = mail.url();
+    let stack = TestStack::with_config(|config| {
+        config.mail.smtp_url = Some(url);
+        config.mail.require_verified_email = Some(true);
+    })
+    .await;
+    let api = stack.api().await;
+    stack.relay();
+    stack.projection();
+    stack.mailer();
+    let mut pages = Pages::start("account").await;
+    let email = "grace@example.test";
+
+    pages.goto(&api.url("/account/sign-up")).await;
+    pages.fill("Email", email).await;
+    pages.fill("Display name", "Grace Hopper").await;
+    pages.fill("Password", PASSWORD).await;
+    pages.screenshot("1-sign-up").await;
+    pages.click("button", "Create account").await;
+    pages.see("Check your inbox").await;
+
+    // The link the mail holds is to the pages `serve` answers.
+    let sent = mail.wait_for(email, 1).await;
+    let link = link_in(&sent[0].body(), "/account/verify-email?token=");
+    pages.goto(&api.url(&link)).await;
+    pages.see("Your address is verified").await;
+    pages.screenshot("2-verified").await;
+    assert!(
+        !pages.text("body").await.contains("token"),
+        "the token is not shown"
+    );
+    pages.click("link", "Go to sign-in").await;
+    pages.fill("Email", email).await;
+    pages.fill("Password", PASSWORD).await;
+    pages.click("button", "Sign in").await;
+    pages.see("Your account").await;
+
+    // Signed in elsewhere too, before the app is on.
+    let elsewhere = login(&api, email).await;
+
+    pages.click("button", "Set up an authenticator app").await;
+    let secret = pages.text("#totp-secret").await;
+    pages.screenshot("3-authenticator-app").await;
+    let code = pyotp_code(&secret, 0).await;
+    pages.fill("Code from your authenticator app", &code).await;
+    pages.click("button", "Turn on").await;
+    pages.see("Recovery codes").await;
+    pages.click("button", "Sign out").await;
+
+    pages.fill("Email", email).await;
+    pages.fill("Password", PASSWORD).await;
+    pages.click("button", "Sign in").await;
+    pages.see("Second step").await;
+    // The next step's code: the one used to turn the app on is spent.
+    let code = pyotp_code(&secret, 30).await;
+    pages.fill("Code from your authenticator app", &code).await;
+    pages.screenshot("4-second-step").await;
+    pages.click("button", "Continue").await;
+    pages.see("Your account").await;
+    pages.see("2 live sessions").await;
+    assert_eq!(pages.count("text=this session").await, 1);
+    pages.screenshot("5-sessions").await;
+
+    pages.click("button", "End session").await;
+    pages.see("1 live session").await;
+    let refreshed = api
+        .graphql(
+            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
+            json!({"t": elsewhere.refresh}),
+        )
+        .await;
+    assert_eq!(error_code(&refreshed), "UNAUTHENTICATED", "{refreshed}");
+    // The page's own session goes on.
+    pages.see("Signed in as").await;
+}
+
+/// A stack with a signed-in console user holding `role`, and Alan, whose
+/// stream has two events.
+async fn console_as(role: &str, test: &str) -> (TestStack, TestApi, Pages, Session) {
+    let (stack, api) = TestStack::full().await;
+    let staff = format!("{}@example.test", role.to_lowercase());
+    api.register(&staff, "Staff").await;
+    stack.grant(&staff, role).await;
+    let alan = api.register("turing@example.test", "Alan Turing").await;
+    let renamed = api
+        .graphql_as(
+            Some(&alan.access),
+            "mutation($id: ID!) { updateProfile(input: {id: $id, timeZone: \"Europe/London\"}) { version } }",
+            json!({"id": alan.id}),
+        )
+        .await;
+    assert!(renamed["errors"].is_null(), "{renamed}");
+    let mut pages = Pages::start(test).await;
+    pages.goto(&api.url("/console/")).await;
+    pages.fill("Email", &staff).await;
+    pages.fill("Password", PASSWORD).await;
+    pages.click("button", "Sign in").await;
+    pages.see("Email starts with").await;
+    (stack, api, pages, alan)
+}
+
+/// Finds Alan by the start of his address and opens his page (in the
+/// page: a reload would sign the console out).
+async fn open_alan(pages: &mut Pages) {
+    pages.fill("Email starts with", "turing").await;
+    pages.click("button", "Search").await;
+    pages.see("1 users on this page").await;
+    pages.screenshot("users").await;
+    pages.click("link", "turing@example.test").await;
+    pages.see("Alan Turing").await;
+}
+
+#[tokio::test]
+async fn an_admin_finds_a_user_deactivates_them_and_sees_the_event_on_the_timeline() {
+    let (_stack, api, mut pages, alan) = console_as("ADMIN", "console-admin").await;
+    open_alan(&mut pages).await;
+    pages.fill("Reason to deactivate", "left the company").await;
+    pages.click("button", "Deactivate").await;
+    pages.see("Reason to reactivate").await;
+    assert_eq!(pages.text("#status").await, "deactivated");
+    pages.screenshot("user").await;
+
+    pages.click("link", "History").await;
+    pages.see("UserDeactivated").await;
+    pages.see("Verified: every one of").await;
+    pages.click_nth("button", "State after this event", 0).await;
+    pages.see("After event 1").await;
+    pages.screenshot("history").await;
+
+    pages.click("link", "Pipeline").await;
+    pages.see("Relay to Kafka").await;
+    pages.see("accountable_relay_lag_seconds").await;
+    pages.screenshot("pipeline").await;
+
+    let deactivated = api
+        .graphql(
+            "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }",
+            json!({"e": "turing@example.test", "p": PASSWORD}),
+        )
+        .await;
+    assert!(deactivated["errors"].is_array(), "{deactivated}");
+    assert_eq!(alan.user["email"], "turing@example.test");
+}
+
+#[tokio::test]
+async fn an_auditor_sees_a_history_edited_in_sql_break_and_cannot_act() {
+    let (stack, _, mut pages, alan) = console_as("AUDITOR", "console-auditor").await;
+    sqlx::query(
+        "UPDATE events SET payload = '{\"ProfileUpdated\": {\"personal\": null}}'
+          WHERE aggregate_id = $1 AND sequence = 2",
+    )
+    .bind(&alan.id)
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+    open_alan(&mut pages).await;
+    assert_eq!(pages.count("text=Reason to deactivate").await, 0);
+    pages.click("link", "History").await;
+    pages.see("The chain is broken").await;
+    let verdict = pages.text("[role=alert]").await;
+    assert!(verdict.contains("at event 2"), "{verdict}");
+    pages.screenshot("broken-chain").await;
+}

@@ -1,0 +1,77 @@
+// The account pages and the console in a real browser, for the end-to-end
+// tests: Debian's Chromium, headless, driven by playwright-core through the
+// page as a person uses it (labels, roles, visible text). The test sends
+// one JSON request per line on stdin and reads one JSON answer per line on
+// stdout; the first line out is {"ready": true}.
+//
+//   {"op": "goto", "url": …}                          open a page
+//   {"op": "fill", "label": …, "value": …}            type into a labelled field
+//   {"op": "click", "role": …, "name": …, "nth": n}   press a button or link
+//   {"op": "see", "text": …}                          wait until the text shows
+//   {"op": "text", "selector": …}                     the text of an element
+//   {"op": "count", "selector": …}                    how many elements match
+//   {"op": "screenshot", "path": …}                   the whole page as PNG
+//   {"op": "url"}                                     where the page is
+//
+// Every answer is {"ok": …} or {"error": …}; waits give up after 15 s.
+
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const executablePath = process.env.ACCOUNTABLE_TEST_CHROMIUM || '/usr/bin/chromium';
+const WAIT = { timeout: 15000 };
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+const page = await context.newPage();
+const problems = [];
+page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+page.on('console', (message) => message.type() === 'error' && problems.push(`console: ${message.text()}`));
+
+async function handle(request) {
+  switch (request.op) {
+    case 'goto':
+      await page.goto(request.url);
+      return { ok: page.url() };
+    case 'fill':
+      await page.getByLabel(request.label, { exact: true }).fill(request.value, WAIT);
+      return { ok: true };
+    case 'click':
+      await page
+        .getByRole(request.role, { name: request.name, exact: true })
+        .nth(request.nth ?? 0)
+        .click(WAIT);
+      return { ok: true };
+    case 'see':
+      await page.getByText(request.text).first().waitFor({ state: 'visible', ...WAIT });
+      return { ok: true };
+    case 'text':
+      return { ok: await page.locator(request.selector).first().innerText(WAIT) };
+    case 'count':
+      return { ok: await page.locator(request.selector).count() };
+    case 'screenshot':
+      await page.screenshot({ path: request.path, fullPage: true });
+      return { ok: request.path };
+    case 'url':
+      return { ok: page.url() };
+    default:
+      return { error: `unknown op ${request.op}` };
+  }
+}
+
+process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  let answer;
+  try {
+    answer = await handle(JSON.parse(line));
+  } catch (error) {
+    answer = { error: `${String(error).split('\n')[0]}${problems.length ? ` (${problems.join('; ')})` : ''}` };
+  }
+  process.stdout.write(`${JSON.stringify(answer)}\n`);
+}
+await browser.close();
