@@ -332,13 +332,12 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Projections(ProjectionsCommand::Retry { name }) => {
             known_projection(&name)?;
             let vault = shredding::open_vault(&config, &pool).await?;
-            let worker = accountable_projections::worker::Worker::new(
+            let applier = accountable_projections::worker::Applier::new(
                 pool.clone(),
-                config.projection(),
                 accountable::store::StoreHistory::new(pool.clone()),
                 vault,
-            )?;
-            let retried = worker.retry_dead_letters().await?;
+            );
+            let retried = applier.retry_dead_letters().await?;
             println!(
                 "{name}: {} applied, {} still parked",
                 retried.applied, retried.still_parked

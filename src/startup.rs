@@ -163,7 +163,7 @@ impl Application {
                 vault,
                 feed,
                 read_your_writes_timeout: config.http.read_your_writes_timeout(),
-                projection: config.projection(),
+                events_topic: config.kafka.events_topic.clone(),
             },
         );
         let listener = TcpListener::bind(config.http.addr).await?;

@@ -191,6 +191,60 @@ pub fn is_traceparent(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Where the formatter writes, to be read after.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_logged_in_a_traced_span_carries_its_trace_and_span_ids() {
+        let provider = SdkTracerProvider::builder().build();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .event_format(WithTraceIds(tracing_subscriber::fmt::format().json()))
+                    .with_writer(move || writer.clone()),
+            );
+        let ids = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside any span");
+            let span = tracing::info_span!("work");
+            let _entered = span.enter();
+            tracing::info!("inside");
+            let context = span.context();
+            let ids = context.span().span_context().clone();
+            (ids.trace_id().to_string(), ids.span_id().to_string())
+        });
+        let written =
+            String::from_utf8(lines.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+        let lines: Vec<serde_json::Value> = written
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{written}");
+        assert!(lines[0].get("trace_id").is_none(), "{written}");
+        assert_eq!(lines[1]["fields"]["message"], "inside");
+        assert_eq!(lines[1]["trace_id"], ids.0.as_str());
+        assert_eq!(lines[1]["span_id"], ids.1.as_str());
+        assert_ne!(ids.0, opentelemetry::TraceId::INVALID.to_string());
+    }
 
     #[test]
     fn trace_contexts_are_recognised_and_made() {

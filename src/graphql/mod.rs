@@ -70,9 +70,9 @@ pub struct ApiState {
     /// Committed events, live, for subscriptions.
     pub feed: feed::EventFeed,
     pub read_your_writes_timeout: Duration,
-    /// The projection workers' settings: the events topic whose lag the
-    /// pipeline's health tells, and how a retry of dead letters reads it.
-    pub projection: accountable_projections::worker::WorkerConfig,
+    /// The events topic, whose relay and projection lag the pipeline's
+    /// health tells.
+    pub events_topic: String,
 }
 
 /// What resolvers know of the HTTP request that carries the operation.

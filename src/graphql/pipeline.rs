@@ -12,7 +12,7 @@ use super::ApiState;
 use crate::mail::deliveries;
 use crate::observe;
 use crate::store::{backlog, StoreHistory};
-use accountable_projections::worker::{self, Worker};
+use accountable_projections::worker::{self, Applier};
 
 /// The most dead letters one answer lists.
 const DEAD_LETTERS_SHOWN: i64 = 100;
@@ -122,7 +122,7 @@ impl PipelineQuery {
     #[graphql(guard = "AnyRole(READERS)")]
     async fn pipeline(&self, ctx: &Context<'_>) -> ApiResult<PipelineHealth> {
         let state = ctx.data::<ApiState>()?;
-        let (pool, topic) = (&state.pool, state.projection.topic.as_str());
+        let (pool, topic) = (&state.pool, state.events_topic.as_str());
         let lag = observe::projection_lag(pool, topic).await?;
         let dead = observe::dead_letters(pool).await?;
         let mail = deliveries::counts(pool).await?;
@@ -180,13 +180,12 @@ impl PipelineMutation {
             return Err(ApiError::new(Code::NotFound, "no such projection"));
         }
         let state = ctx.data::<ApiState>()?;
-        let worker = Worker::new(
+        let applier = Applier::new(
             state.pool.clone(),
-            state.projection.clone(),
             StoreHistory::new(state.pool.clone()),
             state.vault.clone(),
-        )?;
-        let retried = worker.retry_dead_letters().await?;
+        );
+        let retried = applier.retry_dead_letters().await?;
         Ok(RetriedDeadLetters {
             applied: i64::try_from(retried.applied).unwrap_or(i64::MAX),
             still_parked: i64::try_from(retried.still_parked).unwrap_or(i64::MAX),

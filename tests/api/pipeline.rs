@@ -363,3 +363,71 @@ async fn sigterm_lets_the_request_in_flight_finish_before_the_server_exits() {
         .await
         .is_err());
 }
+
+const HEALTH: &str = "{ pipeline {
+  relay { unpublished parked lagSeconds generation }
+  projections { name lag deadLetters }
+  mail { due sent parked dropped oldestDueSeconds }
+  deadLetters { id projection partition offset error } } }";
+const RETRY: &str =
+    "mutation($p: String!) { retryDeadLetters(projection: $p) { applied stillParked } }";
+
+#[tokio::test]
+async fn the_pipelines_health_is_read_by_admins_and_auditors_and_retried_by_admins() {
+    let (stack, api) = TestStack::full().await;
+    let user = api.register("user@example.com", "User").await;
+    api.register("ada@example.com", "Ada").await;
+    api.register("grace@example.com", "Grace").await;
+    stack.grant("ada@example.com", "ADMIN").await;
+    stack.grant("grace@example.com", "AUDITOR").await;
+    let admin = crate::helpers::login(&api, "ada@example.com").await;
+    let auditor = crate::helpers::login(&api, "grace@example.com").await;
+    sqlx::query(
+        "INSERT INTO projection_dead_letters (projection, topic, partition, \"offset\", payload, error)
+         VALUES ('users', $1, 0, 7, 'not json', 'unreadable')",
+    )
+    .bind(&stack.config.kafka.events_topic)
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+
+    let refused = api.graphql_as(Some(&user.access), HEALTH, json!({})).await;
+    assert_eq!(error_code(&refused), "FORBIDDEN", "{refused}");
+    for reader in [&admin, &auditor] {
+        let health = api
+            .graphql_as(Some(&reader.access), HEALTH, json!({}))
+            .await;
+        assert!(health["errors"].is_null(), "{health}");
+        let health = &health["data"]["pipeline"];
+        assert_eq!(health["projections"][0]["name"], "users");
+        assert_eq!(health["projections"][0]["deadLetters"], 1);
+        assert_eq!(health["deadLetters"][0]["offset"], 7);
+        assert_eq!(health["deadLetters"][0]["error"], "unreadable");
+        assert!(health["relay"]["lagSeconds"].as_f64().is_some(), "{health}");
+    }
+
+    let by_auditor = api
+        .graphql_as(Some(&auditor.access), RETRY, json!({"p": "users"}))
+        .await;
+    assert_eq!(error_code(&by_auditor), "FORBIDDEN", "{by_auditor}");
+    let unknown = api
+        .graphql_as(Some(&admin.access), RETRY, json!({"p": "orders"}))
+        .await;
+    assert_eq!(error_code(&unknown), "NOT_FOUND", "{unknown}");
+    let retried = api
+        .graphql_as(Some(&admin.access), RETRY, json!({"p": "users"}))
+        .await;
+    assert!(retried["errors"].is_null(), "{retried}");
+    assert_eq!(
+        retried["data"]["retryDeadLetters"],
+        json!({"applied": 0, "stillParked": 1})
+    );
+    let mail = api
+        .graphql_as(
+            Some(&admin.access),
+            "mutation { retryParkedMail }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(mail["data"]["retryParkedMail"], 0, "{mail}");
+}

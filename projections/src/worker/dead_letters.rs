@@ -41,7 +41,7 @@ pub async fn parked(pool: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<DeadLet
     .await
 }
 
-impl Worker {
+impl Applier {
     /// Applies the parked messages again (after a fix, or once the events a
     /// gap was missing exist): each one that applies, or turns out to be
     /// already applied, leaves the dead-letter table; the others stay with

@@ -80,12 +80,28 @@ enum Step {
 }
 
 pub struct Worker {
-    pool: PgPool,
+    applier: Applier,
     config: WorkerConfig,
+    consumer: Arc<StreamConsumer>,
+}
+
+/// What applies events to the read table, without Kafka: the worker's, and
+/// the dead letters' retry, which an operator may start from anywhere.
+pub struct Applier {
+    pool: PgPool,
     history: Arc<dyn EventHistory>,
     /// Opens the sealed personal fields of events.
     vault: Arc<Vault>,
-    consumer: Arc<StreamConsumer>,
+}
+
+impl Applier {
+    pub fn new(pool: PgPool, history: Arc<dyn EventHistory>, vault: Arc<Vault>) -> Self {
+        Self {
+            pool,
+            history,
+            vault,
+        }
+    }
 }
 
 impl Worker {
@@ -107,10 +123,8 @@ impl Worker {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         Ok(Self {
-            pool,
+            applier: Applier::new(pool, history, vault),
             config,
-            history,
-            vault,
             consumer: Arc::new(consumer),
         })
     }
@@ -222,7 +236,7 @@ impl Worker {
             .iter()
             .map(|message| Envelope::from_slice(message.payload().unwrap_or_default()))
             .collect();
-        self.unseal(&mut envelopes).await?;
+        self.applier.unseal(&mut envelopes).await?;
         let parsed: Vec<Result<Parsed, ContractError>> = envelopes
             .into_iter()
             .map(|envelope| {
@@ -239,7 +253,7 @@ impl Worker {
             .into_iter()
             .collect();
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.applier.pool.begin().await?;
         let mut rows: HashMap<Uuid, Option<UserRow>> = ids.iter().map(|id| (*id, None)).collect();
         for row in users::load_for_update(&mut tx, &ids).await? {
             rows.insert(row.id, Some(row));
@@ -254,7 +268,8 @@ impl Worker {
                 Err(error) => Step::Park(error.to_string()),
                 Ok(Parsed { envelope, event }) => {
                     let row = rows.entry(envelope.subject).or_default();
-                    self.reduce_filling_gaps(row, envelope, event)
+                    self.applier
+                        .reduce_filling_gaps(row, envelope, event)
                         .instrument(span.clone())
                         .await?
                 }
@@ -297,7 +312,9 @@ impl Worker {
         );
         Ok(())
     }
+}
 
+impl Applier {
     /// Applies `envelope` to `row`, first fetching from the event store any
     /// events the row is missing. A gap the store cannot fill means the
     /// message did not come from it: the message is parked.

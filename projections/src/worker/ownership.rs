@@ -35,7 +35,7 @@ impl Worker {
     pub(super) async fn claim(&self, ownership: &mut Ownership) -> anyhow::Result<()> {
         let partitions = self.partition_count().await?;
         if ownership.conn.is_none() {
-            ownership.conn = Some(self.pool.acquire().await?.detach());
+            ownership.conn = Some(self.applier.pool.acquire().await?.detach());
             ownership.partitions.clear();
         }
         let Some(conn) = ownership.conn.as_mut() else {

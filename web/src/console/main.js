@@ -218,8 +218,7 @@ function Verification({ id }) {
     <${Alert} error=${error} />
     ${result?.ok &&
     html`<p class="alert success" role="status">
-      Verified: every one of ${result.eventsChecked} events links to the one before it, and
-      ${result.checkpointsChecked} signed checkpoints hold.
+      Verified: every one of ${result.eventsChecked} events links to the one before it, and ${result.checkpointsChecked} signed checkpoints hold.
     </p>`}
     ${result &&
     !result.ok &&
@@ -323,7 +322,9 @@ async function metrics() {
     const described = line.match(/^# HELP (\S+) (.*)$/);
     if (described) help.set(described[1], described[2]);
     const sample = line.match(/^(accountable_[a-z_]+)(\{[^}]*\})? (\S+)$/);
-    if (sample) samples.push({ name: sample[1], labels: sample[2] ?? '', value: sample[3] });
+    // A histogram's buckets and sums are for dashboards; its count is kept.
+    const detail = sample && (/(le|quantile)="/.test(sample[2] ?? '') || sample[1].endsWith('_sum'));
+    if (sample && !detail) samples.push({ name: sample[1], labels: sample[2] ?? '', value: sample[3] });
   }
   return samples.map((s) => ({ ...s, help: help.get(s.name.replace(/_(bucket|sum|count)$/, '')) ?? help.get(s.name) ?? '' }));
 }
@@ -378,7 +379,7 @@ function Pipeline() {
     <section aria-labelledby="metrics">
       <h2 id="metrics">Every figure of /metrics</h2>
       <${Alert} error=${metricsError} />
-      <table>
+      <table class="figures">
         <thead><tr><th scope="col">Figure</th><th scope="col">Value</th><th scope="col">What it is</th></tr></thead>
         <tbody>${samples?.map(
           (s) => html`<tr><td><code>${s.name}${s.labels}</code></td><td>${s.value}</td><td>${s.help}</td></tr>`,
