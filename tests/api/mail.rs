@@ -33,7 +33,7 @@ const NEW_PASSWORD: &str = "a brand new passphrase for ada";
 
 /// A stack whose addresses must be verified before sign-in, its mail going
 /// to `mail`, with a mailer running.
-async fn verifying_stack(mail: &MailServer) -> (TestStack, TestApi) {
+pub(crate) async fn verifying_stack(mail: &MailServer) -> (TestStack, TestApi) {
     let url = mail.url();
     let stack = TestStack::with_config(|config| {
         config.mail.smtp_url = Some(url);

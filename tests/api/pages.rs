@@ -23,16 +23,7 @@ fn link_in(body: &str, path: &str) -> String {
 #[tokio::test]
 async fn a_person_signs_up_verifies_the_address_signs_in_with_an_app_and_ends_a_session() {
     let mail = MailServer::start().await;
-    let url = mail.url();
-    let stack = TestStack::with_config(|config| {
-        config.mail.smtp_url = Some(url);
-        config.mail.require_verified_email = Some(true);
-    })
-    .await;
-    let api = stack.api().await;
-    stack.relay();
-    stack.projection();
-    stack.mailer();
+    let (_stack, api) = crate::mail::verifying_stack(&mail).await;
     let mut pages = Pages::start("account").await;
     let email = "grace@example.test";
 
@@ -115,6 +106,9 @@ async fn console_as(role: &str, test: &str) -> (TestStack, TestApi, Pages, Sessi
         )
         .await;
     assert!(renamed["errors"].is_null(), "{renamed}");
+    // The console acts on the version the read side shows: let it show 2.
+    let read = api.user(&alan.access, &alan.id, Some(2)).await;
+    assert!(read["errors"].is_null(), "{read}");
     let mut pages = Pages::start(test).await;
     pages.goto(&api.url("/console/")).await;
     pages.fill("Email", &staff).await;
@@ -156,6 +150,7 @@ async fn an_admin_finds_a_user_deactivates_them_and_sees_the_event_on_the_timeli
     pages.see("Relay to Kafka").await;
     pages.see("accountable_relay_lag_seconds").await;
     pages.screenshot("pipeline").await;
+    pages.screenshot_top("pipeline-top").await;
 
     let deactivated = api
         .graphql(

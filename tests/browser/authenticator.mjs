@@ -14,8 +14,8 @@
 // is {"credential": JSON.stringify(credential.toJSON())} or {"error": …}.
 
 import { createServer } from 'node:http';
-import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { answerLines } from './lines.mjs';
 
 const executablePath = process.env.ACCOUNTABLE_TEST_CHROMIUM || '/usr/bin/chromium';
 
@@ -123,15 +123,6 @@ async function handle(request) {
 }
 
 process.stdout.write(`${JSON.stringify({ port })}\n`);
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  let answer;
-  try {
-    answer = await handle(JSON.parse(line));
-  } catch (error) {
-    answer = { error: String(error) };
-  }
-  process.stdout.write(`${JSON.stringify(answer)}\n`);
-}
+await answerLines(handle);
 await browser.close();
 server.close();

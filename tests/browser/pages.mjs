@@ -10,13 +10,13 @@
 //   {"op": "see", "text": …}                          wait until the text shows
 //   {"op": "text", "selector": …}                     the text of an element
 //   {"op": "count", "selector": …}                    how many elements match
-//   {"op": "screenshot", "path": …}                   the whole page as PNG
+//   {"op": "screenshot", "path": …, "full": bool}     the page (or its top) as PNG
 //   {"op": "url"}                                     where the page is
 //
 // Every answer is {"ok": …} or {"error": …}; waits give up after 15 s.
 
-import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { answerLines } from './lines.mjs';
 
 const executablePath = process.env.ACCOUNTABLE_TEST_CHROMIUM || '/usr/bin/chromium';
 const WAIT = { timeout: 15000 };
@@ -54,7 +54,7 @@ async function handle(request) {
     case 'count':
       return { ok: await page.locator(request.selector).count() };
     case 'screenshot':
-      await page.screenshot({ path: request.path, fullPage: true });
+      await page.screenshot({ path: request.path, fullPage: request.full !== false });
       return { ok: request.path };
     case 'url':
       return { ok: page.url() };
@@ -64,14 +64,8 @@ async function handle(request) {
 }
 
 process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  let answer;
-  try {
-    answer = await handle(JSON.parse(line));
-  } catch (error) {
-    answer = { error: `${String(error).split('\n')[0]}${problems.length ? ` (${problems.join('; ')})` : ''}` };
-  }
-  process.stdout.write(`${JSON.stringify(answer)}\n`);
-}
+await answerLines(
+  handle,
+  (error) => `${String(error).split('\n')[0]}${problems.length ? ` (${problems.join('; ')})` : ''}`,
+);
 await browser.close();

@@ -48,37 +48,8 @@ export function Alert({ error, kind = 'error' }) {
   return html`<p class=${`alert ${kind}`} role=${kind === 'error' ? 'alert' : 'status'}>${text}</p>`;
 }
 
-/**
- * A form whose submit runs `action`; while it runs the button is busy, and
- * its error is shown above the button.
- */
-export function Form({ action, submit, children, secondary }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
-  const onSubmit = async (event) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await action();
-    } catch (failure) {
-      setError(failure);
-    } finally {
-      setBusy(false);
-    }
-  };
-  return html`<form onSubmit=${onSubmit} novalidate=${false}>
-    ${children}
-    <${Alert} error=${error} />
-    <div class="actions">
-      <button type="submit" disabled=${busy} aria-busy=${busy}>${submit}</button>
-      ${secondary}
-    </div>
-  </form>`;
-}
-
-/** A button that runs `action`, showing its error beside it. */
-export function Action({ action, children, danger = false, label }) {
+/** Runs `action` on request: [run, busy, error]; one run at a time. */
+function useRun(action) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
   const run = async () => {
@@ -92,6 +63,32 @@ export function Action({ action, children, danger = false, label }) {
       setBusy(false);
     }
   };
+  return [run, busy, error];
+}
+
+/**
+ * A form whose submit runs `action`; while it runs the button is busy, and
+ * its error is shown above the button.
+ */
+export function Form({ action, submit, children, secondary }) {
+  const [run, busy, error] = useRun(action);
+  const onSubmit = (event) => {
+    event.preventDefault();
+    run();
+  };
+  return html`<form onSubmit=${onSubmit} novalidate=${false}>
+    ${children}
+    <${Alert} error=${error} />
+    <div class="actions">
+      <button type="submit" disabled=${busy} aria-busy=${busy}>${submit}</button>
+      ${secondary}
+    </div>
+  </form>`;
+}
+
+/** A button that runs `action`, showing its error beside it. */
+export function Action({ action, children, danger = false, label }) {
+  const [run, busy, error] = useRun(action);
   return html`<span class="action">
     <button type="button" class=${danger ? 'danger' : ''} disabled=${busy} onClick=${run} aria-label=${label}>
       ${children}

@@ -211,9 +211,18 @@ impl Pages {
     }
 
     /// The whole page as `<name>.png` in the test's folder.
-    pub async fn screenshot(&mut self, name: &str) -> std::path::PathBuf {
+    pub async fn screenshot(&mut self, name: &str) {
+        self.shot(name, true).await;
+    }
+
+    /// What the window shows of the page, as `<name>.png`.
+    pub async fn screenshot_top(&mut self, name: &str) {
+        self.shot(name, false).await;
+    }
+
+    async fn shot(&mut self, name: &str, full: bool) {
         let path = self.shots.join(format!("{name}.png"));
-        self.step(json!({"op": "screenshot", "path": path})).await;
-        path
+        self.step(json!({"op": "screenshot", "path": path, "full": full}))
+            .await;
     }
 }

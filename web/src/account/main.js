@@ -311,7 +311,7 @@ function Home() {
     <${Heading}>Your account</${Heading}>
     <${Alert} error=${error} />
     ${user &&
-    html`<p>Signed in as <strong>${user.displayName}</strong>.
+    html`<p>Signed in as <strong>${user.displayName}</strong>.${' '}
         <button type="button" class="link" onClick=${signOut}>Sign out</button></p>
       <${Profile} user=${user} changed=${reload} />
       <${Password} user=${user} />
