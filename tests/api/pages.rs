@@ -179,5 +179,11 @@ async fn an_auditor_sees_a_history_edited_in_sql_break_and_cannot_act() {
     pages.see("The chain is broken").await;
     let verdict = pages.text("[role=alert]").await;
     assert!(verdict.contains("at event 2"), "{verdict}");
+    assert_eq!(
+        pages
+            .count(".timeline li.broken[data-event=ProfileUpdated]")
+            .await,
+        1
+    );
     pages.screenshot("broken-chain").await;
 }

@@ -211,8 +211,9 @@ const AT = `query At($id: ID!, $version: Int, $at: DateTime) { userAt(id: $id, v
 const VERIFY = `query Verify($id: ID) { verifyHistory(id: $id) {
   ok eventsChecked streamsChecked checkpointsChecked brokenAt { userId sequence checkpoint reason } } }`;
 
-function Verification({ id }) {
+function Verification({ id, onResult }) {
   const [result, error, reload] = useLoad(() => gql(VERIFY, { id }).then((d) => d.verifyHistory), [id]);
+  useEffect(() => onResult(result?.brokenAt?.sequence ?? null), [result]);
   return html`<section aria-labelledby="verification">
     <h2 id="verification">Chain verification</h2>
     <${Alert} error=${error} />
@@ -223,10 +224,7 @@ function Verification({ id }) {
     ${result &&
     !result.ok &&
     html`<p class="alert error" role="alert">
-      <strong>The chain is broken</strong>
-      ${result.brokenAt.sequence != null && html` at event ${result.brokenAt.sequence}`}
-      ${result.brokenAt.checkpoint != null && html` at checkpoint ${result.brokenAt.checkpoint}`}:
-      ${result.brokenAt.reason}. ${result.eventsChecked} events checked.
+      <strong>The chain is broken</strong>${result.brokenAt.sequence != null && ` at event ${result.brokenAt.sequence}`}${result.brokenAt.checkpoint != null && ` at checkpoint ${result.brokenAt.checkpoint}`}: ${result.brokenAt.reason}. Events checked before the break: ${result.eventsChecked}.
     </p>`}
     <${Action} action=${reload}>Verify again</${Action}>
   </section>`;
@@ -273,6 +271,7 @@ function History({ id }) {
   const [pages, setPages] = useState([]);
   const [after, setAfter] = useState(null);
   const [version, setVersion] = useState(null);
+  const [broken, setBroken] = useState(null);
   const [page, error] = useLoad(() => gql(HISTORY, { id, after }).then((d) => d.userHistory), [id, after]);
   useEffect(() => {
     if (page) setPages((earlier) => [...earlier, ...page.edges.map((e) => e.node)]);
@@ -283,17 +282,18 @@ function History({ id }) {
       <${Link} href=${`${BASE}/users/${id}`}>Profile</${Link}>
       <${Link} href=${`${BASE}/users/${id}/history`} aria-current="page">History</${Link}>
     </nav>
-    <${Verification} id=${id} />
+    <${Verification} id=${id} onResult=${setBroken} />
     <${StateAt} id=${id} version=${version} />
     <section aria-labelledby="timeline">
       <h2 id="timeline">Timeline</h2>
       <${Alert} error=${error} />
       <ol class="timeline">
         ${pages.map(
-          (e) => html`<li data-event=${e.eventType}>
+          (e) => html`<li data-event=${e.eventType} class=${e.sequence === broken ? 'broken' : ''}>
             <p>
               <strong>${e.sequence}. ${e.eventType}</strong> <time datetime=${e.recordedAt}>${when(e.recordedAt)}</time>
               ${e.erased && html` <span class="badge warn">erased</span>`}
+              ${e.sequence === broken && html` <span class="badge bad">does not verify</span>`}
             </p>
             <p class="meta">by ${e.actor ?? 'unknown'} · request ${e.requestId || '—'} · correlation ${e.correlationId || '—'} · position ${e.position}</p>
             <details><summary>Data and hash</summary><pre>${JSON.stringify(e.data, null, 2)}</pre><p class="meta">hash <code>${e.hash}</code></p></details>
