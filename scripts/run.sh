@@ -8,6 +8,7 @@ source scripts/web.sh
 cargo build --locked --bin accountable
 addr="${ACCOUNTABLE_HTTP_ADDR:-127.0.0.1:8080}"
 printf '\nGraphiQL: http://%s/graphql\n' "$addr"
+printf 'Account pages: http://%s/account/   Console (admins, auditors): http://%s/console/\n' "$addr" "$addr"
 if [[ -z "${ACCOUNTABLE_SMTP_URL:-}" ]]; then
   printf 'Mail (no ACCOUNTABLE_SMTP_URL): .eml files in %s\n' "${ACCOUNTABLE_MAIL_DIR:-.data/mail}"
 fi

@@ -59,7 +59,6 @@ fn file(path: &str, cache: &'static str) -> Option<Response> {
 /// The page's `index.html`, for every client-side route under it.
 fn page(name: &'static str) -> Response {
     file(&format!("{name}/index.html"), "no-cache").unwrap_or_else(|| {
-        tracing::warn!(page = name, "the pages are not built into this binary");
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "The pages were not built into this binary: run scripts/web.sh, then build again.",
@@ -88,7 +87,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/{name}", get(asset))
 }
 
-/// Whether the pages are in this binary (the start logs it when not).
+/// Whether the pages are in this binary (`serve` warns at its start when
+/// not).
 pub fn built() -> bool {
     Built::get("account/index.html").is_some()
 }

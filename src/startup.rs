@@ -225,6 +225,13 @@ pub async fn serve(
     let app = Application::build(config, pool, shutdown.clone()).await?;
     let addr = app.local_addr()?;
     tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql");
+    if crate::pages::built() {
+        tracing::info!(%addr, "account pages at http://{addr}/account/, the console at http://{addr}/console/");
+    } else {
+        tracing::warn!(
+            "the pages are not built into this binary: run scripts/web.sh, then build again"
+        );
+    }
     app.run_until_stopped(shutdown).await?;
     Ok(())
 }

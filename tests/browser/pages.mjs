@@ -7,6 +7,7 @@
 //   {"op": "goto", "url": …}                          open a page
 //   {"op": "fill", "label": …, "value": …}            type into a labelled field
 //   {"op": "click", "role": …, "name": …, "nth": n}   press a button or link
+//   {"op": "click_text", "text": …}                   press what shows the text
 //   {"op": "see", "text": …}                          wait until the text shows
 //   {"op": "text", "selector": …}                     the text of an element
 //   {"op": "count", "selector": …}                    how many elements match
@@ -45,6 +46,9 @@ async function handle(request) {
         .getByRole(request.role, { name: request.name, exact: true })
         .nth(request.nth ?? 0)
         .click(WAIT);
+      return { ok: true };
+    case 'click_text':
+      await page.getByText(request.text, { exact: true }).first().click(WAIT);
       return { ok: true };
     case 'see':
       await page.getByText(request.text).first().waitFor({ state: 'visible', ...WAIT });

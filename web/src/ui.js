@@ -76,7 +76,7 @@ export function Form({ action, submit, children, secondary }) {
     event.preventDefault();
     run();
   };
-  return html`<form onSubmit=${onSubmit} novalidate=${false}>
+  return html`<form onSubmit=${onSubmit}>
     ${children}
     <${Alert} error=${error} />
     <div class="actions">

@@ -193,6 +193,11 @@ impl Pages {
             .await;
     }
 
+    /// Clicks what shows `text` (a `<summary>`, which has no role).
+    pub async fn click_text(&mut self, text: &str) {
+        self.step(json!({"op": "click_text", "text": text})).await;
+    }
+
     /// Waits until `text` shows.
     pub async fn see(&mut self, text: &str) {
         self.step(json!({"op": "see", "text": text})).await;

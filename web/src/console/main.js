@@ -14,11 +14,10 @@ const ROLES = ['USER', 'AUDITOR', 'ADMIN'];
 const isAdmin = () => currentSession()?.user?.roles?.includes('ADMIN');
 
 function Users() {
-  const params = new URLSearchParams(location.search);
-  const [emailPrefix, setEmailPrefix] = useState(params.get('email') ?? '');
-  const [displayNamePrefix, setName] = useState(params.get('name') ?? '');
-  const [status, setStatus] = useState(params.get('status') ?? '');
-  const [role, setRole] = useState(params.get('role') ?? '');
+  const [emailPrefix, setEmailPrefix] = useState('');
+  const [displayNamePrefix, setName] = useState('');
+  const [status, setStatus] = useState('');
+  const [role, setRole] = useState('');
   const [query, setQuery] = useState({ filter: {}, after: null, earlier: [] });
   const [page, error] = useLoad(
     () =>
@@ -180,7 +179,14 @@ function UserPage({ id }) {
   const [seen, setSeen] = useState(null);
   const [user, error] = useLoad(() => gql(USER, { id, minVersion: seen }).then((d) => d.user), [id, seen]);
   if (error) return html`<${Alert} error=${error} />`;
-  if (!user) return html`<p role="status">Loading…</p>`;
+  if (user === undefined) return html`<p role="status">Loading…</p>`;
+  if (user === null) {
+    return html`<section>
+      <${Heading}>No such user</${Heading}>
+      <p>The read side has no user with this id: an erased or deleted user leaves it. Their history stays.</p>
+      <p><${Link} href=${`${BASE}/users/${id}/history`}>History</${Link}></p>
+    </section>`;
+  }
   return html`<section>
     <${Heading}>${user.displayName ?? '(erased user)'}</${Heading}>
     <nav class="tabs" aria-label="User">
