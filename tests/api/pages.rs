@@ -135,8 +135,7 @@ async fn open_alan(pages: &mut Pages) {
 
 #[tokio::test]
 async fn an_admin_finds_a_user_deactivates_them_and_sees_the_event_on_the_timeline() {
-    let (_stack, api, mut pages, alan) =
-        console_as("ADMIN", "console-admin", Clock::default()).await;
+    let (_stack, api, mut pages, _) = console_as("ADMIN", "console-admin", Clock::default()).await;
     open_alan(&mut pages).await;
     pages.fill("Reason to deactivate", "left the company").await;
     pages.click("button", "Deactivate").await;
