@@ -92,3 +92,87 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 pub fn built() -> bool {
     Built::get("account/index.html").is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Environment;
+    use crate::graphql::schema_builder;
+
+    const USER_FIELDS: &str =
+        "id email emailVerified displayName status roles version locale timeZone createdAt updatedAt";
+    /// What the pages put where a document names its mutation by a variable.
+    const NAMED: [&str; 6] = [
+        "deactivateUser",
+        "reactivateUser",
+        "assignRole",
+        "revokeRole",
+        "verifyEmail",
+        "confirmEmailChange",
+    ];
+
+    /// Every GraphQL document the pages' sources hold: the template
+    /// literals that open with `mutation `, `query ` or `{ `.
+    fn documents() -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for file in [
+            "web/src/api.js",
+            "web/src/ui.js",
+            "web/src/account/main.js",
+            "web/src/console/main.js",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let source = std::fs::read_to_string(&path).expect("the pages' sources");
+            let mut rest = source.as_str();
+            while let Some(start) = rest.find('`') {
+                let after = &rest[start + 1..];
+                let Some(end) = after.find('`') else { break };
+                let literal = &after[..end];
+                if ["mutation ", "query ", "{ "]
+                    .iter()
+                    .any(|opening| literal.starts_with(opening))
+                {
+                    let literal = literal.replace("${USER_FIELDS}", USER_FIELDS);
+                    if literal.contains("${mutation}") {
+                        for name in NAMED {
+                            found.push((file.to_owned(), literal.replace("${mutation}", name)));
+                        }
+                    } else {
+                        found.push((file.to_owned(), literal));
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn every_operation_the_pages_send_fits_the_schema() {
+        let schema = schema_builder(Environment::Development).finish();
+        let documents = documents();
+        assert!(documents.len() > 40, "{} documents found", documents.len());
+        for (file, document) in documents {
+            assert!(!document.contains("${"), "{file}: {document}");
+            let response = schema.execute(document.as_str()).await;
+            // Without variables or data, a fitting document fails only on
+            // those; one that does not fit fails validation on its fields.
+            let misfits: Vec<&str> = response
+                .errors
+                .iter()
+                .map(|error| error.message.as_str())
+                .filter(|message| {
+                    [
+                        "Unknown",
+                        "Cannot query",
+                        "is not defined by type",
+                        "Invalid value",
+                    ]
+                    .iter()
+                    .any(|sign| message.contains(sign))
+                        && !message.contains("Variable")
+                })
+                .collect();
+            assert!(misfits.is_empty(), "{file}: {document}: {misfits:?}");
+        }
+    }
+}

@@ -183,6 +183,7 @@ async fn an_auditor_sees_a_history_edited_in_sql_break_and_cannot_act() {
     pages.see("The chain is broken").await;
     let verdict = pages.text("[role=alert]").await;
     assert!(verdict.contains("at event 2"), "{verdict}");
+    pages.see("does not verify").await;
     assert_eq!(
         pages
             .count(".timeline li.broken[data-event=ProfileUpdated]")
@@ -217,4 +218,40 @@ async fn an_erasure_from_the_console_asks_for_a_fresh_sign_in_and_then_goes_on()
         ))
         .await;
     assert_eq!(erased, 1);
+}
+
+#[tokio::test]
+async fn a_person_adds_a_passkey_on_the_page_and_signs_in_with_it_alone() {
+    // Passkeys need a host name, not an address: the pages are opened at
+    // `localhost`, on a port chosen before the API starts.
+    let port = crate::servers::free_port();
+    let origin = format!("http://localhost:{port}");
+    let allowed = origin.clone();
+    let stack = TestStack::with_config(|config| {
+        config.http.addr = ([127, 0, 0, 1], port).into();
+        config.auth.webauthn_rp_id = "localhost".into();
+        config.auth.webauthn_origins = vec![allowed];
+    })
+    .await;
+    let api = stack.api().await;
+    stack.relay();
+    stack.projection();
+    api.register("ada@example.test", "Ada Lovelace").await;
+    let mut pages = Pages::start("passkey").await;
+
+    pages.goto(&format!("{origin}/account/")).await;
+    pages.fill("Email", "ada@example.test").await;
+    pages.fill("Password", PASSWORD).await;
+    pages.click("button", "Sign in").await;
+    pages.see("Your account").await;
+    pages.fill("Passkey name", "laptop").await;
+    pages.click("button", "Add a passkey").await;
+    pages.see_exactly("laptop").await;
+    pages.screenshot("1-passkey-added").await;
+    pages.click("button", "Sign out").await;
+
+    pages.click("button", "Sign in with a passkey").await;
+    pages.see("Signed in as").await;
+    pages.see("hwk").await;
+    pages.screenshot("2-signed-in-with-a-passkey").await;
 }

@@ -2,13 +2,14 @@
 // tests: Debian's Chromium, headless, driven by playwright-core through the
 // page as a person uses it (labels, roles, visible text). The test sends
 // one JSON request per line on stdin and reads one JSON answer per line on
-// stdout; the first line out is {"ready": true}.
+// stdout; the first line out is {"ready": true}. The browser has a
+// virtual platform authenticator, for passkeys.
 //
 //   {"op": "goto", "url": …}                          open a page
 //   {"op": "fill", "label": …, "value": …}            type into a labelled field
 //   {"op": "click", "role": …, "name": …, "nth": n}   press a button or link
 //   {"op": "click_text", "text": …}                   press what shows the text
-//   {"op": "see", "text": …}                          wait until the text shows
+//   {"op": "see", "text": …, "exact": bool}           wait until the text (or an element of exactly it) shows
 //   {"op": "text", "selector": …}                     the text of an element
 //   {"op": "count", "selector": …}                    how many elements match
 //   {"op": "screenshot", "path": …, "full": bool}     the page (or its top) as PNG
@@ -25,10 +26,33 @@ const WAIT = { timeout: 15000 };
 const browser = await chromium.launch({
   executablePath,
   headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--host-resolver-rules=MAP localhost 127.0.0.1',
+  ],
 });
 const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
 const page = await context.newPage();
+// A platform authenticator that holds passkeys and verifies its user, as a
+// laptop's would (DevTools' WebAuthn domain).
+const cdp = await context.newCDPSession(page);
+await cdp.send('WebAuthn.enable');
+await cdp.send('WebAuthn.addVirtualAuthenticator', {
+  options: {
+    protocol: 'ctap2',
+    ctap2Version: 'ctap2_1',
+    transport: 'internal',
+    hasResidentKey: true,
+    hasUserVerification: true,
+    isUserVerified: true,
+    automaticPresenceSimulation: true,
+  },
+});
 const problems = [];
 page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
 page.on('console', (message) => message.type() === 'error' && problems.push(`console: ${message.text()}`));
@@ -51,7 +75,7 @@ async function handle(request) {
       await page.getByText(request.text, { exact: true }).first().click(WAIT);
       return { ok: true };
     case 'see':
-      await page.getByText(request.text).first().waitFor({ state: 'visible', ...WAIT });
+      await page.getByText(request.text, { exact: request.exact === true }).first().waitFor({ state: 'visible', ...WAIT });
       return { ok: true };
     case 'text':
       return { ok: await page.locator(request.selector).first().innerText(WAIT) };

@@ -198,9 +198,15 @@ impl Pages {
         self.step(json!({"op": "click_text", "text": text})).await;
     }
 
-    /// Waits until `text` shows.
+    /// Waits until `text` shows (in any case, within a longer text).
     pub async fn see(&mut self, text: &str) {
         self.step(json!({"op": "see", "text": text})).await;
+    }
+
+    /// Waits until an element whose whole text is `text` shows.
+    pub async fn see_exactly(&mut self, text: &str) {
+        self.step(json!({"op": "see", "text": text, "exact": true}))
+            .await;
     }
 
     pub async fn text(&mut self, selector: &str) -> String {

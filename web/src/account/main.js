@@ -240,7 +240,7 @@ function Passkeys() {
   const add = async () => {
     const { beginPasskeyRegistration: begun } = await gql(`mutation { beginPasskeyRegistration { ceremony options } }`);
     const credential = await passkeyCredential('create', begun.options);
-    await gql(`mutation Add($input: FinishPasskeyRegistrationInput!) { finishPasskeyRegistration(input: $input) { id } }`, {
+    await gql(`mutation Add($input: FinishPasskeyRegistrationInput!) { finishPasskeyRegistration(input: $input) { version passkey { id } } }`, {
       input: { ceremony: begun.ceremony, credential, name: name || 'Passkey' },
     });
     setName('');
