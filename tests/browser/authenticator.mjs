@@ -14,10 +14,7 @@
 // is {"credential": JSON.stringify(credential.toJSON())} or {"error": …}.
 
 import { createServer } from 'node:http';
-import { chromium } from 'playwright-core';
-import { answerLines } from './lines.mjs';
-
-const executablePath = process.env.ACCOUNTABLE_TEST_CHROMIUM || '/usr/bin/chromium';
+import { addAuthenticator, answerLines, launch } from './driver.mjs';
 
 const server = createServer((_, response) => {
   response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
@@ -26,41 +23,12 @@ const server = createServer((_, response) => {
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const { port } = server.address();
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    // *.localhost is loopback; the resolver is told so explicitly.
-    '--host-resolver-rules=MAP *.localhost 127.0.0.1, MAP localhost 127.0.0.1',
-  ],
-});
+const browser = await launch();
 const context = await browser.newContext();
 const page = await context.newPage();
 const cdp = await context.newCDPSession(page);
 await cdp.send('WebAuthn.enable');
-let authenticatorId = await addAuthenticator();
-
-async function addAuthenticator() {
-  const added = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2',
-      ctap2Version: 'ctap2_1',
-      transport: 'internal',
-      hasResidentKey: true,
-      hasUserVerification: true,
-      isUserVerified: true,
-      automaticPresenceSimulation: true,
-    },
-  });
-  return added.authenticatorId;
-}
+let authenticatorId = await addAuthenticator(cdp);
 
 async function visit(host) {
   const url = `http://${host || 'localhost'}:${port}/`;
@@ -115,7 +83,7 @@ async function handle(request) {
     }
     case 'new_authenticator':
       await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId });
-      authenticatorId = await addAuthenticator();
+      authenticatorId = await addAuthenticator(cdp);
       return { authenticatorId };
     default:
       return { error: `unknown op ${request.op}` };

@@ -17,42 +17,16 @@
 //
 // Every answer is {"ok": …} or {"error": …}; waits give up after 15 s.
 
-import { chromium } from 'playwright-core';
-import { answerLines } from './lines.mjs';
+import { addAuthenticator, answerLines, launch } from './driver.mjs';
 
-const executablePath = process.env.ACCOUNTABLE_TEST_CHROMIUM || '/usr/bin/chromium';
 const WAIT = { timeout: 15000 };
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--host-resolver-rules=MAP localhost 127.0.0.1',
-  ],
-});
+const browser = await launch();
 const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
 const page = await context.newPage();
-// A platform authenticator that holds passkeys and verifies its user, as a
-// laptop's would (DevTools' WebAuthn domain).
 const cdp = await context.newCDPSession(page);
 await cdp.send('WebAuthn.enable');
-await cdp.send('WebAuthn.addVirtualAuthenticator', {
-  options: {
-    protocol: 'ctap2',
-    ctap2Version: 'ctap2_1',
-    transport: 'internal',
-    hasResidentKey: true,
-    hasUserVerification: true,
-    isUserVerified: true,
-    automaticPresenceSimulation: true,
-  },
-});
+await addAuthenticator(cdp);
 const problems = [];
 page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
 page.on('console', (message) => message.type() === 'error' && problems.push(`console: ${message.text()}`));
