@@ -29,6 +29,7 @@ use crate::auth::keys::KeyRing;
 use crate::auth::ratelimit::ClientLimiter;
 use crate::auth::{Auth, AuthError, Caller};
 use crate::config::Environment;
+use crate::graphql::cookie::CookieMode;
 use crate::graphql::error::Code;
 use crate::graphql::socket::{self, SocketCount, SocketLimits};
 use crate::graphql::{AppSchema, RequestMeta};
@@ -64,6 +65,8 @@ pub(crate) struct HttpState {
     pub(crate) limiter: Arc<ClientLimiter>,
     /// Where the API is reached, for the OAuth metadata.
     pub(crate) api_url: Option<String>,
+    /// Whether session cookies are `Secure` (outside development).
+    pub(crate) secure_cookies: bool,
 }
 
 /// The browser origins allowed besides the API's own.
@@ -108,6 +111,12 @@ impl Origins {
             Self::Any => layer.allow_origin(AllowOrigin::any()),
             Self::Listed(origins) => layer.allow_origin(AllowOrigin::list(origins.iter().cloned())),
         }
+    }
+
+    /// Whether a request in cookie mode from `origin` may act on the API at
+    /// `host`: only a browser's, of the API's own origin or a configured one.
+    fn allow_cookie(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
+        origin.is_some() && self.allow_socket(origin, host)
     }
 
     /// Whether a WebSocket from `origin` may connect to the API at `host`:
@@ -346,8 +355,23 @@ async fn graphql_post(
             }
         },
     };
+    let cookie_mode = CookieMode::requested(&headers, state.secure_cookies);
+    if cookie_mode.is_some()
+        && !state
+            .origins
+            .allow_cookie(headers.get(header::ORIGIN), headers.get(header::HOST))
+    {
+        return error_body(
+            StatusCode::FORBIDDEN,
+            Code::Forbidden,
+            "the cookie mode is for pages of this API's own origin",
+        );
+    }
     let meta = request_meta(&headers, state.proxies.client(peer.ip(), &headers));
-    let request = request.into_inner().data(meta).data(caller);
+    let mut request = request.into_inner().data(meta).data(caller);
+    if let Some(mode) = cookie_mode {
+        request = request.data(mode);
+    }
     let operation = tracing::info_span!("graphql");
     let mut response = state.schema.execute(request).instrument(operation).await;
     // Parse, validation and variable errors come from async-graphql without

@@ -28,7 +28,7 @@ use crate::auth::{Auth, Clock};
 use crate::background::Background;
 use crate::commands::password::PasswordHasher;
 use crate::commands::Users;
-use crate::config::Config;
+use crate::config::{Config, Environment};
 use crate::graphql::feed::EventFeed;
 use crate::graphql::freshness::ProjectionWatch;
 use crate::graphql::loader::{self, LookupCount};
@@ -181,6 +181,7 @@ impl Application {
                     proxies: TrustedProxies::parse(&config.http.trusted_proxies)?,
                     limiter,
                     api_url: config.http.api_url.clone(),
+                    secure_cookies: config.env == Environment::Production,
                     socket_limits: SocketLimits {
                         operations: config.http.ws_operations,
                         per_client: config.http.ws_per_client,

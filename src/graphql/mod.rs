@@ -2,6 +2,7 @@
 //! the command service.
 
 pub mod audit;
+pub mod cookie;
 pub mod document;
 pub mod error;
 pub mod feed;

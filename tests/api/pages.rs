@@ -76,6 +76,9 @@ async fn a_person_signs_up_verifies_the_address_signs_in_with_an_app_and_ends_a_
     pages.see("Your account").await;
     pages.see("2 live sessions").await;
     assert_eq!(pages.count("text=this session").await, 1);
+    // A reload takes the session up again from its cookie.
+    pages.goto(&api.url("/account/")).await;
+    pages.see("2 live sessions").await;
     pages.screenshot("5-sessions").await;
 
     pages.click("button", "End session").await;
@@ -87,8 +90,12 @@ async fn a_person_signs_up_verifies_the_address_signs_in_with_an_app_and_ends_a_
         )
         .await;
     assert_eq!(error_code(&refreshed), "UNAUTHENTICATED", "{refreshed}");
-    // The page's own session goes on.
+    // The page's own session goes on, until it signs out, for good.
     pages.see("Signed in as").await;
+    pages.click("button", "Sign out").await;
+    pages.see("Forgotten password?").await;
+    pages.goto(&api.url("/account/")).await;
+    pages.see("Forgotten password?").await;
 }
 
 /// A stack with a signed-in console user holding `role`, and Alan, whose

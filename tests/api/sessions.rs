@@ -323,3 +323,89 @@ async fn a_fresh_sign_in_counts_for_its_own_session_only_and_an_ended_one_cannot
         .await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
 }
+
+/// A POST of `query` in cookie mode, from `origin` (none: not a browser),
+/// with `cookie`: the status, the `Set-Cookie` answered and the body.
+async fn in_cookie_mode(
+    api: &TestApi,
+    origin: Option<&str>,
+    cookie: Option<&str>,
+    query: &str,
+) -> (u16, Option<String>, Value) {
+    let mut request = api
+        .client
+        .post(api.url("/graphql"))
+        .header("accountable-session", "cookie")
+        .json(&json!({"query": query}));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let set = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, set, response.json().await.unwrap())
+}
+
+/// `name=value` of a `Set-Cookie`.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn in_cookie_mode_the_refresh_token_is_an_http_only_same_site_cookie_for_this_origin_only() {
+    let (_stack, api) = TestStack::full().await;
+    api.register("ada@example.com", "Ada").await;
+    let own = format!("http://{}", api.addr);
+    let login = format!(
+        "mutation {{ login(input: {{email: \"ada@example.com\", password: \"{PASSWORD}\"}}) {{ accessToken refreshToken }} }}"
+    );
+
+    let (status, set, body) = in_cookie_mode(&api, Some(&own), None, &login).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["login"]["refreshToken"], "",
+        "no script sees it"
+    );
+    let set = set.expect("a cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/graphql"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP in development: {set}");
+    let first = pair(&set);
+    assert!(
+        first.starts_with("accountable_refresh=") && first.len() > 30,
+        "{first}"
+    );
+
+    // The cookie refreshes, and is replaced by the next token.
+    let refresh = "mutation { refreshToken(refreshToken: \"\") { accessToken refreshToken } }";
+    let (status, set, body) = in_cookie_mode(&api, Some(&own), Some(&first), refresh).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["data"]["refreshToken"]["accessToken"].is_string(),
+        "{body}"
+    );
+    let second = pair(&set.expect("a new cookie"));
+    assert_ne!(second, first);
+
+    // Another site, or no browser at all, may not use the cookie mode.
+    for origin in [Some("http://evil.example"), None] {
+        let (status, _, body) = in_cookie_mode(&api, origin, Some(&second), refresh).await;
+        assert_eq!(status, 403, "{origin:?}: {body}");
+        assert_eq!(error_code(&body), "FORBIDDEN");
+    }
+
+    // Signing out ends the session and the cookie.
+    let logout = "mutation { logout(refreshToken: \"\") }";
+    let (_, set, body) = in_cookie_mode(&api, Some(&own), Some(&second), logout).await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    assert!(set.expect("the cookie ended").contains("Max-Age=0"));
+    let (_, _, body) = in_cookie_mode(&api, Some(&own), Some(&second), refresh).await;
+    assert!(body["errors"].is_array(), "the session is over: {body}");
+}

@@ -1,7 +1,8 @@
-// The GraphQL client both pages share. The session (access and refresh
-// token) lives in this module's memory only: never in localStorage or
-// sessionStorage, where any script on the origin could read it. A reload
-// signs out; that is the price of keeping tokens out of storage.
+// The GraphQL client both pages share, in the API's cookie mode: the
+// refresh token is an HttpOnly, SameSite=Strict cookie that no script can
+// read, and the access token lives in this module's memory only (never in
+// localStorage or sessionStorage). A reload resumes the session from the
+// cookie.
 
 const ENDPOINT = '/graphql';
 
@@ -17,7 +18,7 @@ let session = null;
 const listeners = new Set();
 let freshSignIn = null;
 
-/** The signed-in session: {accessToken, refreshToken, user}, or null. */
+/** The signed-in session: {accessToken, user}, or null. */
 export const currentSession = () => session;
 
 /** Calls `listener(session)` whenever the session changes. */
@@ -41,7 +42,11 @@ export function onFreshSignInNeeded(handler) {
 }
 
 async function post(query, variables, token) {
-  const headers = { 'content-type': 'application/json', accept: 'application/json' };
+  const headers = {
+    'content-type': 'application/json',
+    accept: 'application/json',
+    'accountable-session': 'cookie',
+  };
   if (token) headers.authorization = `Bearer ${token}`;
   let response;
   try {
@@ -49,7 +54,7 @@ async function post(query, variables, token) {
       method: 'POST',
       headers,
       body: JSON.stringify({ query, variables }),
-      credentials: 'omit',
+      credentials: 'same-origin',
     });
   } catch {
     throw new ApiError('The service cannot be reached. Check your connection and try again.', 'UNAVAILABLE');
@@ -63,20 +68,31 @@ async function post(query, variables, token) {
   return { status: response.status, body };
 }
 
-async function refresh() {
-  const refreshToken = session?.refreshToken;
-  if (!refreshToken) return false;
+export const USER_FIELDS = `id email emailVerified displayName status roles version locale timeZone createdAt updatedAt`;
+
+/** A new access token for the cookie's session, with its user; null when there is none. */
+async function refreshed() {
   const { body } = await post(
-    `mutation Refresh($token: String!) { refreshToken(refreshToken: $token) { accessToken refreshToken } }`,
-    { token: refreshToken },
+    `mutation Refresh { refreshToken(refreshToken: "") { accessToken user { ${USER_FIELDS} } } }`,
+    {},
   );
-  const pair = body?.data?.refreshToken;
-  if (!pair) {
-    setSession(null);
-    return false;
+  return body?.data?.refreshToken ?? null;
+}
+
+async function refresh() {
+  const pair = await refreshed();
+  setSession(pair && { ...session, ...pair });
+  return pair !== null;
+}
+
+/** Takes up the session the cookie holds, if any (at the page's start). */
+export async function resume() {
+  try {
+    const pair = await refreshed();
+    if (pair) setSession(pair);
+  } catch {
+    // Not signed in: the sign-in page shows.
   }
-  setSession({ ...session, ...pair });
-  return true;
 }
 
 /**
@@ -102,25 +118,16 @@ export async function gql(query, variables = {}) {
   return body.data;
 }
 
-export const USER_FIELDS = `id email emailVerified displayName status roles version locale timeZone createdAt updatedAt`;
-
-/** Takes the tokens a sign-in answered as the session. */
+/** Takes what a sign-in answered as the session (its refresh token went into the cookie). */
 export function signedIn(payload) {
-  setSession({
-    accessToken: payload.accessToken,
-    refreshToken: payload.refreshToken,
-    user: payload.user,
-  });
+  setSession({ accessToken: payload.accessToken, user: payload.user });
 }
 
 export async function signOut() {
-  const refreshToken = session?.refreshToken;
-  if (refreshToken) {
-    try {
-      await gql(`mutation Out($t: String!) { logout(refreshToken: $t) }`, { t: refreshToken });
-    } catch {
-      // Signed out here either way; the session ends on its own.
-    }
+  try {
+    await gql(`mutation { logout(refreshToken: "") }`);
+  } catch {
+    // Signed out here either way; the session ends on its own.
   }
   setSession(null);
 }

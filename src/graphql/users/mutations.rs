@@ -6,6 +6,7 @@ use async_graphql::{Context, Object};
 use super::*;
 use crate::auth::{Caller, LoggedIn, Registered};
 use crate::commands::{Actor, ProfileChange, Reason, Registration};
+use crate::graphql::cookie;
 use crate::graphql::error::{ApiError, ApiResult, Code};
 use crate::graphql::guards::{caller, AnyRole, SelfOr, SignedIn};
 use crate::graphql::{ApiState, RequestMeta};
@@ -87,6 +88,7 @@ impl UserMutation {
         #[graphql(desc = "The refresh token the session holds now.")] refresh_token: String,
     ) -> ApiResult<AuthPayload> {
         let (state, _) = limited(ctx, Actor::SelfService)?;
+        let refresh_token = cookie::presented(ctx, refresh_token);
         let signed_in = state.auth.refresh(&refresh_token).await?;
         Ok(AuthPayload::new(signed_in, None))
     }
@@ -342,7 +344,9 @@ impl UserMutation {
         #[graphql(desc = "The refresh token the session holds now.")] refresh_token: String,
     ) -> ApiResult<bool> {
         let state = ctx.data::<ApiState>()?;
+        let refresh_token = cookie::presented(ctx, refresh_token);
         state.auth.logout(&refresh_token).await?;
+        cookie::clear(ctx);
         Ok(true)
     }
 
@@ -355,6 +359,7 @@ impl UserMutation {
             return Err(ApiError::new(Code::Unauthenticated, "sign in first"));
         };
         state.auth.logout_everywhere(*id).await?;
+        cookie::clear(ctx);
         Ok(true)
     }
 }

@@ -138,9 +138,8 @@ pub struct AuthPayload {
     pub access_token: String,
     /// Seconds until `accessToken` expires.
     pub expires_in: i64,
-    /// Opaque; trade it for a new pair with `refreshToken` (once: it is
-    /// replaced on every use).
-    pub refresh_token: String,
+    #[graphql(skip)]
+    refresh_token: String,
     #[graphql(skip)]
     user_id: Uuid,
     /// The version the operation wrote, if it wrote.
@@ -153,6 +152,13 @@ pub struct AuthPayload {
 
 #[ComplexObject]
 impl AuthPayload {
+    /// Opaque; trade it for a new pair with `refreshToken` (once: it is
+    /// replaced on every use). Empty in cookie mode (`Accountable-Session:
+    /// cookie`), where it is set as an `HttpOnly` cookie instead.
+    async fn refresh_token(&self, ctx: &Context<'_>) -> String {
+        crate::graphql::cookie::hand_over(ctx, &self.refresh_token)
+    }
+
     /// The signed-in account, at least at the version this operation wrote.
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
         self.account(ctx).await
@@ -206,8 +212,10 @@ impl SignInPayload {
     }
 
     /// As in `AuthPayload`.
-    async fn refresh_token(&self) -> Option<&str> {
-        self.signed_in.as_ref().map(|s| s.refresh_token.as_str())
+    async fn refresh_token(&self, ctx: &Context<'_>) -> Option<String> {
+        self.signed_in
+            .as_ref()
+            .map(|s| crate::graphql::cookie::hand_over(ctx, &s.refresh_token))
     }
 
     /// The signed-in account.

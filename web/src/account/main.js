@@ -6,7 +6,7 @@
 import '../style.css';
 import { useEffect, useState } from 'preact/hooks';
 import QRCode from 'qrcode';
-import { USER_FIELDS, currentSession, gql, onSession, passkeyCredential, setSession, signOut } from '../api.js';
+import { USER_FIELDS, currentSession, gql, onSession, passkeyCredential, resume, setSession, signOut } from '../api.js';
 import { Action, Alert, Field, Form, FreshSignIn, Heading, Link, SignIn, html, render, useLoad, usePath, when } from '../ui.js';
 
 const BASE = '/account';
@@ -355,4 +355,4 @@ function Pages() {
     <${FreshSignIn} />`;
 }
 
-render(html`<${Pages} />`, document.getElementById('app'));
+resume().finally(() => render(html`<${Pages} />`, document.getElementById('app')));

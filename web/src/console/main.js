@@ -4,7 +4,7 @@
 
 import '../style.css';
 import { useEffect, useState } from 'preact/hooks';
-import { USER_FIELDS, currentSession, gql, onSession, signOut } from '../api.js';
+import { USER_FIELDS, currentSession, gql, onSession, resume, signOut } from '../api.js';
 import { Action, Alert, Field, Form, FreshSignIn, Heading, Link, SignIn, html, render, useLoad, usePath, when } from '../ui.js';
 
 const BASE = '/console';
@@ -426,4 +426,4 @@ function Console() {
     <${FreshSignIn} />`;
 }
 
-render(html`<${Console} />`, document.getElementById('app'));
+resume().finally(() => render(html`<${Console} />`, document.getElementById('app')));
