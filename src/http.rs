@@ -203,12 +203,15 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .unwrap_or_else(|| request_id.clone());
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{} {}", request.method(), request.uri().path()),
+        otel.name = tracing::field::Empty,
         method = %request.method(),
         path = %request.uri().path(),
         request_id,
         correlation_id,
     );
+    trace::name(&span, || {
+        format!("{} {}", request.method(), request.uri().path())
+    });
     if let Some(traceparent) = request
         .headers()
         .get("traceparent")
@@ -372,7 +375,12 @@ async fn graphql_post(
     if let Some(mode) = cookie_mode {
         request = request.data(mode);
     }
-    let operation = tracing::info_span!("graphql");
+    // Only a trace has use for the operation's own span.
+    let operation = if trace::on() {
+        tracing::info_span!("graphql")
+    } else {
+        tracing::Span::none()
+    };
     let mut response = state.schema.execute(request).instrument(operation).await;
     // Parse, validation and variable errors come from async-graphql without
     // a code; every error a client sees has one.

@@ -472,12 +472,13 @@ impl Parked {
 fn publish_span(topic: &str, message: &Outgoing) -> tracing::Span {
     let span = tracing::info_span!(
         "relay.publish",
-        otel.name = %format!("publish {topic}"),
+        otel.name = tracing::field::Empty,
         otel.kind = "producer",
         messaging.system = "kafka",
         messaging.destination.name = topic,
         messaging.kafka.message.key = message.key,
     );
+    trace::name(&span, || format!("publish {topic}"));
     if let Some((_, traceparent)) = message.headers.iter().find(|(k, _)| *k == "traceparent") {
         trace::follow(&span, traceparent);
     }

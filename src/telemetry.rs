@@ -77,7 +77,10 @@ pub fn init(env: Environment, process: &str) -> Traces {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn"));
     let (provider, failed) = match traces_wanted().then(|| provider(process)) {
-        Some(Ok(provider)) => (Some(provider), None),
+        Some(Ok(provider)) => {
+            accountable_projections::trace::turn_on();
+            (Some(provider), None)
+        }
         Some(Err(error)) => (None, Some(error)),
         None => (None, None),
     };
@@ -109,8 +112,13 @@ pub fn init(env: Environment, process: &str) -> Traces {
 
 /// Renames the current span's trace span (its name is known only once the
 /// span runs, as a GraphQL operation's after parsing).
-pub fn rename_current_span(name: String) {
-    tracing::Span::current().context().span().update_name(name);
+pub fn rename_current_span(name: impl FnOnce() -> String) {
+    if accountable_projections::trace::on() {
+        tracing::Span::current()
+            .context()
+            .span()
+            .update_name(name());
+    }
 }
 
 /// A JSON line with the current span's `trace_id` and `span_id` added, as

@@ -80,19 +80,20 @@ fn name_span(document: &ExecutableDocument) {
     let Some((_, operation)) = document.operations.iter().next() else {
         return;
     };
-    let kind = operation.node.ty;
-    let field = operation
-        .node
-        .selection_set
-        .node
-        .items
-        .iter()
-        .find_map(|item| match &item.node {
-            Selection::Field(field) => Some(field.node.name.node.as_str()),
-            _ => None,
-        })
-        .unwrap_or_default();
-    crate::telemetry::rename_current_span(format!("{kind} {field}"));
+    crate::telemetry::rename_current_span(|| {
+        let field = operation
+            .node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .find_map(|item| match &item.node {
+                Selection::Field(field) => Some(field.node.name.node.as_str()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        format!("{} {field}", operation.node.ty)
+    });
 }
 
 #[derive(Clone, Copy)]

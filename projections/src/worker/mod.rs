@@ -395,7 +395,7 @@ impl Applier {
 fn apply_span(message: &OwnedMessage) -> tracing::Span {
     let span = tracing::info_span!(
         "projection.apply",
-        otel.name = %format!("apply {USERS}"),
+        otel.name = tracing::field::Empty,
         otel.kind = "consumer",
         messaging.system = "kafka",
         messaging.destination.name = message.topic(),
@@ -409,6 +409,7 @@ fn apply_span(message: &OwnedMessage) -> tracing::Span {
             .and_then(|header| header.value)
             .and_then(|value| std::str::from_utf8(value).ok())
     });
+    crate::trace::name(&span, || format!("apply {USERS}"));
     if let Some(traceparent) = traceparent {
         crate::trace::follow(&span, traceparent);
     }
