@@ -22,8 +22,6 @@ use crate::store::wake::EVENTS_CHANNEL;
 use crate::store::{self, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS};
 use accountable_domain::User;
 
-/// The NOTIFY channel the event store's trigger signals on commit.
-
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub bootstrap_servers: String,
@@ -109,6 +107,11 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// published.
 const CHECK_TOPIC_EVERY: Duration = Duration::from_secs(2);
 
+/// The longest pause before a relay tries again to lead, or starts over
+/// after a failure: a long poll is no reason to stay away after a broker or
+/// a database that was away for a moment.
+const MOST_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 const TRY_LEAD: &str = "SELECT pg_try_advisory_lock(hashtext('accountable.relay'), hashtext($1))";
 
 /// What the relay has published: the generation its messages carry and the
@@ -176,12 +179,16 @@ impl Relay {
                 self.producer.renew()?;
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = tokio::time::sleep(self.retry_pause()) => {}
                 }
             }
         }
         tracing::info!("relay stopped");
         Ok(())
+    }
+
+    fn retry_pause(&self) -> Duration {
+        self.config.poll_interval.min(MOST_RETRY_PAUSE)
     }
 
     async fn lead_when_possible(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
@@ -199,7 +206,7 @@ impl Relay {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep(self.retry_pause()) => {}
             }
         }
         tracing::info!(topic = %self.config.topic, "relay leads");

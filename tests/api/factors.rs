@@ -23,16 +23,23 @@ fn code(body: &Value) -> Option<&str> {
 /// Ada, registered, with an app enabled: her secret and recovery codes.
 pub(crate) async fn ada_with_an_app(api: &TestApi) -> (Session, String, Vec<String>) {
     let ada = api.register("ada@example.com", "Ada").await;
-    assert_eq!(factors(api, &ada.access).await, (false, false, 0));
-    let started = api.graphql_as(Some(&ada.access), START, json!({})).await;
-    assert_eq!(factors(api, &ada.access).await, (false, true, 0));
+    let (secret, codes) = enable_app(api, &ada.access).await;
+    (ada, secret, codes)
+}
+
+/// Sets up and confirms an app for the holder of `token`, who has none:
+/// its secret and recovery codes.
+pub(crate) async fn enable_app(api: &TestApi, token: &str) -> (String, Vec<String>) {
+    assert_eq!(factors(api, token).await, (false, false, 0));
+    let started = api.graphql_as(Some(token), START, json!({})).await;
+    assert_eq!(factors(api, token).await, (false, true, 0));
     let secret = started["data"]["startTotpEnrollment"]["secret"]
         .as_str()
         .unwrap_or_else(|| panic!("{started}"))
         .to_owned();
     let confirmed = api
         .graphql_as(
-            Some(&ada.access),
+            Some(token),
             CONFIRM,
             json!({"c": pyotp_code(&secret, 0).await}),
         )
@@ -43,7 +50,7 @@ pub(crate) async fn ada_with_an_app(api: &TestApi) -> (Session, String, Vec<Stri
         .iter()
         .map(|c| c.as_str().unwrap().to_owned())
         .collect();
-    (ada, secret, codes)
+    (secret, codes)
 }
 
 /// `mySecondFactors` as the holder of `token`: enabled, pending, codes left.

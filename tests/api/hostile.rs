@@ -250,12 +250,7 @@ async fn item_04_wrong_current_passwords_count_towards_the_lockout_and_the_rate_
         )
         .await;
     assert_eq!(body["errors"].as_array().map(Vec::len), Some(20), "{body}");
-    let locked: i64 = stack
-        .count(&format!(
-            "SELECT count(*) FROM events WHERE aggregate_id = '{}' AND event_type = 'AccountLocked'",
-            ada.id
-        ))
-        .await;
+    let locked = stack.events_of(&ada.id, "AccountLocked").await;
     assert_eq!(locked, 1);
     let right = api
         .graphql_as(

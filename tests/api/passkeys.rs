@@ -186,11 +186,7 @@ async fn a_passkey_made_in_chromium_signs_in_on_its_own_once_per_challenge() {
 
     // An answer is taken once: the same again is refused, and so is the
     // same signature on another challenge; neither is a use.
-    let uses = format!(
-        "SELECT count(*) FROM events WHERE aggregate_id = '{}' AND event_type = 'PasskeyUsed'",
-        ada.id
-    );
-    let used = stack.count(&uses).await;
+    let used = stack.events_of(&ada.id, "PasskeyUsed").await;
     let (ceremony, _) = begin(&api, None, BEGIN_SIGN_IN, json!({})).await;
     let replayed = api
         .graphql(FINISH_SIGN_IN, json!({"c": ceremony, "k": assertion}))
@@ -200,7 +196,7 @@ async fn a_passkey_made_in_chromium_signs_in_on_its_own_once_per_challenge() {
         .graphql(FINISH_SIGN_IN, json!({"c": ceremony, "k": assertion}))
         .await;
     assert_eq!(error_code(&again), "INVALID_TOKEN", "{again}");
-    assert_eq!(stack.count(&uses).await, used);
+    assert_eq!(stack.events_of(&ada.id, "PasskeyUsed").await, used);
 
     // The credential is kept sealed: its event holds no public key in clear.
     let clear = stack

@@ -79,16 +79,39 @@ async function refreshed() {
   return body?.data?.refreshToken ?? null;
 }
 
-async function refresh() {
-  const pair = await refreshed();
-  setSession(pair && { ...session, ...pair });
-  return pair !== null;
+/**
+ * Runs `task` while no other tab of this origin refreshes: the tabs share
+ * the cookie, each refresh replaces it, and a refresh token presented twice
+ * ends its session (reuse detection). A tab that waited sends the cookie
+ * the other one left.
+ */
+function exclusively(task) {
+  return navigator.locks ? navigator.locks.request('accountable-refresh', task) : task();
+}
+
+let refreshing = null;
+
+/**
+ * A new access token for the session, once however many operations of
+ * this page found theirs expired together: they all wait for the same
+ * refresh. Answers whether the session goes on.
+ */
+function refresh() {
+  refreshing ??= exclusively(refreshed)
+    .then((pair) => {
+      setSession(pair && { ...session, ...pair });
+      return pair !== null;
+    })
+    .finally(() => {
+      refreshing = null;
+    });
+  return refreshing;
 }
 
 /** Takes up the session the cookie holds, if any (at the page's start). */
 export async function resume() {
   try {
-    const pair = await refreshed();
+    const pair = await exclusively(refreshed);
     if (pair) setSession(pair);
   } catch {
     // Not signed in: the sign-in page shows.
@@ -101,8 +124,10 @@ export async function resume() {
  * sign-in asks for one and is tried again.
  */
 export async function gql(query, variables = {}) {
-  let { status, body } = await post(query, variables, session?.accessToken);
-  if (status === 401 && session && (await refresh())) {
+  const sent = session?.accessToken;
+  let { status, body } = await post(query, variables, sent);
+  // Another operation may have refreshed while this one was under way.
+  if (status === 401 && session && (session.accessToken !== sent || (await refresh()))) {
     ({ status, body } = await post(query, variables, session?.accessToken));
   }
   if (status === 401 && session) setSession(null);

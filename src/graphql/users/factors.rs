@@ -17,7 +17,7 @@ pub struct FactorMutation;
 #[derive(Default)]
 pub struct FactorQuery;
 
-/// The second factors of an account, as its owner sees them.
+/// The second factors of an account.
 #[derive(SimpleObject)]
 pub struct SecondFactors {
     /// Whether sign-in needs a code of an authenticator app.
@@ -34,17 +34,25 @@ impl FactorQuery {
     /// model lags behind a change).
     #[graphql(guard = "SignedIn")]
     async fn my_second_factors(&self, ctx: &Context<'_>) -> ApiResult<SecondFactors> {
-        let state = ctx.data::<ApiState>()?;
-        let account = state.auth.users.load(own_id(ctx)?).await?;
-        let totp = account.as_ref().and_then(|account| account.totp.as_ref());
-        Ok(SecondFactors {
-            totp_enabled: totp.is_some_and(|totp| totp.is_enabled()),
-            totp_pending: totp.is_some_and(|totp| !totp.is_enabled()),
-            recovery_codes_left: totp
-                .filter(|totp| totp.is_enabled())
-                .map_or(0, |totp| totp.recovery_codes.len()),
-        })
+        second_factors_of(ctx.data::<ApiState>()?, own_id(ctx)?).await
     }
+}
+
+/// The second factors of `user_id`, from their history (never behind a
+/// change).
+pub(super) async fn second_factors_of(
+    state: &ApiState,
+    user_id: uuid::Uuid,
+) -> ApiResult<SecondFactors> {
+    let account = state.auth.users.load(user_id).await?;
+    let totp = account.as_ref().and_then(|account| account.totp.as_ref());
+    Ok(SecondFactors {
+        totp_enabled: totp.is_some_and(|totp| totp.is_enabled()),
+        totp_pending: totp.is_some_and(|totp| !totp.is_enabled()),
+        recovery_codes_left: totp
+            .filter(|totp| totp.is_enabled())
+            .map_or(0, |totp| totp.recovery_codes.len()),
+    })
 }
 
 /// What an authenticator app is set up with.

@@ -112,20 +112,51 @@ impl User {
     /// The account's passkeys, oldest first, from its history (never
     /// behind a change): for its owner, admins and auditors.
     async fn passkeys(&self, ctx: &Context<'_>) -> ApiResult<Vec<super::Passkey>> {
+        self.owner_or_reader(ctx, "passkeys")?;
+        super::passkeys::passkeys_of(ctx.data::<ApiState>()?, self.0.id).await
+    }
+
+    /// The account's authenticator app and recovery codes, from its
+    /// history (never behind a change): for its owner, admins and auditors.
+    async fn second_factors(&self, ctx: &Context<'_>) -> ApiResult<super::SecondFactors> {
+        self.owner_or_reader(ctx, "second factors")?;
+        super::factors::second_factors_of(ctx.data::<ApiState>()?, self.0.id).await
+    }
+
+    /// Until when sign-in is refused after too many failed attempts; null
+    /// when it is not (`unlockUser` ends it early). From the account's
+    /// history: for its owner, admins and auditors.
+    async fn locked_until(&self, ctx: &Context<'_>) -> ApiResult<Option<DateTime<Utc>>> {
+        self.owner_or_reader(ctx, "the lockout")?;
         let state = ctx.data::<ApiState>()?;
+        let now = state.auth.clock.now();
+        Ok(state
+            .auth
+            .users
+            .load(self.0.id)
+            .await?
+            .filter(|account| account.is_locked(now))
+            .and_then(|account| account.locked_until))
+    }
+}
+
+impl User {
+    /// Refuses anyone but the account's owner, admins and auditors.
+    fn owner_or_reader(&self, ctx: &Context<'_>, what: &str) -> ApiResult<()> {
         let allowed = match crate::graphql::guards::caller(ctx) {
             crate::auth::Caller::User { id, roles, .. } => {
                 *id == self.0.id || crate::graphql::guards::has_any(roles, READERS)
             }
             crate::auth::Caller::Anonymous => false,
         };
-        if !allowed {
-            return Err(ApiError::new(
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
                 Code::Forbidden,
-                "only the owner, admins and auditors see passkeys",
-            ));
+                format!("only the owner, admins and auditors see {what}"),
+            ))
         }
-        super::passkeys::passkeys_of(state, self.0.id).await
     }
 }
 

@@ -350,6 +350,18 @@ impl TestStack {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
 
+    /// How many events of `event_type` the stream of `aggregate_id` holds.
+    pub async fn events_of(&self, aggregate_id: &str, event_type: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = $2",
+        )
+        .bind(aggregate_id)
+        .bind(event_type)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
     /// Moves every event of each user to the given transaction id, as if
     /// committed by it: what orders commits across a power of ten.
     pub async fn move_to_transactions(&self, moves: &[(&str, &str)]) {

@@ -83,7 +83,8 @@ function Users() {
   </section>`;
 }
 
-const USER = `query User($id: ID!, $minVersion: Int) { user(id: $id, minVersion: $minVersion) { ${USER_FIELDS} passkeys { id name createdAt lastUsedAt } } }`;
+const USER = `query User($id: ID!, $minVersion: Int) { user(id: $id, minVersion: $minVersion) { ${USER_FIELDS} passkeys { id name createdAt lastUsedAt }
+  secondFactors { totpEnabled totpPending recoveryCodesLeft } lockedUntil } }`;
 const SESSIONS = `query Sessions($id: ID!) { userSessions(userId: $id) { id startedAt lastUsedAt clientAddress userAgent factors } }`;
 
 function Reasoned({ label, mutation, user, done }) {
@@ -141,7 +142,7 @@ function Actions({ user, changed }) {
           ? html`<${Action} action=${() => role('revokeRole', r)}>Revoke ${r.toLowerCase()}</${Action}>`
           : html`<${Action} action=${() => role('assignRole', r)}>Make ${r.toLowerCase()}</${Action}>`,
       )}
-      <${Action} action=${unlock}>Unlock sign-in</${Action}>
+      ${user.lockedUntil && html`<${Action} action=${unlock}>Unlock sign-in</${Action}>`}
     </p>
     ${user.email && html`<${Erase} user=${user} done=${changed} />`}
   </section>`;
@@ -202,12 +203,26 @@ function UserPage({ id }) {
       <dt>Registered</dt><dd>${when(user.createdAt)}</dd>
       <dt>Last change</dt><dd>${when(user.updatedAt)}</dd>
       <dt>Locale, time zone</dt><dd>${user.locale ?? '—'}, ${user.timeZone ?? '—'}</dd>
+      <dt>Authenticator app</dt><dd id="app">${app(user.secondFactors)}</dd>
       <dt>Passkeys</dt>
       <dd>${user.passkeys.length === 0 ? 'none' : user.passkeys.map((p) => html`<span class="badge">${p.name ?? 'passkey'}</span> `)}</dd>
+      <dt>Sign-in</dt>
+      <dd id="lockout">${user.lockedUntil
+        ? html`<span class="badge warn">locked</span> until ${when(user.lockedUntil)}, after too many failed attempts`
+        : 'not locked'}</dd>
     </dl>
     ${isAdmin() && html`<${Actions} user=${user} changed=${setSeen} />`}
     ${isAdmin() && html`<${UserSessions} user=${user} />`}
   </section>`;
+}
+
+/** What the account's authenticator app stands at, in words. */
+function app(factors) {
+  if (factors.totpEnabled) {
+    const left = factors.recoveryCodesLeft;
+    return html`<span class="badge ok">on</span> ${left} recovery code${left === 1 ? '' : 's'} left`;
+  }
+  return factors.totpPending ? 'being set up (not confirmed yet)' : 'off';
 }
 
 const HISTORY = `query History($id: ID!, $after: String) { userHistory(id: $id, first: 50, after: $after) {
