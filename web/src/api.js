@@ -6,11 +6,12 @@
 
 const ENDPOINT = '/graphql';
 
-/** An error the API answered, with its `extensions.code`. */
+/** An error the API answered, with its `extensions.code` and the rest of its `extensions`. */
 export class ApiError extends Error {
-  constructor(message, code) {
+  constructor(message, code, extensions = {}) {
     super(message);
     this.code = code;
+    this.extensions = extensions;
   }
 }
 
@@ -138,7 +139,7 @@ export async function gql(query, variables = {}) {
       await freshSignIn();
       return gql(query, variables);
     }
-    throw new ApiError(error.message, code);
+    throw new ApiError(error.message, code, error.extensions ?? {});
   }
   return body.data;
 }

@@ -4,7 +4,7 @@
 
 import '../style.css';
 import { useEffect, useState } from 'preact/hooks';
-import { USER_FIELDS, currentSession, gql, onSession, resume, signOut } from '../api.js';
+import { ApiError, USER_FIELDS, currentSession, gql, onSession, resume, signOut } from '../api.js';
 import { Action, Alert, Field, Form, FreshSignIn, Heading, Link, SignIn, html, render, useLoad, usePath, when } from '../ui.js';
 
 const BASE = '/console';
@@ -87,12 +87,36 @@ const USER = `query User($id: ID!, $minVersion: Int) { user(id: $id, minVersion:
   secondFactors { totpEnabled totpPending recoveryCodesLeft } lockedUntil } }`;
 const SESSIONS = `query Sessions($id: ID!) { userSessions(userId: $id) { id startedAt lastUsedAt clientAddress userAgent factors } }`;
 
+/**
+ * Runs a change decided on the user as the page shows them. When the user
+ * changed meanwhile (`CONFLICT`, with the version they are at), the page
+ * reads them again at that version and says so: the admin looks again
+ * before trying again.
+ */
+async function onWhatIsShown(change, changed) {
+  try {
+    return await change();
+  } catch (error) {
+    const current = error.extensions?.currentVersion;
+    if (error.code !== 'CONFLICT' || current === undefined) throw error;
+    changed(current);
+    throw new ApiError(
+      `The user changed since this page read them (they are at version ${current} now). The page shows them as they are: look again, then try again.`,
+      'CONFLICT',
+    );
+  }
+}
+
 function Reasoned({ label, mutation, user, done }) {
   const [reason, setReason] = useState('');
   const act = async () => {
-    const answer = await gql(`mutation Act($input: UserRefInput!) { ${mutation}(input: $input) { version } }`, {
-      input: { id: user.id, reason, expectedVersion: user.version },
-    });
+    const answer = await onWhatIsShown(
+      () =>
+        gql(`mutation Act($input: UserRefInput!) { ${mutation}(input: $input) { version } }`, {
+          input: { id: user.id, reason, expectedVersion: user.version },
+        }),
+      done,
+    );
     setReason('');
     done(answer[mutation].version);
   };
@@ -121,9 +145,13 @@ function Erase({ user, done }) {
 
 function Actions({ user, changed }) {
   const role = async (mutation, name) => {
-    const answer = await gql(`mutation Role($input: RoleInput!) { ${mutation}(input: $input) { version } }`, {
-      input: { id: user.id, role: name, expectedVersion: user.version },
-    });
+    const answer = await onWhatIsShown(
+      () =>
+        gql(`mutation Role($input: RoleInput!) { ${mutation}(input: $input) { version } }`, {
+          input: { id: user.id, role: name, expectedVersion: user.version },
+        }),
+      changed,
+    );
     changed(answer[mutation].version);
   };
   const unlock = async () => {
@@ -203,7 +231,7 @@ function UserPage({ id }) {
       <dt>Registered</dt><dd>${when(user.createdAt)}</dd>
       <dt>Last change</dt><dd>${when(user.updatedAt)}</dd>
       <dt>Locale, time zone</dt><dd>${user.locale ?? '—'}, ${user.timeZone ?? '—'}</dd>
-      <dt>Authenticator app</dt><dd id="app">${app(user.secondFactors)}</dd>
+      <dt>Authenticator app</dt><dd id="totp">${app(user.secondFactors)}</dd>
       <dt>Passkeys</dt>
       <dd>${user.passkeys.length === 0 ? 'none' : user.passkeys.map((p) => html`<span class="badge">${p.name ?? 'passkey'}</span> `)}</dd>
       <dt>Sign-in</dt>
