@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KafkaConfig;
 use crate::events::Outgoing;
 use crate::kafka::{self, RenewingProducer};
-use crate::store::wake::EVENTS_CHANNEL;
+use crate::store::wake::{Recheck, EVENTS_CHANNEL};
 use crate::store::{self, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS};
 use accountable_domain::User;
 
@@ -219,6 +219,7 @@ impl Relay {
             .await?;
         let mut published = Published::load(&mut conn, &self.config.topic).await?;
         let mut next_check = tokio::time::Instant::now();
+        let mut recheck = Recheck::new(self.config.poll_interval);
         loop {
             match self.publish_batch(&mut conn, &mut published).await? {
                 Outcome::Published(count) if count == self.config.batch_size => continue,
@@ -235,10 +236,11 @@ impl Relay {
                 }
                 next_check = tokio::time::Instant::now() + CHECK_TOPIC_EVERY;
             }
+            let held_back = store::committed::held_back(&mut conn).await?;
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 notification = listener.recv() => { notification?; }
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep(recheck.wait(held_back)) => {}
             }
         }
     }

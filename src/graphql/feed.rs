@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::audit::history::{self, ReadableEvent};
 use crate::store;
-use crate::store::wake::EVENTS_CHANNEL;
+use crate::store::wake::{Recheck, EVENTS_CHANNEL};
 
 /// How many events a slow subscription may fall behind before it is told
 /// so and ended.
@@ -44,15 +44,18 @@ impl EventFeed {
             sender: sender.clone(),
         };
         background.spawn(async move {
+            let mut recheck = Recheck::new(POLL_EVERY);
+            let mut wait = POLL_EVERY;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = listener.recv() => {}
-                    _ = tokio::time::sleep(POLL_EVERY) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 if sender.receiver_count() == 0 {
                     // Nobody follows: move to the end without reading (and
                     // decrypting) what nobody would receive.
+                    wait = recheck.wait(false);
                     match store::committed::end(&pool).await {
                         Ok(latest) => {
                             if latest.is_some() {
@@ -94,6 +97,8 @@ impl EventFeed {
                         break;
                     }
                 }
+                let held_back = store::committed::held_back(&pool).await.unwrap_or_default();
+                wait = recheck.wait(held_back);
             }
         });
         Ok(feed)

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deliveries::{self, Due};
 use super::messages::{compose, Kind, Letterhead, Unsendable};
-use crate::store::wake::EVENTS_CHANNEL;
+use crate::store::wake::{Recheck, EVENTS_CHANNEL};
 use crate::store::{
     self, upcast, variant_fields, CommittedRead, StoredEvent, STORED_EVENT_COLUMNS,
 };
@@ -184,14 +184,14 @@ impl Mailer {
             .await?;
         let mut listener = crate::db::listener(&self.pool).await?;
         listener.listen_all([EVENTS_CHANNEL, MAIL_CHANNEL]).await?;
+        let mut recheck = Recheck::new(self.config.poll_interval);
         loop {
             while self.collect(&mut conn).await? == BATCH {}
             while self.send_due(shutdown).await? == SEND_BATCH {}
+            let look = recheck.wait(crate::store::committed::held_back(&mut conn).await?);
             let wait = deliveries::soonest(&self.pool)
                 .await?
-                .map_or(self.config.poll_interval, |soonest| {
-                    soonest.min(self.config.poll_interval)
-                });
+                .map_or(look, |soonest| soonest.min(look));
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 notification = listener.recv() => { notification?; }

@@ -61,6 +61,18 @@ impl StreamCursor {
     }
 }
 
+/// Whether committed events wait outside the prefix, behind a transaction
+/// that began before theirs and still runs (the prefix ends at the oldest
+/// one running, in any database of the cluster): a reader that found the
+/// prefix's end should look again soon, not at its next poll.
+pub async fn held_back<'c>(executor: impl Executor<'c, Database = Postgres>) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .fetch_one(executor)
+    .await
+}
+
 /// The last event of the committed prefix, if any.
 pub async fn end<'c>(
     executor: impl Executor<'c, Database = Postgres>,

@@ -153,6 +153,34 @@ async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
 }
 
 #[tokio::test]
+async fn an_event_held_back_by_an_older_transaction_goes_out_when_it_ends_without_waiting_for_the_poll(
+) {
+    let stack = TestStack::with_config(|config| config.kafka.relay_poll_ms = 600_000).await;
+    let api = stack.api().await;
+    stack.relay();
+    let consumer = stack.consumer().await;
+    let first = api.register("first@example.com", "First").await.id;
+    consume_until(&consumer, Duration::from_secs(30), |m| {
+        m.iter().any(|m| m.key == first)
+    })
+    .await;
+    // A transaction with an id, begun before the registration and still
+    // running when its wake-up comes: the event is committed, but not yet
+    // in the prefix the relay publishes. Ending it sends no wake-up.
+    let mut older = stack.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    let second = api.register("second@example.com", "Second").await.id;
+    older.rollback().await.unwrap();
+    consume_until(&consumer, Duration::from_secs(30), |m| {
+        m.iter().any(|m| m.key == second)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_consumer_resuming_at_any_offset_gets_that_offset() {
     let stack = TestStack::new().await;
     let api = stack.api().await;
