@@ -154,14 +154,16 @@ pub async fn mail_states(pool: &PgPool) -> sqlx::Result<Vec<(&'static str, i64)>
     let counts = deliveries::counts(pool).await?;
     Ok(["due", "sent", "parked", "dropped"]
         .into_iter()
-        .map(|state| {
-            let count = counts
-                .iter()
-                .find(|(name, _)| name == state)
-                .map_or(0, |(_, count)| *count);
-            (state, count)
-        })
+        .map(|state| (state, count_of(&counts, state)))
         .collect())
+}
+
+/// The count `name` has among `counts` (0 when it has none).
+pub fn count_of(counts: &[(String, i64)], name: &str) -> i64 {
+    counts
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, count)| *count)
 }
 
 /// `{projection="…"}` samples; the label value is made safe to print.

@@ -108,13 +108,6 @@ pub struct RetriedDeadLetters {
     pub still_parked: i64,
 }
 
-fn count(counts: &[(String, i64)], name: &str) -> i64 {
-    counts
-        .iter()
-        .find(|(n, _)| n == name)
-        .map_or(0, |(_, c)| *c)
-}
-
 #[Object]
 impl PipelineQuery {
     /// The relay's and the projections' lag, the dead letters and the mail
@@ -137,15 +130,15 @@ impl PipelineQuery {
                 .iter()
                 .map(|&name| ProjectionHealth {
                     name: name.to_owned(),
-                    lag: count(&lag, name),
-                    dead_letters: count(&dead, name),
+                    lag: observe::count_of(&lag, name),
+                    dead_letters: observe::count_of(&dead, name),
                 })
                 .collect(),
             mail: MailHealth {
-                due: count(&mail, "due"),
-                sent: count(&mail, "sent"),
-                parked: count(&mail, "parked"),
-                dropped: count(&mail, "dropped"),
+                due: observe::count_of(&mail, "due"),
+                sent: observe::count_of(&mail, "sent"),
+                parked: observe::count_of(&mail, "parked"),
+                dropped: observe::count_of(&mail, "dropped"),
                 oldest_due_seconds: deliveries::oldest_due(pool).await?,
             },
             dead_letters: worker::parked(pool, DEAD_LETTERS_SHOWN)

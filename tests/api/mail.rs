@@ -49,7 +49,7 @@ pub(crate) async fn verifying_stack(mail: &MailServer) -> (TestStack, TestApi) {
 
 /// A stack that signs new accounts in at once (development's default), its
 /// mail going to `mail`, with a mailer running.
-async fn open_stack(mail: &MailServer) -> (TestStack, TestApi) {
+pub(crate) async fn open_stack(mail: &MailServer) -> (TestStack, TestApi) {
     let url = mail.url();
     let stack = TestStack::with_config(|config| config.mail.smtp_url = Some(url)).await;
     let api = stack.api().await;

@@ -1,11 +1,13 @@
 //! The account pages and the console in Chromium, on the real service: a
 //! person signs up, follows the mailed link, turns on an authenticator app
-//! and signs in with it, and ends another session; an admin finds a user,
-//! deactivates them and sees the event on the timeline; an auditor sees a
-//! history edited in SQL break; an admin sees a user's app and lockout,
-//! lifts the lock and grants a role; an erasure asks for a fresh sign-in;
-//! operations that find the access token expired together refresh it once.
-//! Screenshots of each page go to `target/pages/<test>/`.
+//! and signs in with it, and ends another session; another signs in with a
+//! recovery code, changes password and address and turns the app off; an
+//! admin finds a user, deactivates them and sees the event on the
+//! timeline; an auditor sees a history edited in SQL break; an admin sees a
+//! user's app and lockout, lifts the lock and grants a role; an erasure asks
+//! for a fresh sign-in; operations that find the access token expired
+//! together refresh it once. Screenshots of each page go to
+//! `target/pages/<test>/`.
 
 use accountable::auth::Clock;
 use serde_json::json;
@@ -98,6 +100,81 @@ async fn a_person_signs_up_verifies_the_address_signs_in_with_an_app_and_ends_a_
     pages.see("Forgotten password?").await;
     pages.goto(&api.url("/account/")).await;
     pages.see("Forgotten password?").await;
+}
+
+#[tokio::test]
+async fn a_person_signs_in_with_a_recovery_code_changes_password_and_address_and_turns_the_app_off()
+{
+    let mail = MailServer::start().await;
+    let (_stack, api) = crate::mail::open_stack(&mail).await;
+    let ada = api.register("ada@example.test", "Ada Lovelace").await;
+    let (secret, codes) = crate::factors::enable_app(&api, &ada.access).await;
+    let mut pages = Pages::start("account-changes").await;
+
+    pages.goto(&api.url("/account/")).await;
+    pages.fill("Email", "ada@example.test").await;
+    pages.fill("Password", PASSWORD).await;
+    pages.click("button", "Sign in").await;
+    pages.see("Second step").await;
+    pages.click("button", "Use a recovery code instead").await;
+    pages.fill("Recovery code", &codes[0]).await;
+    pages.click("button", "Continue").await;
+    pages.see("9 recovery codes left").await;
+
+    let new_password = "a new password of some length";
+    pages.fill("Current password", PASSWORD).await;
+    pages.fill("New password", new_password).await;
+    pages.click("button", "Change password").await;
+    // Every session ends with the change, the page's own too.
+    pages.see("Your password is changed").await;
+    pages.screenshot("password-changed").await;
+    let login = |password: &'static str| {
+        let api = &api;
+        async move {
+            api.graphql(
+                "mutation($p: String!) { login(input: {email: \"ada@example.test\", password: $p}) { secondFactorRequired } }",
+                json!({"p": password}),
+            )
+            .await
+        }
+    };
+    assert_eq!(error_code(&login(PASSWORD).await), "UNAUTHENTICATED");
+    let renewed = login(new_password).await;
+    assert_eq!(
+        renewed["data"]["login"]["secondFactorRequired"], true,
+        "{renewed}"
+    );
+    pages.fill("Email", "ada@example.test").await;
+    pages.fill("Password", new_password).await;
+    pages.click("button", "Sign in").await;
+    // The next step's code: the one that turned the app on is spent.
+    let code = pyotp_code(&secret, 30).await;
+    pages.fill("Code from your authenticator app", &code).await;
+    pages.click("button", "Continue").await;
+    pages.see("Your account").await;
+
+    pages
+        .fill("New email address", "countess@example.test")
+        .await;
+    pages.click("button", "Change email").await;
+    pages.see("We sent a link to countess@example.test").await;
+    let sent = mail.wait_for("countess@example.test", 1).await;
+    pages
+        .goto(&api.url(&link_in(&sent[0].body(), "/account/confirm-email")))
+        .await;
+    pages.see("Your new address is confirmed").await;
+    pages.screenshot("address-confirmed").await;
+
+    // The app is lost: a recovery code turns it off.
+    pages.goto(&api.url("/account/")).await;
+    pages.see("Turn off the app").await;
+    pages.fill("Your password", new_password).await;
+    pages
+        .fill("Code from your app, or a recovery code", &codes[1])
+        .await;
+    pages.click("button", "Turn off the app").await;
+    pages.see("Sign-in asks for your password only.").await;
+    pages.see("countess@example.test").await;
 }
 
 /// A stack with a signed-in console user holding `role`, and Alan, whose

@@ -391,8 +391,22 @@ async fn in_cookie_mode_the_refresh_token_is_an_http_only_same_site_cookie_for_t
         body["data"]["refreshToken"]["accessToken"].is_string(),
         "{body}"
     );
+    let rotated = pair(&set.expect("a new cookie"));
+    assert_ne!(rotated, first);
+    // An answer that does not select the refresh token replaces the cookie
+    // all the same: else the next refresh would present the token just
+    // replaced, and end the session as a reuse.
+    let unselected = "mutation { refreshToken(refreshToken: \"\") { accessToken } }";
+    let (status, set, body) = in_cookie_mode(&api, Some(&own), Some(&rotated), unselected).await;
+    assert_eq!(status, 200, "{body}");
+    let second = pair(&set.expect("a new cookie, unselected"));
+    assert_ne!(second, rotated);
+    let (_, set, body) = in_cookie_mode(&api, Some(&own), Some(&second), unselected).await;
+    assert!(
+        body["data"]["refreshToken"]["accessToken"].is_string(),
+        "the cookie's token goes on: {body}"
+    );
     let second = pair(&set.expect("a new cookie"));
-    assert_ne!(second, first);
 
     // Another site, or no browser at all, may not use the cookie mode.
     for origin in [Some("http://evil.example"), None] {

@@ -33,6 +33,21 @@ export function setSession(next) {
   for (const listener of listeners) listener(session);
 }
 
+let farewell = null;
+
+/** Ends the session here, with `reason` for the sign-in page to say once. */
+export function endSession(reason) {
+  farewell = reason;
+  setSession(null);
+}
+
+/** Why the last session ended without a sign-out here, once; null when it did not. */
+export function takeFarewell() {
+  const said = farewell;
+  farewell = null;
+  return said;
+}
+
 /**
  * Who answers `REAUTHENTICATION_REQUIRED`: a function that asks the person
  * to prove who they are again and resolves once `reauthenticate` succeeded
@@ -131,7 +146,9 @@ export async function gql(query, variables = {}) {
   if (status === 401 && session && (session.accessToken !== sent || (await refresh()))) {
     ({ status, body } = await post(query, variables, session?.accessToken));
   }
-  if (status === 401 && session) setSession(null);
+  if (status === 401 && session) {
+    endSession('Your session has ended (signed out elsewhere, or over its time). Sign in again.');
+  }
   const error = body?.errors?.[0];
   if (error) {
     const code = error.extensions?.code ?? 'INTERNAL';

@@ -13,6 +13,7 @@ import {
   onFreshSignInNeeded,
   passkeyCredential,
   setSession,
+  takeFarewell,
   signedIn,
   currentSession,
 } from './api.js';
@@ -153,6 +154,7 @@ export function SignIn({ links }) {
   const [code, setCode] = useState('');
   const [useRecovery, setUseRecovery] = useState(false);
   const [notice, setNotice] = useState(null);
+  const [farewell] = useState(takeFarewell);
 
   const signInWithPassword = async () => {
     const { login } = await gql(SIGN_IN, { input: { email, password } });
@@ -220,6 +222,7 @@ export function SignIn({ links }) {
   }
   return html`<section>
     <${Heading}>Sign in</${Heading}>
+    <${Alert} error=${farewell} kind="info" />
     <${Form} action=${signInWithPassword} submit="Sign in">
       <${Field} label="Email" type="email" value=${email} onInput=${setEmail} autocomplete="username" />
       <${Field} label="Password" type="password" value=${password} onInput=${setPassword} autocomplete="current-password" />

@@ -280,6 +280,6 @@ impl FactorMutation {
             .auth
             .complete_login(&input.challenge, proof, &command_ctx)
             .await?;
-        Ok(AuthPayload::new(signed_in, None))
+        Ok(AuthPayload::new(ctx, signed_in, None))
     }
 }

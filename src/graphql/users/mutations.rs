@@ -48,7 +48,7 @@ impl UserMutation {
             None => None,
         };
         Ok(SignInPayload::signed_in(AuthPayload::new(
-            *signed_in, written,
+            ctx, *signed_in, written,
         )))
     }
 
@@ -72,7 +72,7 @@ impl UserMutation {
             .await?;
         Ok(match logged_in {
             LoggedIn::SignedIn(signed_in) => {
-                SignInPayload::signed_in(AuthPayload::new(*signed_in, None))
+                SignInPayload::signed_in(AuthPayload::new(ctx, *signed_in, None))
             }
             LoggedIn::SecondFactorRequired { challenge, passkey } => {
                 SignInPayload::second_factor(challenge, passkey)
@@ -90,7 +90,7 @@ impl UserMutation {
         let (state, _) = limited(ctx, Actor::SelfService)?;
         let refresh_token = cookie::presented(ctx, refresh_token);
         let signed_in = state.auth.refresh(&refresh_token).await?;
-        Ok(AuthPayload::new(signed_in, None))
+        Ok(AuthPayload::new(ctx, signed_in, None))
     }
 
     /// Changes a profile: the user themself, or an admin.

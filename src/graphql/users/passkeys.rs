@@ -212,7 +212,7 @@ impl PasskeyMutation {
             .auth
             .finish_passkey_sign_in(&input.ceremony, &input.credential, &command_ctx)
             .await?;
-        Ok(AuthPayload::new(signed_in, None))
+        Ok(AuthPayload::new(ctx, signed_in, None))
     }
 
     /// Begins the second step of a password sign-in (`login` answered
@@ -242,7 +242,7 @@ impl PasskeyMutation {
             .auth
             .finish_passkey_second_step(&input.ceremony, &input.credential, &command_ctx)
             .await?;
-        Ok(AuthPayload::new(signed_in, None))
+        Ok(AuthPayload::new(ctx, signed_in, None))
     }
 
     /// Begins a re-authentication with one of the caller's passkeys; pass

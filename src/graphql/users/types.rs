@@ -185,9 +185,10 @@ pub struct AuthPayload {
 impl AuthPayload {
     /// Opaque; trade it for a new pair with `refreshToken` (once: it is
     /// replaced on every use). Empty in cookie mode (`Accountable-Session:
-    /// cookie`), where it is set as an `HttpOnly` cookie instead.
-    async fn refresh_token(&self, ctx: &Context<'_>) -> String {
-        crate::graphql::cookie::hand_over(ctx, &self.refresh_token)
+    /// cookie`), where it is set as an `HttpOnly` cookie instead, whether
+    /// or not the answer selects this field.
+    async fn refresh_token(&self) -> &str {
+        &self.refresh_token
     }
 
     /// The signed-in account, at least at the version this operation wrote.
@@ -243,10 +244,8 @@ impl SignInPayload {
     }
 
     /// As in `AuthPayload`.
-    async fn refresh_token(&self, ctx: &Context<'_>) -> Option<String> {
-        self.signed_in
-            .as_ref()
-            .map(|s| crate::graphql::cookie::hand_over(ctx, &s.refresh_token))
+    async fn refresh_token(&self) -> Option<&str> {
+        self.signed_in.as_ref().map(|s| s.refresh_token.as_str())
     }
 
     /// The signed-in account.
@@ -309,11 +308,20 @@ impl AuthPayload {
         read_at_least(state, self.user_id, self.version.unwrap_or(1)).await
     }
 
-    pub(super) fn new(signed_in: crate::auth::SignedIn, written: Option<UserRow>) -> Self {
+    /// The session `signed_in` began or went on with. In cookie mode its
+    /// refresh token goes into the cookie here, not when the answer's
+    /// field is resolved: an answer that does not select it must not leave
+    /// the cookie with the token it just replaced (whose next use would
+    /// end the session as a reuse).
+    pub(super) fn new(
+        ctx: &Context<'_>,
+        signed_in: crate::auth::SignedIn,
+        written: Option<UserRow>,
+    ) -> Self {
         Self {
             access_token: signed_in.access_token,
             expires_in: signed_in.expires_in,
-            refresh_token: signed_in.refresh_token,
+            refresh_token: crate::graphql::cookie::hand_over(ctx, &signed_in.refresh_token),
             user_id: signed_in.user_id,
             version: signed_in.executed.map(|e| e.version),
             written,

@@ -6,7 +6,7 @@
 import '../style.css';
 import { useEffect, useState } from 'preact/hooks';
 import QRCode from 'qrcode';
-import { USER_FIELDS, currentSession, gql, onSession, passkeyCredential, resume, setSession, signOut } from '../api.js';
+import { USER_FIELDS, currentSession, endSession, gql, onSession, passkeyCredential, resume, setSession, signOut } from '../api.js';
 import { Action, Alert, Field, Form, FreshSignIn, Heading, Link, SignIn, html, render, useLoad, usePath, when } from '../ui.js';
 
 const BASE = '/account';
@@ -154,18 +154,15 @@ function Profile({ user, changed }) {
 function Password({ user }) {
   const [current, setCurrent] = useState('');
   const [next, setNext] = useState('');
-  const [done, setDone] = useState(false);
   const change = async () => {
     await gql(`mutation Pw($input: ChangePasswordInput!) { changePassword(input: $input) { version } }`, {
       input: { id: user.id, currentPassword: current, newPassword: next },
     });
-    setDone(true);
-    setCurrent('');
-    setNext('');
+    endSession('Your password is changed, and every session of your account has ended, this one too: sign in with the new password.');
   };
   return html`<section aria-labelledby="password">
     <h2 id="password">Password</h2>
-    ${done && html`<p class="alert success" role="status">Password changed; your other sessions are signed out.</p>`}
+    <p>Changing it ends every session of your account, this one too.</p>
     <${Form} action=${change} submit="Change password">
       <${Field} label="Current password" type="password" value=${current} onInput=${setCurrent} autocomplete="current-password" />
       <${Field} label="New password" type="password" value=${next} onInput=${setNext} autocomplete="new-password" minlength="15" hint="At least 15 characters." />
@@ -197,8 +194,12 @@ function AuthenticatorApp() {
     reload();
   };
   const disable = async () => {
+    // Six digits are the app's; anything else is taken for a recovery code
+    // (the app may be what was lost).
+    const given = code.trim();
+    const proof = /^[0-9]{6}$/.test(given) ? { totpCode: given } : { recoveryCode: given };
     await gql(`mutation Off($input: DisableTotpInput!) { disableTotp(input: $input) { version } }`, {
-      input: { currentPassword: password, totpCode: code.trim() },
+      input: { currentPassword: password, ...proof },
     });
     setPassword('');
     setCode('');
@@ -217,7 +218,7 @@ function AuthenticatorApp() {
     html`<p>Sign-in asks for a code of your app. ${factors.recoveryCodesLeft} recovery codes left.</p>
       <${Form} action=${disable} submit="Turn off the app">
         <${Field} label="Your password" type="password" value=${password} onInput=${setPassword} autocomplete="current-password" />
-        <${Field} label="Code from your authenticator app" value=${code} onInput=${setCode} autocomplete="one-time-code" inputmode="numeric" />
+        <${Field} label="Code from your app, or a recovery code" value=${code} onInput=${setCode} autocomplete="one-time-code" hint="Six digits from the app; a recovery code if the app is lost." />
       </${Form}>`}
     ${factors && !factors.totpEnabled && !enrolment &&
     html`<p>Sign-in asks for your password only.</p>
