@@ -128,7 +128,8 @@ async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
     // can bring the relay back.
     let stack = TestStack::with_config(|config| config.kafka.relay_poll_ms = 600_000).await;
     let api = stack.api().await;
-    stack.relay();
+    // A process of its own, whose warnings show when the test fails.
+    let _relay = stack.process("relay");
     let consumer = stack.consumer().await;
     let published = || async {
         stack
@@ -157,12 +158,20 @@ async fn an_event_held_back_by_an_older_transaction_goes_out_when_it_ends_withou
 ) {
     let stack = TestStack::with_config(|config| config.kafka.relay_poll_ms = 600_000).await;
     let api = stack.api().await;
-    stack.relay();
+    // A process of its own, whose warnings show when the test fails.
+    let _relay = stack.process("relay");
     let consumer = stack.consumer().await;
+    let published = || async {
+        stack
+            .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
+            .await
+    };
     let first = api.register("first@example.com", "First").await.id;
-    consume_until(&consumer, Duration::from_secs(30), |m| {
-        m.iter().any(|m| m.key == first)
-    })
+    eventually(
+        "the first event published",
+        Duration::from_secs(30),
+        || async { (published().await >= 1).then_some(()) },
+    )
     .await;
     // A transaction with an id, begun before the registration and still
     // running when its wake-up comes: the event is committed, but not yet
@@ -174,8 +183,14 @@ async fn an_event_held_back_by_an_older_transaction_goes_out_when_it_ends_withou
         .unwrap();
     let second = api.register("second@example.com", "Second").await.id;
     older.rollback().await.unwrap();
+    eventually(
+        "the second event published",
+        Duration::from_secs(30),
+        || async { (published().await >= 2).then_some(()) },
+    )
+    .await;
     consume_until(&consumer, Duration::from_secs(30), |m| {
-        m.iter().any(|m| m.key == second)
+        m.iter().any(|m| m.key == first) && m.iter().any(|m| m.key == second)
     })
     .await;
 }
