@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::helpers::{consume_until, eventually, next_message, TestStack};
+use crate::helpers::{consume_until, eventually, next_message, TestApi, TestStack};
 
 /// A registration as stored, its personal fields unreadable (as after an
 /// erasure): the relay publishes it without holding any key.
@@ -122,77 +122,81 @@ async fn of_two_relays_only_one_publishes() {
     );
 }
 
+/// A stack whose relay polls less often than a test lasts, so that only a
+/// wake-up or a recheck brings it back; idle once `first` (a registration
+/// its first look may find) is published. The relay is a process of its
+/// own, whose warnings show when a test fails.
+struct IdleRelay {
+    stack: TestStack,
+    api: TestApi,
+    consumer: rdkafka::consumer::StreamConsumer,
+    first: String,
+    _relay: tokio::process::Child,
+}
+
+impl IdleRelay {
+    async fn start() -> Self {
+        let stack = TestStack::with_config(|config| config.kafka.relay_poll_ms = 600_000).await;
+        let api = stack.api().await;
+        let relay = stack.process("relay");
+        let consumer = stack.consumer().await;
+        let first = api.register("first@example.com", "First").await.id;
+        let idle = Self {
+            stack,
+            api,
+            consumer,
+            first,
+            _relay: relay,
+        };
+        idle.published(1, "the first event published").await;
+        idle
+    }
+
+    async fn published(&self, count: i64, what: &str) {
+        eventually(what, Duration::from_secs(30), || async {
+            let published = self
+                .stack
+                .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
+                .await;
+            (published >= count).then_some(())
+        })
+        .await;
+    }
+
+    /// Reads until both `first` and `second` are in: they may lie on
+    /// different partitions, fetched apart.
+    async fn consume_both(&self, second: &str) {
+        consume_until(&self.consumer, Duration::from_secs(30), |m| {
+            m.iter().any(|m| m.key == self.first) && m.iter().any(|m| m.key == second)
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn a_commit_wakes_the_idle_relay_without_waiting_for_its_poll() {
-    // A poll longer than the test: only the wake-up sent after a commit
-    // can bring the relay back.
-    let stack = TestStack::with_config(|config| config.kafka.relay_poll_ms = 600_000).await;
-    let api = stack.api().await;
-    // A process of its own, whose warnings show when the test fails.
-    let _relay = stack.process("relay");
-    let consumer = stack.consumer().await;
-    let published = || async {
-        stack
-            .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
-            .await
-    };
-    // The first may be found by the relay's first look; once it is out the
-    // relay is idle, waiting.
-    let first = api.register("first@example.com", "First").await.id;
-    eventually(
-        "the first event published",
-        Duration::from_secs(30),
-        || async { (published().await >= 1).then_some(()) },
-    )
-    .await;
-    let second = api.register("second@example.com", "Second").await.id;
-    // Both, since they may lie on different partitions, fetched apart.
-    consume_until(&consumer, Duration::from_secs(30), |m| {
-        m.iter().any(|m| m.key == second) && m.iter().any(|m| m.key == first)
-    })
-    .await;
+    let idle = IdleRelay::start().await;
+    let second = idle.api.register("second@example.com", "Second").await.id;
+    idle.published(2, "the second event published").await;
+    idle.consume_both(&second).await;
 }
 
 #[tokio::test]
 async fn an_event_held_back_by_an_older_transaction_goes_out_when_it_ends_without_waiting_for_the_poll(
 ) {
-    let stack = TestStack::with_config(|config| config.kafka.relay_poll_ms = 600_000).await;
-    let api = stack.api().await;
-    // A process of its own, whose warnings show when the test fails.
-    let _relay = stack.process("relay");
-    let consumer = stack.consumer().await;
-    let published = || async {
-        stack
-            .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
-            .await
-    };
-    let first = api.register("first@example.com", "First").await.id;
-    eventually(
-        "the first event published",
-        Duration::from_secs(30),
-        || async { (published().await >= 1).then_some(()) },
-    )
-    .await;
+    let idle = IdleRelay::start().await;
     // A transaction with an id, begun before the registration and still
     // running when its wake-up comes: the event is committed, but not yet
     // in the prefix the relay publishes. Ending it sends no wake-up.
-    let mut older = stack.pool.begin().await.unwrap();
+    let mut older = idle.stack.pool.begin().await.unwrap();
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *older)
         .await
         .unwrap();
-    let second = api.register("second@example.com", "Second").await.id;
+    let second = idle.api.register("second@example.com", "Second").await.id;
     older.rollback().await.unwrap();
-    eventually(
-        "the second event published",
-        Duration::from_secs(30),
-        || async { (published().await >= 2).then_some(()) },
-    )
-    .await;
-    consume_until(&consumer, Duration::from_secs(30), |m| {
-        m.iter().any(|m| m.key == first) && m.iter().any(|m| m.key == second)
-    })
-    .await;
+    idle.published(2, "the second event published").await;
+    idle.consume_both(&second).await;
 }
 
 #[tokio::test]
