@@ -221,8 +221,19 @@ async fn open_alan(pages: &mut Pages) {
 
 #[tokio::test]
 async fn an_admin_finds_a_user_deactivates_them_and_sees_the_event_on_the_timeline() {
-    let (_stack, api, mut pages, _) = console_as("ADMIN", "console-admin", Clock::default()).await;
+    let (_stack, api, mut pages, alan) =
+        console_as("ADMIN", "console-admin", Clock::default()).await;
     open_alan(&mut pages).await;
+    pages.see("1 live session").await;
+    pages.click("button", "End every session").await;
+    pages.see("0 live sessions").await;
+    let refreshed = api
+        .graphql(
+            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
+            json!({"t": alan.refresh}),
+        )
+        .await;
+    assert_eq!(error_code(&refreshed), "UNAUTHENTICATED", "{refreshed}");
     pages.fill("Reason to deactivate", "left the company").await;
     pages.click("button", "Deactivate").await;
     pages.see("Reason to reactivate").await;
@@ -249,6 +260,14 @@ async fn an_admin_finds_a_user_deactivates_them_and_sees_the_event_on_the_timeli
         )
         .await;
     assert!(deactivated["errors"].is_array(), "{deactivated}");
+
+    pages.click("link", "Users").await;
+    open_alan(&mut pages).await;
+    pages.fill("Reason to reactivate", "back again").await;
+    pages.click("button", "Reactivate").await;
+    pages.see("Reason to deactivate").await;
+    assert_eq!(pages.text("#status").await, "active");
+    login(&api, "turing@example.test").await;
 }
 
 #[tokio::test]
@@ -366,7 +385,7 @@ async fn an_erasure_from_the_console_asks_for_a_fresh_sign_in_and_then_goes_on()
 }
 
 #[tokio::test]
-async fn a_person_adds_a_passkey_on_the_page_and_signs_in_with_it_alone() {
+async fn a_person_adds_a_passkey_on_the_page_and_signs_in_with_it_alone_and_as_a_second_step() {
     // Passkeys need a host name, not an address: the pages are opened at
     // `localhost`, on a port chosen before the API starts.
     let port = crate::servers::free_port();
@@ -381,13 +400,18 @@ async fn a_person_adds_a_passkey_on_the_page_and_signs_in_with_it_alone() {
     let api = stack.api().await;
     stack.relay();
     stack.projection();
-    api.register("ada@example.test", "Ada Lovelace").await;
+    let ada = api.register("ada@example.test", "Ada Lovelace").await;
+    let (secret, _) = crate::factors::enable_app(&api, &ada.access).await;
     let mut pages = Pages::start("passkey").await;
 
     pages.goto(&format!("{origin}/account/")).await;
     pages.fill("Email", "ada@example.test").await;
     pages.fill("Password", PASSWORD).await;
     pages.click("button", "Sign in").await;
+    // The next step's code: the one that turned the app on is spent.
+    let code = pyotp_code(&secret, 30).await;
+    pages.fill("Code from your authenticator app", &code).await;
+    pages.click("button", "Continue").await;
     pages.see("Your account").await;
     pages.fill("Passkey name", "laptop").await;
     pages.click("button", "Add a passkey").await;
@@ -397,6 +421,16 @@ async fn a_person_adds_a_passkey_on_the_page_and_signs_in_with_it_alone() {
 
     pages.click("button", "Sign in with a passkey").await;
     pages.see("Signed in as").await;
-    pages.see("hwk").await;
+    pages.see("hwk, user, mfa").await;
     pages.screenshot("2-signed-in-with-a-passkey").await;
+    pages.click("button", "Sign out").await;
+
+    // The passkey as the second step of a password sign-in.
+    pages.fill("Email", "ada@example.test").await;
+    pages.fill("Password", PASSWORD).await;
+    pages.click("button", "Sign in").await;
+    pages.see("Second step").await;
+    pages.click("button", "Use a passkey").await;
+    pages.see("Signed in as").await;
+    pages.see("pwd, hwk, user, mfa").await;
 }

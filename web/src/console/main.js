@@ -187,7 +187,7 @@ function UserSessions({ user }) {
     <${Alert} error=${error} />
     ${sessions &&
     html`<table>
-        <caption>${sessions.length} live sessions</caption>
+        <caption>${sessions.length} live session${sessions.length === 1 ? '' : 's'}</caption>
         <thead><tr><th scope="col">Device</th><th scope="col">Address</th><th scope="col">Signed in</th><th scope="col">Last used</th><th scope="col">With</th><th scope="col"><span class="visually-hidden">Action</span></th></tr></thead>
         <tbody>
           ${sessions.map(
