@@ -175,7 +175,7 @@ impl Relay {
         tracing::info!(topic = %self.config.topic, "relay started");
         while !shutdown.is_cancelled() {
             if let Err(error) = self.lead_when_possible(&shutdown).await {
-                tracing::warn!(error = %error, "relay interrupted; starting over");
+                tracing::warn!(topic = %self.config.topic, error = %error, "relay interrupted; starting over");
                 self.producer.renew()?;
                 tokio::select! {
                     _ = shutdown.cancelled() => {}

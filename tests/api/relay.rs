@@ -126,6 +126,10 @@ async fn of_two_relays_only_one_publishes() {
 /// wake-up or a recheck brings it back; idle once `first` (a registration
 /// its first look may find) is published. The relay is a process of its
 /// own, whose warnings show when a test fails.
+///
+/// Its waits allow for the relay's own recovery (an acknowledgement given
+/// up after 15 s, a new producer, the lead taken again), which a loaded
+/// broker can call for: still far below the poll.
 struct IdleRelay {
     stack: TestStack,
     api: TestApi,
@@ -133,6 +137,10 @@ struct IdleRelay {
     first: String,
     _relay: tokio::process::Child,
 }
+
+/// How long an [`IdleRelay`] test waits for what it expects: a tenth of
+/// the relay's poll.
+const WITHIN: Duration = Duration::from_secs(60);
 
 impl IdleRelay {
     async fn start() -> Self {
@@ -153,7 +161,7 @@ impl IdleRelay {
     }
 
     async fn published(&self, count: i64, what: &str) {
-        eventually(what, Duration::from_secs(30), || async {
+        eventually(what, WITHIN, || async {
             let published = self
                 .stack
                 .count("SELECT coalesce(sum(published), 0)::bigint FROM relay_cursors")
@@ -166,7 +174,7 @@ impl IdleRelay {
     /// Reads until both `first` and `second` are in: they may lie on
     /// different partitions, fetched apart.
     async fn consume_both(&self, second: &str) {
-        consume_until(&self.consumer, Duration::from_secs(30), |m| {
+        consume_until(&self.consumer, WITHIN, |m| {
             m.iter().any(|m| m.key == self.first) && m.iter().any(|m| m.key == second)
         })
         .await;
