@@ -182,12 +182,7 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() {
         .graphql_as(Some(&ada.access), "{ me { id } }", json!({}))
         .await;
     assert_eq!(error_code(&me), "UNAUTHENTICATED", "{me}");
-    let refreshed = api
-        .graphql(
-            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
-            json!({"t": ada.refresh}),
-        )
-        .await;
+    let refreshed = api.refresh(&ada.refresh).await;
     assert_eq!(error_code(&refreshed), "UNAUTHENTICATED");
 
     // The old password no longer signs in; the new one does.

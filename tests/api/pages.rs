@@ -87,12 +87,7 @@ async fn a_person_signs_up_verifies_the_address_signs_in_with_an_app_and_ends_a_
 
     pages.click("button", "End session").await;
     pages.see("1 live session").await;
-    let refreshed = api
-        .graphql(
-            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
-            json!({"t": elsewhere.refresh}),
-        )
-        .await;
+    let refreshed = api.refresh(&elsewhere.refresh).await;
     assert_eq!(error_code(&refreshed), "UNAUTHENTICATED", "{refreshed}");
     // The page's own session goes on, until it signs out, for good.
     pages.see("Signed in as").await;
@@ -227,12 +222,7 @@ async fn an_admin_finds_a_user_deactivates_them_and_sees_the_event_on_the_timeli
     pages.see("1 live session").await;
     pages.click("button", "End every session").await;
     pages.see("0 live sessions").await;
-    let refreshed = api
-        .graphql(
-            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
-            json!({"t": alan.refresh}),
-        )
-        .await;
+    let refreshed = api.refresh(&alan.refresh).await;
     assert_eq!(error_code(&refreshed), "UNAUTHENTICATED", "{refreshed}");
     pages.fill("Reason to deactivate", "left the company").await;
     pages.click("button", "Deactivate").await;

@@ -536,12 +536,7 @@ async fn a_ceremony_expires_and_changes_to_passkeys_need_a_recent_sign_in() {
         .graphql(FINISH_SIGN_IN, json!({"c": ceremony, "k": assertion}))
         .await;
     assert_eq!(error_code(&late), "INVALID_TOKEN", "{late}");
-    let refreshed = api
-        .graphql(
-            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
-            json!({"t": ada.refresh}),
-        )
-        .await;
+    let refreshed = api.refresh(&ada.refresh).await;
     let token = refreshed["data"]["refreshToken"]["accessToken"]
         .as_str()
         .unwrap_or_else(|| panic!("{refreshed}"));

@@ -465,12 +465,7 @@ async fn only_admins_create_service_accounts_with_roles_they_hold_after_a_recent
         assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     }
     clock.advance(chrono::Duration::minutes(10));
-    let refreshed = api
-        .graphql(
-            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
-            json!({"t": root.refresh}),
-        )
-        .await;
+    let refreshed = api.refresh(&root.refresh).await;
     let stale = refreshed["data"]["refreshToken"]["accessToken"]
         .as_str()
         .unwrap_or_else(|| panic!("{refreshed}"));

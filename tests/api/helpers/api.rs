@@ -36,6 +36,16 @@ impl TestApi {
         response.text().await.expect("a body")
     }
 
+    /// `refreshToken` with `token`, asking for the access token only: the
+    /// response body.
+    pub async fn refresh(&self, token: &str) -> Value {
+        self.graphql(
+            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
+            json!({"t": token}),
+        )
+        .await
+    }
+
     /// POSTs one GraphQL operation and returns the response body.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
         self.graphql_as(None, query, variables).await
