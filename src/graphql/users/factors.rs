@@ -34,25 +34,22 @@ impl FactorQuery {
     /// model lags behind a change).
     #[graphql(guard = "SignedIn")]
     async fn my_second_factors(&self, ctx: &Context<'_>) -> ApiResult<SecondFactors> {
-        second_factors_of(ctx.data::<ApiState>()?, own_id(ctx)?).await
+        let state = ctx.data::<ApiState>()?;
+        let account = state.auth.users.load(own_id(ctx)?).await?;
+        Ok(second_factors_in(account.as_ref()))
     }
 }
 
-/// The second factors of `user_id`, from their history (never behind a
-/// change).
-pub(super) async fn second_factors_of(
-    state: &ApiState,
-    user_id: uuid::Uuid,
-) -> ApiResult<SecondFactors> {
-    let account = state.auth.users.load(user_id).await?;
-    let totp = account.as_ref().and_then(|account| account.totp.as_ref());
-    Ok(SecondFactors {
+/// The second factors `account` has (none when there is no account).
+pub(super) fn second_factors_in(account: Option<&accountable_domain::Account>) -> SecondFactors {
+    let totp = account.and_then(|account| account.totp.as_ref());
+    SecondFactors {
         totp_enabled: totp.is_some_and(|totp| totp.is_enabled()),
         totp_pending: totp.is_some_and(|totp| !totp.is_enabled()),
         recovery_codes_left: totp
             .filter(|totp| totp.is_enabled())
             .map_or(0, |totp| totp.recovery_codes.len()),
-    })
+    }
 }
 
 /// What an authenticator app is set up with.

@@ -131,7 +131,7 @@ pub(super) async fn read_at_least(state: &ApiState, id: Uuid, min_version: i64) 
         )
         .await?
     {
-        Ok(row) => Ok(User(row)),
+        Ok(row) => Ok(User::from(row)),
         Err(stale) => {
             let error = ApiError::new(
                 Code::Unavailable,

@@ -118,12 +118,12 @@ fn passkey_id(id: &ID) -> ApiResult<uuid::Uuid> {
         .map_err(|_| ApiError::new(Code::BadUserInput, "id: not a passkey id").with("field", "id"))
 }
 
-/// The passkeys of `user_id`, from their history (never behind a change).
-pub(super) async fn passkeys_of(state: &ApiState, user_id: uuid::Uuid) -> ApiResult<Vec<Passkey>> {
-    let account = state.auth.users.load(user_id).await?;
-    Ok(account
+/// The passkeys `account` has, oldest first (none when there is no
+/// account).
+pub(super) fn passkeys_in(account: Option<&accountable_domain::Account>) -> Vec<Passkey> {
+    account
         .map(|account| account.passkeys.iter().map(Passkey::from).collect())
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 fn written(executed: &crate::commands::Executed, id: uuid::Uuid) -> ApiResult<PasskeyPayload> {
@@ -144,7 +144,9 @@ impl PasskeyQuery {
     /// The signed-in user's passkeys, oldest first.
     #[graphql(guard = "SignedIn")]
     async fn my_passkeys(&self, ctx: &Context<'_>) -> ApiResult<Vec<Passkey>> {
-        passkeys_of(ctx.data::<ApiState>()?, own_id(ctx)?).await
+        let state = ctx.data::<ApiState>()?;
+        let account = state.auth.users.load(own_id(ctx)?).await?;
+        Ok(passkeys_in(account.as_ref()))
     }
 }
 

@@ -106,10 +106,10 @@ impl UserQuery {
     ) -> ApiResult<Option<User>> {
         let state = ctx.data::<ApiState>()?;
         let id = parse_id(&id)?;
-        let row = match min_version {
-            None => state.users.load_one(id).await?,
-            Some(min_version) => Some(read_at_least(state, id, min_version).await?.0),
+        let user = match min_version {
+            None => state.users.load_one(id).await?.map(User::from),
+            Some(min_version) => Some(read_at_least(state, id, min_version).await?),
         };
-        Ok(row.filter(|r| !r.status.is_gone()).map(User))
+        Ok(user.filter(|user| !user.row.status.is_gone()))
     }
 }

@@ -38,11 +38,19 @@ pub enum UserStatus {
     Erased,
 }
 
-pub struct User(pub(super) UserRow);
+pub struct User {
+    pub(super) row: UserRow,
+    /// The account as its history has it, loaded once for the fields that
+    /// read it (`passkeys`, `secondFactors`, `lockedUntil`).
+    account: tokio::sync::OnceCell<Option<domain::Account>>,
+}
 
 impl From<UserRow> for User {
     fn from(row: UserRow) -> Self {
-        Self(row)
+        Self {
+            row,
+            account: tokio::sync::OnceCell::new(),
+        }
     }
 }
 
@@ -52,75 +60,75 @@ impl From<UserRow> for User {
 impl User {
     /// Stable and opaque; a UUIDv7, so ids sort by registration time.
     async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        ID(self.row.id.to_string())
     }
 
     /// The sign-in address, as registered (domain lower-cased); null once
     /// the user is erased.
     async fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
+        self.row.email.as_deref()
     }
 
     /// Whether the owner proved the address by following the link mailed
     /// to it (accounts from before verification existed count as verified).
     async fn email_verified(&self) -> bool {
-        self.0.email_verified
+        self.row.email_verified
     }
 
     /// How the user wants to be called: 1 to 100 characters; null once the
     /// user is erased.
     async fn display_name(&self) -> Option<&str> {
-        self.0.display_name.as_deref()
+        self.row.display_name.as_deref()
     }
 
     /// Whether the account is active, deactivated or deleted.
     async fn status(&self) -> UserStatus {
-        self.0.status.into()
+        self.row.status.into()
     }
 
     /// Every role held; `USER` always among them.
     async fn roles(&self) -> Vec<Role> {
-        self.0.roles.iter().copied().map(Role::from).collect()
+        self.row.roles.iter().copied().map(Role::from).collect()
     }
 
     /// The sequence of the last event applied: what `minVersion` and
     /// `expectedVersion` refer to.
     async fn version(&self) -> i64 {
-        self.0.version
+        self.row.version
     }
 
     /// A language tag such as `en-GB`, if set.
     async fn locale(&self) -> Option<&str> {
-        self.0.locale.as_deref()
+        self.row.locale.as_deref()
     }
 
     /// An IANA time zone such as `Europe/London`, if set.
     async fn time_zone(&self) -> Option<&str> {
-        self.0.time_zone.as_deref()
+        self.row.time_zone.as_deref()
     }
 
     /// When the account was registered.
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.row.created_at
     }
 
     /// When the last event the read side applied was recorded.
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+        self.row.updated_at
     }
 
     /// The account's passkeys, oldest first, from its history (never
     /// behind a change): for its owner, admins and auditors.
     async fn passkeys(&self, ctx: &Context<'_>) -> ApiResult<Vec<super::Passkey>> {
         self.owner_or_reader(ctx, "passkeys")?;
-        super::passkeys::passkeys_of(ctx.data::<ApiState>()?, self.0.id).await
+        Ok(super::passkeys::passkeys_in(self.account(ctx).await?))
     }
 
     /// The account's authenticator app and recovery codes, from its
     /// history (never behind a change): for its owner, admins and auditors.
     async fn second_factors(&self, ctx: &Context<'_>) -> ApiResult<super::SecondFactors> {
         self.owner_or_reader(ctx, "second factors")?;
-        super::factors::second_factors_of(ctx.data::<ApiState>()?, self.0.id).await
+        Ok(super::factors::second_factors_in(self.account(ctx).await?))
     }
 
     /// Until when sign-in is refused after too many failed attempts; null
@@ -128,12 +136,9 @@ impl User {
     /// history: for its owner, admins and auditors.
     async fn locked_until(&self, ctx: &Context<'_>) -> ApiResult<Option<DateTime<Utc>>> {
         self.owner_or_reader(ctx, "the lockout")?;
-        let state = ctx.data::<ApiState>()?;
-        let now = state.auth.clock.now();
-        Ok(state
-            .auth
-            .users
-            .load(self.0.id)
+        let now = ctx.data::<ApiState>()?.auth.clock.now();
+        Ok(self
+            .account(ctx)
             .await?
             .filter(|account| account.is_locked(now))
             .and_then(|account| account.locked_until))
@@ -141,11 +146,22 @@ impl User {
 }
 
 impl User {
+    /// The account as its history has it (never behind a change), loaded
+    /// at the first field that asks.
+    async fn account(&self, ctx: &Context<'_>) -> ApiResult<Option<&domain::Account>> {
+        let state = ctx.data::<ApiState>()?;
+        let account = self
+            .account
+            .get_or_try_init(|| state.auth.users.load(self.row.id))
+            .await?;
+        Ok(account.as_ref())
+    }
+
     /// Refuses anyone but the account's owner, admins and auditors.
     fn owner_or_reader(&self, ctx: &Context<'_>, what: &str) -> ApiResult<()> {
         let allowed = match crate::graphql::guards::caller(ctx) {
             crate::auth::Caller::User { id, roles, .. } => {
-                *id == self.0.id || crate::graphql::guards::has_any(roles, READERS)
+                *id == self.row.id || crate::graphql::guards::has_any(roles, READERS)
             }
             crate::auth::Caller::Anonymous => false,
         };
@@ -302,7 +318,7 @@ impl SignInPayload {
 impl AuthPayload {
     async fn account(&self, ctx: &Context<'_>) -> ApiResult<User> {
         if let Some(row) = &self.written {
-            return Ok(User(row.clone()));
+            return Ok(User::from(row.clone()));
         }
         let state = ctx.data::<ApiState>()?;
         read_at_least(state, self.user_id, self.version.unwrap_or(1)).await
@@ -473,7 +489,7 @@ impl UserConnection {
             .into_iter()
             .map(|row| UserEdge {
                 cursor: row.id.to_string(),
-                node: User(row),
+                node: User::from(row),
             })
             .collect();
         Self {
