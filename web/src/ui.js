@@ -126,6 +126,9 @@ export function Heading({ children }) {
   return html`<h1 tabindex="-1" ref=${ref}>${children}</h1>`;
 }
 
+/** `count` and `noun`, the noun in the plural unless the count is one: `1 live session`, `2 live sessions`. */
+export const counted = (count, noun) => `${count} ${noun}${count === 1 ? '' : 's'}`;
+
 export const when = (instant) =>
   instant ? new Date(instant).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' }) : '—';
 

@@ -7,7 +7,7 @@ import '../style.css';
 import { useEffect, useState } from 'preact/hooks';
 import QRCode from 'qrcode';
 import { USER_FIELDS, currentSession, endSession, gql, onSession, passkeyCredential, resume, setSession, signOut } from '../api.js';
-import { Action, Alert, Field, Form, FreshSignIn, Heading, Link, SignIn, html, render, useLoad, usePath, when } from '../ui.js';
+import { Action, Alert, Field, Form, FreshSignIn, Heading, Link, SignIn, counted, html, render, useLoad, usePath, when } from '../ui.js';
 
 const BASE = '/account';
 
@@ -215,7 +215,7 @@ function AuthenticatorApp() {
       <ul class="codes">${codes.map((c) => html`<li><code>${c}</code></li>`)}</ul>
     </div>`}
     ${factors?.totpEnabled &&
-    html`<p>Sign-in asks for a code of your app. ${factors.recoveryCodesLeft} recovery codes left.</p>
+    html`<p>Sign-in asks for a code of your app. ${counted(factors.recoveryCodesLeft, 'recovery code')} left.</p>
       <${Form} action=${disable} submit="Turn off the app">
         <${Field} label="Your password" type="password" value=${password} onInput=${setPassword} autocomplete="current-password" />
         <${Field} label="Code from your app, or a recovery code" value=${code} onInput=${setCode} autocomplete="one-time-code" hint="Six digits from the app; a recovery code if the app is lost." />
@@ -301,7 +301,7 @@ function Sessions() {
         )}
       </tbody>
     </table>
-    <p role="status">${sessions && `${sessions.length} live session${sessions.length === 1 ? '' : 's'}`}</p>
+    <p role="status">${sessions && counted(sessions.length, 'live session')}</p>
     <${Action} action=${endAll} danger>Sign out everywhere</${Action}>
   </section>`;
 }

@@ -5,7 +5,7 @@
 import '../style.css';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, USER_FIELDS, currentSession, gql, onSession, resume, signOut } from '../api.js';
-import { Action, Alert, Field, Form, FreshSignIn, Heading, Link, SignIn, html, render, useLoad, usePath, when } from '../ui.js';
+import { Action, Alert, Field, Form, FreshSignIn, Heading, Link, SignIn, counted, html, render, useLoad, usePath, when } from '../ui.js';
 
 const BASE = '/console';
 const STATUSES = ['ACTIVE', 'DEACTIVATED', 'DELETED'];
@@ -187,7 +187,7 @@ function UserSessions({ user }) {
     <${Alert} error=${error} />
     ${sessions &&
     html`<table>
-        <caption>${sessions.length} live session${sessions.length === 1 ? '' : 's'}</caption>
+        <caption>${counted(sessions.length, 'live session')}</caption>
         <thead><tr><th scope="col">Device</th><th scope="col">Address</th><th scope="col">Signed in</th><th scope="col">Last used</th><th scope="col">With</th><th scope="col"><span class="visually-hidden">Action</span></th></tr></thead>
         <tbody>
           ${sessions.map(
@@ -247,8 +247,7 @@ function UserPage({ id }) {
 /** What the account's authenticator app stands at, in words. */
 function app(factors) {
   if (factors.totpEnabled) {
-    const left = factors.recoveryCodesLeft;
-    return html`<span class="badge ok">on</span> ${left} recovery code${left === 1 ? '' : 's'} left`;
+    return html`<span class="badge ok">on</span> ${counted(factors.recoveryCodesLeft, 'recovery code')} left`;
   }
   return factors.totpPending ? 'being set up (not confirmed yet)' : 'off';
 }
